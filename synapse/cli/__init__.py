@@ -1,0 +1,5 @@
+"""The ``synapse`` ops CLI: one module per command group."""
+
+from synapse.cli.main import main
+
+__all__ = ["main"]

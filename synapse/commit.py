@@ -1,0 +1,124 @@
+"""Apply a plan: one atomic round trip writes every copy and acknowledges the batch.
+
+The commit is a Lua script, so on a single Redis (or one hash slot) the writes
+and the XACK are applied together or not at all, whatever instant the router is
+killed at. MULTI/EXEC would not do: it has no rollback, so a WRONGTYPE on one
+destination would still let the XACK through. The script instead checks every
+destination of an entry first; an entry with a destination it cannot write is
+neither written nor acknowledged (it stays pending, is retried after
+``claim_idle_ms``, and after ``max_deliveries`` is dead-lettered with reason
+``destination_error``), while the rest of the batch commits. The ``#!lua``
+shebang (no ``allow-oom``) makes a server over ``maxmemory`` refuse the whole
+script before any write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, ResponseError
+
+from synapse import wire
+from synapse.plan import BatchPlan
+
+COMMIT_LUA = """#!lua
+local group = ARGV[1]
+local n = tonumber(ARGV[2])
+local types = {}
+local failed = {}
+local acks = {}
+local i = 3
+for e = 1, n do
+  local id = ARGV[i]
+  local nw = tonumber(ARGV[i + 1])
+  i = i + 2
+  local first = i
+  local bad = nil
+  for w = 1, nw do
+    local k = tonumber(ARGV[i])
+    local t = types[k]
+    if t == nil then
+      t = redis.call('TYPE', KEYS[k])['ok']
+      types[k] = t
+    end
+    if t ~= 'stream' and t ~= 'none' then
+      bad = KEYS[k] .. ' holds a ' .. t .. ', not a stream'
+    end
+    i = i + 3 + tonumber(ARGV[i + 2])
+  end
+  if bad then
+    failed[#failed + 1] = id
+    failed[#failed + 1] = bad
+  else
+    i = first
+    for w = 1, nw do
+      local k = tonumber(ARGV[i])
+      local maxlen = ARGV[i + 1]
+      local nf = tonumber(ARGV[i + 2])
+      local args
+      if maxlen == '0' then
+        args = {'XADD', KEYS[k], '*'}
+      else
+        args = {'XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*'}
+      end
+      local base = #args
+      for f = 1, nf do
+        args[base + f] = ARGV[i + 2 + f]
+      end
+      redis.call(unpack(args))
+      types[k] = 'stream'
+      i = i + 3 + nf
+    end
+    acks[#acks + 1] = id
+  end
+end
+for s = 1, #acks, 1000 do
+  redis.call('XACK', KEYS[1], group, unpack(acks, s, math.min(s + 999, #acks)))
+end
+return failed
+"""
+
+COMMIT_SHA = hashlib.sha1(COMMIT_LUA.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """Entries the script could not write (left pending), with the reason."""
+
+    failed: dict[bytes, str]
+
+
+def encode(plan: BatchPlan, group: str) -> tuple[list[bytes | str], list[bytes | str | int]]:
+    """KEYS and ARGV of the commit script for ``plan``."""
+    key_index: dict[str, int] = {plan.source: 1}
+    keys: list[bytes | str] = [plan.source]
+    argv: list[bytes | str | int] = [group, len(plan.entries)]
+    for entry in plan.entries:
+        argv += (entry.entry_id, len(entry.writes))
+        for write in entry.writes:
+            index = key_index.get(write.stream)
+            if index is None:
+                index = key_index[write.stream] = len(keys) + 1
+                keys.append(write.stream)
+            argv += (index, write.maxlen or 0, len(write.fields) // 2 * 2)
+            argv += write.fields
+    return keys, argv
+
+
+async def commit(client: aioredis.Redis, plan: BatchPlan, group: str) -> CommitResult:
+    """Apply ``plan`` atomically; raise on a Redis or connection error (nothing applied)."""
+    if not plan.entries:
+        return CommitResult({})
+    keys, argv = encode(plan, group)
+    try:
+        reply = await wire.execute(client, "EVALSHA", COMMIT_SHA, len(keys), *keys, *argv)
+    except NoScriptError:
+        reply = await wire.execute(client, "EVAL", COMMIT_LUA, len(keys), *keys, *argv)
+    except ResponseError as exc:
+        if "NOSCRIPT" not in str(exc):
+            raise
+        reply = await wire.execute(client, "EVAL", COMMIT_LUA, len(keys), *keys, *argv)
+    failed = {reply[i]: reply[i + 1].decode("utf-8", "replace") for i in range(0, len(reply), 2)}
+    return CommitResult(failed)

@@ -1,0 +1,246 @@
+"""routes.yaml -> a validated, immutable RoutingTable.
+
+Loading is all-or-nothing: the YAML is read safely (``yamlfile``), checked
+against the JSON Schema that ships in the package (``config.schema.json``),
+then every glob, filter and schema is compiled. Any problem raises
+``ConfigError`` listing each one with file and line. The result is never
+mutated; a reload builds a new table and swaps the reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from synapse import keys
+from synapse.errors import ConfigError, Problem
+from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where
+from synapse.schemas import SchemaRegistry, load_registry
+from synapse.yamlfile import LineMap, line_of, read_yaml
+
+DEFAULT_CONFIG = Path("config/routes.yaml")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouterSettings:
+    """The ``router:`` section, with defaults for every key."""
+
+    group: str = "synapse-router"
+    consumer: str | None = None
+    start: str = "earliest"
+    batch: int = 500
+    block_ms: int = 2000
+    max_deliveries: int = 5
+    claim_idle_ms: int = 30_000
+    rescan_interval_ms: int = 5_000
+    dead_letter: str = keys.DEFAULT_DEAD_LETTER
+    unrouted: str = "dead-letter"
+    type_field: str = "type"
+    data_field: str = "data"
+    provenance: bool = True
+    require_schema: bool = False
+    max_event_bytes: int = 1 << 20
+    max_depth: int = 64
+    max_fields: int = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """One compiled route."""
+
+    name: str
+    type_glob: str
+    source_glob: str | None
+    matches_type: GlobTest
+    matches_source: GlobTest | None
+    where: Filter | None
+    to: tuple[str, ...]
+    line: int | None
+    spec: Mapping[str, Any]
+
+    def matches(self, source: str, event_type: str) -> bool:
+        """Whether type and source globs match (``where`` is checked apart)."""
+        if not self.matches_type(event_type):
+            return False
+        return self.matches_source is None or self.matches_source(source)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What routing a (source, type) pair needs: fixed destinations, or filters to run."""
+
+    routes: tuple[Route, ...]
+    #: (destination, route name) pairs when no candidate route has a ``where``; else None.
+    fixed: tuple[tuple[str, str], ...] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingTable:
+    """Everything the router needs to decide, compiled; immutable once built."""
+
+    path: Path
+    settings: RouterSettings
+    sources: tuple[str, ...]
+    routes: tuple[Route, ...]
+    schemas: SchemaRegistry
+    retention: tuple[tuple[str, GlobTest, int], ...]
+    hash: str
+    spec: Mapping[str, Any]
+    _decisions: dict[tuple[str, str], Decision] = field(default_factory=dict, compare=False)
+    _maxlens: dict[str, int | None] = field(default_factory=dict, compare=False)
+
+    def decide(self, source: str, event_type: str) -> Decision:
+        """The candidate routes for (source, type), cached: most events read no body."""
+        key = (source, event_type)
+        found = self._decisions.get(key)
+        if found is not None:
+            return found
+        routes = tuple(r for r in self.routes if r.matches(source, event_type))
+        fixed: tuple[tuple[str, str], ...] | None = None
+        if all(r.where is None for r in routes):
+            fixed = destinations_of(routes, None)
+        decision = Decision(routes, fixed)
+        if len(self._decisions) < 100_000:  # bounded: types are a small set in practice
+            self._decisions[key] = decision
+        return decision
+
+    def maxlen_for(self, stream: str) -> int | None:
+        """The retention cap of a destination (first matching glob), or None."""
+        try:
+            return self._maxlens[stream]
+        except KeyError:
+            found = next((n for _, test, n in self.retention if test(stream)), None)
+            self._maxlens[stream] = found
+            return found
+
+    @property
+    def destinations(self) -> frozenset[str]:
+        return frozenset(d for r in self.routes for d in r.to)
+
+    @property
+    def source_globs(self) -> tuple[GlobTest, ...]:
+        return tuple(compile_glob(s) for s in self.sources)
+
+
+def destinations_of(routes: tuple[Route, ...], body: Any) -> tuple[tuple[str, str], ...]:
+    """Union of destinations of ``routes`` whose filter holds, each once, first route named."""
+    seen: dict[str, str] = {}
+    for route in routes:
+        if route.where is not None and (body is None or not route.where.holds(body)):
+            continue
+        for dest in route.to:
+            seen.setdefault(dest, route.name)
+    return tuple(seen.items())
+
+
+@cache
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema that routes.yaml is checked against (ships in the package)."""
+    text = (Path(__file__).parent / "config.schema.json").read_text("utf-8")
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def load_table(path: Path | str = DEFAULT_CONFIG) -> RoutingTable:
+    """Read, check and compile routes.yaml and its schemas; raise ConfigError on any problem."""
+    path = Path(path)
+    data, lines = read_yaml(path)
+    return compile_table(data, lines, path, path.read_bytes())
+
+
+def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingTable:
+    name = str(path)
+    _check_shape(data, lines, name)
+    problems: list[Problem] = []
+    settings = RouterSettings(**data.get("router", {}))
+
+    routes: list[Route] = []
+    seen_names: set[str] = set()
+    for i, spec in enumerate(data.get("routes") or []):
+        at: tuple[str | int, ...] = ("routes", i)
+        if spec["name"] in seen_names:
+            problems.append(Problem(name, line_of(lines, (*at, "name")),
+                                    f"duplicate route name {spec['name']!r}"))
+        seen_names.add(spec["name"])
+        match = spec["match"]
+        type_glob = match if isinstance(match, str) else match.get("type", "*")
+        source_glob = None if isinstance(match, str) else match.get("source")
+        where = None
+        if "where" in spec:
+            try:
+                where = compile_where(spec["where"], (*at, "where"))
+            except WhereError as exc:
+                problems.append(Problem(name, line_of(lines, exc.path), str(exc)))
+        to = spec["to"] if isinstance(spec["to"], list) else [spec["to"]]
+        for j, dest in enumerate(to):
+            if dest == settings.dead_letter:
+                problems.append(Problem(name, line_of(lines, (*at, "to", j)),
+                                        f"route {spec['name']!r} writes to the dead-letter stream"))
+        routes.append(Route(
+            name=spec["name"], type_glob=type_glob, source_glob=source_glob,
+            matches_type=compile_glob(type_glob),
+            matches_source=compile_glob(source_glob) if source_glob else None,
+            where=where, to=tuple(dict.fromkeys(to)), line=line_of(lines, at), spec=spec,
+        ))
+
+    retention = tuple((glob, compile_glob(glob), int(rule["maxlen"]))
+                      for glob, rule in (data.get("retention") or {}).items())
+    mapping = data.get("schemas") or {}
+    mapping_lines = {glob: line_of(lines, ("schemas", glob)) for glob in mapping}
+    try:
+        registry = load_registry(path.parent / "schemas", mapping, name, mapping_lines)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    digest = hashlib.sha256(raw + b"\0" + registry.digest.encode()).hexdigest()[:12]
+    return RoutingTable(
+        path=path, settings=settings, sources=tuple(data["sources"]), routes=tuple(routes),
+        schemas=registry, retention=retention, hash=digest, spec=data,
+    )
+
+
+def _check_shape(data: Any, lines: LineMap, name: str) -> None:
+    validator = jsonschema.Draft202012Validator(config_schema())
+    problems = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
+        path = tuple(error.absolute_path)
+        message = error.message
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = set(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - allowed):
+                problems.append(Problem(name, line_of(lines, (*path, key)),
+                                        f"unknown key {key!r}{_in(path)}"))
+            continue
+        if error.validator in ("oneOf", "anyOf") and error.context:
+            message = min(error.context, key=lambda e: len(e.path)).message
+        where = "/".join(str(p) for p in path)
+        problems.append(Problem(name, line_of(lines, path),
+                                f"{message} (at {where})" if where else message))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _in(path: tuple[Any, ...]) -> str:
+    return f" in {'/'.join(str(p) for p in path)}" if path else ""
+
+
+def diff(old: RoutingTable, new: RoutingTable) -> dict[str, list[str]]:
+    """What a reload changes: routes added, removed, changed; sources added, removed."""
+    old_routes = {r.name: r.spec for r in old.routes}
+    new_routes = {r.name: r.spec for r in new.routes}
+    return {
+        "routes_added": sorted(new_routes.keys() - old_routes.keys()),
+        "routes_removed": sorted(old_routes.keys() - new_routes.keys()),
+        "routes_changed": sorted(n for n in new_routes.keys() & old_routes.keys()
+                                 if new_routes[n] != old_routes[n]),
+        "sources_added": sorted(set(new.sources) - set(old.sources)),
+        "sources_removed": sorted(set(old.sources) - set(new.sources)),
+    }

@@ -1,0 +1,395 @@
+"""The read loop: own pending first, then new entries; reclaim; back off; commit.
+
+One ``Router`` consumes every source of the table with one consumer group. Each
+turn of the loop reads up to ``batch`` entries per source with one blocking
+XREADGROUP, hands each source's entries to the pure planner, and applies the
+plan with one atomic commit (``commit.py``). Entries idle in any consumer's
+pending list longer than ``claim_idle_ms`` are claimed with XAUTOCLAIM (cursor
+followed to ``0-0``) and replanned with their delivery counts, read from the
+pending list: attempt counts never live in this process's memory.
+
+Redis errors never end the loop: connection errors and timeouts back off with
+jitter and mark the router not ready; NOGROUP recreates the group per the
+``start`` policy. Reads use their own connection with a read timeout longer than
+the BLOCK time, so a half-open socket is noticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from synapse import log as logging
+from synapse import wire
+from synapse.backoff import Backoff
+from synapse.commit import commit
+from synapse.config import RoutingTable
+from synapse.events import entry_time_ms
+from synapse.matching import is_glob
+from synapse.metrics import Metrics
+from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, Entry, Planner
+
+STATS_INTERVAL_S = 5.0
+COMMIT_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 5.0
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def connect(url: str, *, read_timeout_s: float, password: str | None = None) -> aioredis.Redis:
+    """A client for ``url`` (redis://, rediss://, unix://) with bounded timeouts."""
+    kwargs: dict[str, Any] = {}
+    if password:
+        kwargs["password"] = password
+    return aioredis.Redis.from_url(
+        url, socket_timeout=read_timeout_s, socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_keepalive=True, decode_responses=False, **kwargs)
+
+
+class Router:
+    """Consumes the sources of a routing table and commits each batch atomically."""
+
+    def __init__(self, table: RoutingTable, url: str, metrics: Metrics, *,
+                 consumer: str | None = None, password: str | None = None,
+                 backoff: Backoff | None = None,
+                 on_progress: Callable[[], None] | None = None) -> None:
+        self.table = table
+        self.planner = Planner(table)
+        self.url = url
+        self.metrics = metrics
+        self.consumer = consumer or table.settings.consumer or default_consumer_name()
+        self.password = password
+        self.backoff = backoff or Backoff()
+        self.on_progress = on_progress or (lambda: None)
+        self.log = logging.get("synapse.router").bind(consumer=self.consumer)
+        block_s = table.settings.block_ms / 1000
+        self.reader = connect(url, read_timeout_s=block_s + 5.0, password=password)
+        self.writer = connect(url, read_timeout_s=COMMIT_TIMEOUT_S, password=password)
+        self.sources: list[str] = []
+        self.ready = False
+        self.stopping = asyncio.Event()
+        self._next_table: RoutingTable | None = None
+        self._needs_setup = True
+        self._last_rescan = 0.0
+        self._last_claim = 0.0
+        self._last_stats = 0.0
+        self.batches = 0
+
+    # -- control (called from the daemon) -------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop reading; the batch in hand is finished and committed."""
+        self.stopping.set()
+
+    def swap_table(self, table: RoutingTable) -> None:
+        """Use ``table`` from the next batch on (a batch finishes on the table it started)."""
+        self._next_table = table
+
+    async def close(self) -> None:
+        await self.reader.aclose()
+        await self.writer.aclose()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                if self._next_table is not None:
+                    self._apply_table(self._next_table)
+                if self._needs_setup:
+                    await self.setup()
+                await self.turn()
+                attempt = 0
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                attempt += 1
+                self._down("connection", exc, attempt)
+                await self._sleep(self.backoff.delay_s(attempt))
+            except ResponseError as exc:
+                attempt += 1
+                if "NOGROUP" in str(exc):
+                    self.metrics.redis_errors.labels("nogroup").inc()
+                    self.log.warning("group_missing", error=str(exc), group=self.table.settings.group)
+                    self._needs_setup = True
+                    await self._sleep(self.backoff.delay_s(attempt) if attempt > 1 else 0)
+                else:
+                    self._down("response", exc, attempt)
+                    await self._sleep(self.backoff.delay_s(attempt))
+
+    def _down(self, kind: str, exc: BaseException, attempt: int) -> None:
+        self.metrics.redis_errors.labels(kind).inc()
+        if self.ready or attempt == 1:
+            self.log.warning("redis_unavailable", kind=kind, error=str(exc), attempt=attempt)
+        self.ready = False
+        self.metrics.redis_up.set(0)
+        self.metrics.ready.set(0)
+        self._needs_setup = True
+
+    async def _sleep(self, seconds: float) -> None:
+        self.on_progress()
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def _apply_table(self, table: RoutingTable) -> None:
+        old = self.table
+        self.table, self.planner, self._next_table = table, Planner(table), None
+        if (old.sources != table.sources or old.settings.group != table.settings.group
+                or old.settings.start != table.settings.start):
+            self._needs_setup = True
+
+    async def setup(self) -> None:
+        """Connect, find the sources, create groups, drain our own pending entries."""
+        await self.writer.ping()
+        self.metrics.redis_up.set(1)
+        await self.discover(create=True)
+        await self.drain_own_pending()
+        self._needs_setup = False
+        if not self.ready:
+            self.log.info("router_ready", sources=self.sources, group=self.table.settings.group,
+                          config=self.table.hash)
+        self.ready = True
+        self.metrics.ready.set(1)
+
+    async def turn(self) -> None:
+        """One turn: periodic chores, then one blocking read and its commits."""
+        now = time.monotonic()
+        settings = self.table.settings
+        if now - self._last_rescan >= settings.rescan_interval_ms / 1000:
+            await self.discover(create=False)
+        if now - self._last_claim >= settings.claim_idle_ms / 1000 / 2:
+            self._last_claim = now
+            await self.reclaim()
+        if now - self._last_stats >= STATS_INTERVAL_S:
+            self._last_stats = now
+            await self.refresh_stats()
+        self.on_progress()
+        if not self.sources:
+            await self._sleep(settings.block_ms / 1000)
+            return
+        reply = await self._read_new()
+        if reply is None:
+            return
+        for stream, entries in reply:
+            await self.process(stream.decode(), entries, None)
+
+    async def _read_new(self) -> Any:
+        """XREADGROUP ... > on every source; cancelled promptly when stopping."""
+        s = self.table.settings
+        args = ("XREADGROUP", "GROUP", s.group, self.consumer, "COUNT", s.batch,
+                "BLOCK", s.block_ms, "STREAMS", *self.sources, *(">",) * len(self.sources))
+        read = asyncio.ensure_future(wire.execute(self.reader, *args))
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not read.done():
+            # Stopping while blocked: entries the server may have handed us stay in our
+            # pending list and are reclaimed (never lost).
+            read.cancel()
+            try:
+                await read
+            except (asyncio.CancelledError, Exception):
+                pass
+            return None
+        return read.result()
+
+    # -- one batch -------------------------------------------------------------------------
+
+    async def process(self, source: str, entries: Sequence[Entry],
+                      deliveries: dict[bytes, int] | None) -> None:
+        """Plan one source's entries and commit them; account in metrics."""
+        if not entries:
+            return
+        started = time.perf_counter()
+        table, planner = self.table, self.planner
+        now_ms = int(time.time() * 1000)
+        plan = planner.plan_batch(source, entries, now_ms, deliveries)
+        # Shielded: a stop request never interrupts a commit in flight.
+        result = await asyncio.shield(commit(self.writer, plan, table.settings.group))
+        self.metrics.consumed.labels(source).inc(len(entries))
+        committed = plan.entries
+        if result.failed:
+            committed = tuple(e for e in plan.entries if e.entry_id not in result.failed)
+            await self._handle_failed(source, entries, deliveries, result.failed, now_ms)
+        self._account(committed, now_ms)
+        self.metrics.batch.observe(time.perf_counter() - started)
+        self.batches += 1
+
+    async def _handle_failed(self, source: str, entries: Sequence[Entry],
+                             deliveries: dict[bytes, int] | None, failed: dict[bytes, str],
+                             now_ms: int) -> None:
+        """Entries whose destination refused: dead-letter at the limit, else leave pending."""
+        limit = self.table.settings.max_deliveries
+        src = source.encode()
+        give_up = []
+        for entry_id, fields in entries:
+            if entry_id not in failed or fields is None:
+                continue
+            count = (deliveries or {}).get(entry_id, 1)
+            if count >= limit:
+                give_up.append(self.planner.dead_letter(
+                    src, entry_id, fields, "destination_error", failed[entry_id], count, now_ms))
+            else:
+                self.metrics.retried.labels(source).inc()
+        if give_up:
+            from synapse.plan import BatchPlan
+
+            again = await commit(self.writer, BatchPlan(source, tuple(give_up)),
+                                 self.table.settings.group)
+            self._account(tuple(e for e in give_up if e.entry_id not in again.failed), now_ms)
+        self.log.warning("destination_refused", source=source, entries=len(failed),
+                         dead_lettered=len(give_up), error=next(iter(failed.values())))
+
+    def _account(self, entries: Sequence[Any], now_ms: int) -> None:
+        routed: Tally[tuple[str, str]] = Tally()
+        dead: Tally[str] = Tally()
+        dropped: Tally[str] = Tally()
+        observe = self.metrics.latency.observe
+        for e in entries:
+            if e.outcome == ROUTED:
+                routed.update(e.routes)
+            elif e.outcome == DEAD_LETTER:
+                dead[e.reason] += 1
+            elif e.outcome == DROPPED:
+                dropped[e.reason or "policy"] += 1
+            elif e.outcome == DELETED:
+                dropped["deleted"] += 1
+            observe(max(0.0, (now_ms - entry_time_ms(e.entry_id)) / 1000))
+        for (dest, route), n in routed.items():
+            self.metrics.routed.labels(route, dest).inc(n)
+        for reason, n in dead.items():
+            self.metrics.dead_lettered.labels(reason).inc(n)
+        for reason, n in dropped.items():
+            self.metrics.dropped.labels(reason).inc(n)
+
+    # -- sources, groups, pending ----------------------------------------------------------
+
+    def _excluded(self) -> frozenset[str]:
+        return self.table.destinations | {self.table.settings.dead_letter}
+
+    async def discover(self, create: bool) -> None:
+        """Resolve source names and globs to streams; create missing groups."""
+        self._last_rescan = time.monotonic()
+        excluded = self._excluded()
+        found: list[str] = []
+        for pattern in self.table.sources:
+            if not is_glob(pattern):
+                found.append(pattern)
+                continue
+            async for key in self.writer.scan_iter(match=pattern, count=1000, _type="stream"):
+                name = key.decode("utf-8", "replace")
+                if name not in excluded:
+                    found.append(name)
+        found = list(dict.fromkeys(found))
+        new = [s for s in found if s not in self.sources]
+        if create:
+            new = found
+        literal = {p for p in self.table.sources if not is_glob(p)}
+        for source in new:
+            await self.ensure_group(source, mkstream=source in literal)
+        if new and not create:
+            self.log.info("sources_added", sources=new)
+        gone = [s for s in self.sources if s not in found]
+        if gone:
+            self.log.info("sources_removed", sources=gone)
+        self.sources = found
+        self.metrics.sources.set(len(found))
+
+    async def ensure_group(self, source: str, mkstream: bool) -> None:
+        s = self.table.settings
+        start = "0" if s.start == "earliest" else "$"
+        args: list[Any] = ["XGROUP", "CREATE", source, s.group, start]
+        if mkstream:
+            args.append("MKSTREAM")
+        try:
+            await self.writer.execute_command(*args)
+        except ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return
+            if "requires the key to exist" in str(exc):
+                return  # a globbed stream deleted since the scan
+            raise
+        self.metrics.group_recreated.labels(source).inc()
+        self.log.info("group_created", source=source, group=s.group, start=s.start)
+
+    async def drain_own_pending(self) -> None:
+        """Re-process entries already delivered to this consumer name (after a restart)."""
+        group = self.table.settings.group
+        for source in self.sources:
+            last = b"0"
+            while not self.stopping.is_set():
+                reply = await wire.execute(
+                    self.writer, "XREADGROUP", "GROUP", group, self.consumer,
+                    "COUNT", self.table.settings.batch, "STREAMS", source, last)
+                entries = reply[0][1] if reply else []
+                if not entries:
+                    break
+                last = entries[-1][0]
+                counts = await self.delivery_counts(source, entries)
+                await self.process(source, entries, counts)
+
+    async def delivery_counts(self, source: str, entries: Sequence[Entry]) -> dict[bytes, int]:
+        """Delivery counts of ``entries`` from the group's pending list."""
+        ids = [e[0] for e in entries]
+        reply = await wire.execute(
+            self.writer, "XPENDING", source, self.table.settings.group, min(ids, key=_id_key),
+            max(ids, key=_id_key), len(ids) + 16, self.consumer)
+        return {row[0]: int(row[3]) for row in reply}
+
+    async def reclaim(self) -> None:
+        """Claim entries idle longer than claim_idle_ms from any consumer (ourselves too)."""
+        s = self.table.settings
+        for source in self.sources:
+            cursor = b"0-0"
+            while not self.stopping.is_set():
+                reply = await wire.execute(self.writer, "XAUTOCLAIM", source, s.group,
+                                           self.consumer, s.claim_idle_ms, cursor, "COUNT", s.batch)
+                cursor, claimed = reply[0], reply[1]
+                deleted = reply[2] if len(reply) > 2 else []
+                if deleted:
+                    # Trimmed or deleted before they were processed: acknowledge, count.
+                    await wire.execute(self.writer, "XACK", source, s.group, *deleted)
+                    self.metrics.dropped.labels("deleted").inc(len(deleted))
+                    self.log.warning("pending_entries_deleted", source=source, count=len(deleted))
+                live = [e for e in claimed if e[1] is not None]
+                if live:
+                    self.metrics.reclaimed.inc(len(live))
+                    counts = await self.delivery_counts(source, live)
+                    await self.process(source, live, counts)
+                if cursor == b"0-0":
+                    break
+
+    async def refresh_stats(self) -> None:
+        """Per-source lag and pending from XINFO GROUPS (on an interval, not per batch)."""
+        group = self.table.settings.group.encode()
+        for source in self.sources:
+            try:
+                groups = await self.writer.xinfo_groups(source)
+            except ResponseError:
+                continue
+            for info in groups:
+                if info.get("name") == group:
+                    self.metrics.pending.labels(source).set(info.get("pending") or 0)
+                    lag = info.get("lag")
+                    if lag is not None:
+                        self.metrics.lag.labels(source).set(lag)
+
+
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)

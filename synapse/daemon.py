@@ -1,0 +1,235 @@
+"""synapse-router: lifecycle. Start, signals, reload swap, drain, stop.
+
+Signal handlers only flip state; the main coroutine acts. SIGTERM/SIGINT stop
+reading, finish and commit the batch in hand, and exit 0 (a second one exits at
+once). SIGHUP asks for a reload: the whole new table is read, checked and
+compiled on the side (in a thread), then swapped in between batches; a bad one
+changes nothing. A storm of SIGHUPs coalesces into as few reloads as needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from synapse import __version__, settings
+from synapse import log as logging
+from synapse.config import DEFAULT_CONFIG, RoutingTable, diff, load_table
+from synapse.consumer import Router
+from synapse.embedded import EmbeddedServer
+from synapse.errors import ConfigError, SynapseError
+from synapse.metrics import Metrics, MetricsServer
+from synapse.notify import Notifier
+
+EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus= names it
+DRAIN_TIMEOUT_S = 30.0
+
+_early_hup = False
+
+
+def _early_hup_handler(signum: int, frame: FrameType | None) -> None:
+    # Before the event loop runs, SIGHUP's default action would kill the process.
+    global _early_hup
+    _early_hup = True
+
+
+class Daemon:
+    def __init__(self, config: Path, url: str, metrics_addr: str, *, consumer: str | None,
+                 password: str | None, table: RoutingTable) -> None:
+        self.config = config
+        self.url = url
+        self.metrics_addr = metrics_addr
+        self.table = table
+        self.metrics = Metrics()
+        self.notifier = Notifier()
+        self.log = logging.get("synapse.daemon")
+        self.router = Router(table, url, self.metrics, consumer=consumer, password=password,
+                             on_progress=self.notifier.progress)
+        self.reload_requested = asyncio.Event()
+        self.stop_requested = asyncio.Event()
+        self._signals = 0
+
+    def _on_stop(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            self.log.warning("forced_exit", signal=signal.Signals(signum).name)
+            os._exit(130)
+        self.log.info("stop_requested", signal=signal.Signals(signum).name)
+        self.stop_requested.set()
+        self.router.stop()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+        if _early_hup:
+            self.reload_requested.set()
+
+        host, _, port = self.metrics_addr.rpartition(":")
+        server = MetricsServer(self.metrics, lambda: self.router.ready)
+        try:
+            await server.start(host or "127.0.0.1", int(port))
+        except OSError as exc:
+            self.log.error("metrics_port_unavailable", addr=self.metrics_addr, error=str(exc))
+            return 1
+        self.metrics.set_config(self.table.hash, time.time())
+        self.metrics.reloads.labels("success")
+        self.log.info("router_starting", version=__version__, config=str(self.config),
+                      config_hash=self.table.hash, redis=settings.redact(self.url),
+                      metrics=f"http://{host}:{server.port}/metrics", consumer=self.router.consumer)
+        self.notifier.status("connecting to Redis")
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                routing = tasks.create_task(self.router.run())
+                tasks.create_task(self._announce_ready(routing))
+                tasks.create_task(self._reloader(routing))
+        finally:
+            self.notifier.stopping()
+            await self.router.close()
+            await server.close()
+        self.log.info("router_stopped", batches=self.router.batches)
+        return 0
+
+    async def _announce_ready(self, routing: asyncio.Task[None]) -> None:
+        while not routing.done():
+            if self.router.ready:
+                self.notifier.ready(f"routing {len(self.router.sources)} sources")
+                return
+            await asyncio.sleep(0.05)
+
+    async def _reloader(self, routing: asyncio.Task[None]) -> None:
+        while not routing.done():
+            waiter = asyncio.ensure_future(self.reload_requested.wait())
+            await asyncio.wait({waiter, routing}, return_when=asyncio.FIRST_COMPLETED)
+            if routing.done():
+                waiter.cancel()
+                return
+            self.reload_requested.clear()  # signals arriving during the load coalesce
+            await self.reload()
+
+    async def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            table = await asyncio.to_thread(load_table, self.config)
+        except ConfigError as exc:
+            self.metrics.reloads.labels("failure").inc()
+            self.log.error("config_reload_failed", config=str(self.config),
+                           errors=[str(p) for p in exc.problems])
+            self.notifier.send("READY=1", f"STATUS=reload failed, old table kept: {exc}"[:1000])
+            return
+        except Exception as exc:  # an unreadable file, a bug: never kill the router
+            self.metrics.reloads.labels("failure").inc()
+            self.log.error("config_reload_failed", config=str(self.config), error=repr(exc))
+            self.notifier.send("READY=1", "STATUS=reload failed, old table kept")
+            return
+        changes = diff(self.table, table)
+        self.table = table
+        self.router.swap_table(table)
+        self.metrics.reloads.labels("success").inc()
+        self.metrics.set_config(table.hash, time.time())
+        self.log.info("config_reloaded", config_hash=table.hash,
+                      **{k: v for k, v in changes.items() if v})
+        self.notifier.ready(f"reloaded config {table.hash}")
+
+
+def _run_loop(coro: Any) -> int:
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        result: int = runner.run(coro)
+        return result
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="SYNAPSE_CONFIG",
+              default=DEFAULT_CONFIG, show_default=True, help="The routing table.")
+@click.option("--redis-url", envvar="SYNAPSE_REDIS_URL",
+              help="redis://, rediss:// or unix:// URL; none starts the embedded server.")
+@click.option("--metrics-addr", envvar="SYNAPSE_METRICS_ADDR", default="127.0.0.1:9464",
+              show_default=True, help="HOST:PORT of /metrics, /healthz, /readyz.")
+@click.option("--log-format", envvar="SYNAPSE_LOG_FORMAT", type=click.Choice(["json", "console"]),
+              help="Default: console on a TTY, else JSON.")
+@click.option("--log-level", envvar="SYNAPSE_LOG_LEVEL", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.option("--state-dir", envvar="SYNAPSE_STATE_DIR",
+              help="Embedded server data; default $STATE_DIRECTORY, else ./.synapse")
+@click.option("--consumer", envvar="SYNAPSE_CONSUMER",
+              help="Consumer name in the group (default host:pid).")
+@click.version_option(__version__, prog_name="synapse-router")
+def main(config_path: Path, redis_url: str | None, metrics_addr: str, log_format: str | None,
+         log_level: str, state_dir: str | None, consumer: str | None) -> None:
+    """Route events from Redis Streams by a YAML table."""
+    signal.signal(signal.SIGHUP, _early_hup_handler)
+    logging.configure(log_format, log_level)
+    log = logging.get("synapse.daemon")
+    try:
+        table = load_table(config_path)
+    except ConfigError as exc:
+        log.error("config_invalid", config=str(config_path), errors=[str(p) for p in exc.problems])
+        sys.exit(EXIT_CONFIG)
+    embedded: EmbeddedServer | None = None
+    url = redis_url
+    state = settings.state_dir(state_dir)
+    try:
+        if not url:
+            embedded = _start_embedded(state, log)
+            url = embedded.url
+        daemon = Daemon(config_path, url, metrics_addr, consumer=consumer,
+                        password=settings.password(), table=table)
+        code = _run_loop(daemon.run())
+    except SynapseError as exc:
+        log.error("router_failed", error=str(exc))
+        code = exc.exit_code
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            with contextlib.suppress(OSError):
+                (state / settings.URL_FILE).unlink()
+            log.info("embedded_server_stopped")
+    sys.exit(code)
+
+
+def _start_embedded(state: Path, log: Any) -> EmbeddedServer:
+    data = state / "data"
+    pidfile = state / "server.pid"
+    _stop_stale(pidfile, log)
+    server = EmbeddedServer(data_dir=data, extra_args=("--pidfile", str(pidfile.resolve())))
+    state.mkdir(parents=True, exist_ok=True)
+    server.start()
+    (state / settings.URL_FILE).write_text(server.url + "\n")
+    log.info("embedded_server_started", url=server.url, data=str(data),
+             url_file=str(state / settings.URL_FILE))
+    return server
+
+
+def _stop_stale(pidfile: Path, log: Any) -> None:
+    """A server left behind by a router killed with SIGKILL would share our AOF: stop it."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"server" not in cmdline:
+        return
+    log.warning("stale_embedded_server", pid=pid)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)

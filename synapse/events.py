@@ -1,0 +1,194 @@
+"""Stream entry <-> event: parsing, provenance fields and dead-letter fields.
+
+An entry's fields travel as a flat list ``[f1, v1, f2, v2, ...]`` of bytes, as
+Redis sends them: copies keep every field byte for byte, in order, duplicates
+included. Parsing is bounded before it goes deep: the size and field count are
+checked first, and nesting depth is only measured when the bracket count says it
+could exceed the limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from synapse import keys
+from synapse.errors import InvalidEvent
+
+#: A dead-letter copy keeps at most this many bytes of any one field value.
+DLQ_FIELD_MAX = 4096
+#: synapse-error text is capped at this many characters.
+ERROR_TEXT_MAX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The parsing bounds, from the router settings."""
+
+    type_field: bytes = b"type"
+    data_field: bytes = b"data"
+    max_event_bytes: int = 1 << 20
+    max_depth: int = 64
+    max_fields: int = 1000
+
+
+def parse(fields: Sequence[bytes], limits: Limits) -> tuple[str, Any]:
+    """(event type, body) of one entry; raise InvalidEvent with the reason code."""
+    if len(fields) > 2 * limits.max_fields:
+        raise InvalidEvent("too_large", f"{len(fields) // 2} fields; the limit is {limits.max_fields}")
+    size = 0
+    type_raw: bytes | None = None
+    data_raw: bytes | None = None
+    for i in range(0, len(fields) - 1, 2):
+        name, value = fields[i], fields[i + 1]
+        size += len(name) + len(value)
+        if name == limits.type_field:
+            type_raw = value
+        elif name == limits.data_field:
+            data_raw = value
+    if size > limits.max_event_bytes:
+        raise InvalidEvent("too_large", f"{size} bytes; the limit is {limits.max_event_bytes}")
+
+    if data_raw is not None:
+        body = _parse_json(data_raw, limits.max_depth)
+    else:
+        body = _fields_body(fields)
+
+    if type_raw is not None:
+        try:
+            event_type = type_raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent("invalid_encoding", f"type field is not UTF-8: {exc.reason}") from None
+    else:
+        found = body.get(limits.type_field.decode()) if isinstance(body, dict) else None
+        if not isinstance(found, str):
+            raise InvalidEvent("missing_type", "no type field in the entry or the body")
+        event_type = found
+    if not event_type:
+        raise InvalidEvent("missing_type", "the type is empty")
+    return event_type, body
+
+
+def _parse_json(raw: bytes, max_depth: int) -> Any:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        text = str(exc)
+        if "UTF-8" in text or "surrogate" in text:
+            raise InvalidEvent("invalid_encoding", f"data is not UTF-8: {exc}") from None
+        if "recursion" in text:
+            raise InvalidEvent("too_deep", f"nesting deeper than {max_depth}") from None
+        raise InvalidEvent("invalid_json", f"data is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidEvent("invalid_json", f"data must be a JSON object, got {type(body).__name__}")
+    # Depth can only exceed the limit if there are that many brackets at all.
+    if raw.count(b"{") + raw.count(b"[") > max_depth and depth_exceeds(body, max_depth):
+        raise InvalidEvent("too_deep", f"nesting deeper than {max_depth}")
+    return body
+
+
+def depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether containers nest deeper than ``limit`` (iterative: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
+
+
+def _fields_body(fields: Sequence[bytes]) -> dict[str, str]:
+    try:
+        return {fields[i].decode(): fields[i + 1].decode() for i in range(0, len(fields) - 1, 2)}
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("invalid_encoding", f"a field is not UTF-8: {exc.reason}") from None
+
+
+def with_provenance(
+    fields: list[bytes], source: bytes, entry_id: bytes, route: bytes
+) -> list[bytes]:
+    """The destination copy: every source field, then the provenance fields.
+
+    Provenance fields the entry already carries (an event routed twice) are
+    replaced, so each name appears once.
+    """
+    if keys.F_SOURCE in fields:
+        fields = strip_fields(fields, keys.PROVENANCE_FIELDS)
+    return [*fields, keys.F_SOURCE, source, keys.F_ID, entry_id, keys.F_ROUTE, route]
+
+
+def strip_fields(fields: Sequence[bytes], names: frozenset[bytes]) -> list[bytes]:
+    """``fields`` without the pairs whose name is in ``names``."""
+    out: list[bytes] = []
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] not in names:
+            out += (fields[i], fields[i + 1])
+    return out
+
+
+def dead_letter_fields(
+    fields: Sequence[bytes],
+    *,
+    reason: str,
+    error: str,
+    source: bytes,
+    entry_id: bytes,
+    deliveries: int,
+    config_hash: str,
+    now_ms: int,
+    max_fields: int = 1000,
+) -> list[bytes]:
+    """The dead-letter entry: original fields (large ones truncated, with a sha256) + why."""
+    out: list[bytes] = []
+    truncated: list[str] = []
+    pairs = len(fields) // 2
+    for i in range(0, min(len(fields) - 1, 2 * max_fields), 2):
+        name, value = fields[i], fields[i + 1]
+        if name.startswith(b"synapse-") and name not in keys.PROVENANCE_FIELDS | {keys.F_REDRIVES}:
+            continue  # a redriven dead letter: its old verdict is replaced by the new one
+        if len(value) > DLQ_FIELD_MAX:
+            out += (name, value[:DLQ_FIELD_MAX],
+                    keys.F_SHA256_PREFIX + name, hashlib.sha256(value).hexdigest().encode())
+            truncated.append(f"{name.decode('utf-8', 'replace')}:{len(value)}")
+        else:
+            out += (name, value)
+    if pairs > max_fields:
+        truncated.append(f"fields:{pairs}")
+    out = strip_fields(out, keys.PROVENANCE_FIELDS)
+    out += (
+        keys.F_REASON, reason.encode(),
+        keys.F_ERROR, error[:ERROR_TEXT_MAX].encode("utf-8", "replace"),
+        keys.F_SOURCE, source,
+        keys.F_ID, entry_id,
+        keys.F_DELIVERIES, str(deliveries).encode(),
+        keys.F_CONFIG, config_hash.encode(),
+        keys.F_TIME, iso_ms(now_ms).encode(),
+    )
+    if truncated:
+        out += (keys.F_TRUNCATED, ",".join(truncated).encode())
+    return out
+
+
+def iso_ms(ms: int) -> str:
+    """Milliseconds since the epoch as ISO 8601 UTC with milliseconds."""
+    stamp = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def entry_time_ms(entry_id: bytes) -> int:
+    """The millisecond timestamp in a stream entry id (``1700000000000-0``)."""
+    return int(entry_id.split(b"-", 1)[0])
+
+
+def pairs(fields: Sequence[bytes]) -> dict[bytes, bytes]:
+    """Fields as a dict (last duplicate wins): for display, never for copies."""
+    return {fields[i]: fields[i + 1] for i in range(0, len(fields) - 1, 2)}

@@ -1,0 +1,26 @@
+"""Every Redis key and field name Synapse owns, in one place, under ``synapse:``."""
+
+from __future__ import annotations
+
+DEFAULT_DEAD_LETTER = "synapse:dlq"
+
+#: Service registry: a hash per service instance, with a TTL, and a set to list them.
+REGISTRY_PREFIX = "synapse:service:"
+REGISTRY_INDEX = "synapse:services"
+
+# Provenance fields added to every destination copy.
+F_SOURCE = b"synapse-source"
+F_ID = b"synapse-id"
+F_ROUTE = b"synapse-route"
+PROVENANCE_FIELDS = frozenset({F_SOURCE, F_ID, F_ROUTE})
+
+# Dead-letter fields.
+F_REASON = b"synapse-reason"
+F_ERROR = b"synapse-error"
+F_DELIVERIES = b"synapse-deliveries"
+F_CONFIG = b"synapse-config"
+F_TIME = b"synapse-time"
+F_TRUNCATED = b"synapse-truncated"
+F_SHA256_PREFIX = b"synapse-sha256:"
+F_REDRIVES = b"synapse-redrives"
+F_REPLAY_OF = b"synapse-replay-of"

@@ -1,0 +1,34 @@
+"""Raw commands on the hot path: hiredis packing in, hiredis-parsed replies out.
+
+redis-py's asyncio client packs commands in pure Python and post-processes
+replies (XREADGROUP into dicts, which would lose duplicate fields). On the two
+hot commands (the batch read and the batch commit) Synapse packs with
+``hiredis.pack_command`` and reads the reply as hiredis parsed it, through the
+connection pool's public ``get_connection`` / ``send_packed_command`` /
+``read_response``. Any error disconnects the connection, so a timed-out or
+cancelled command can never leave a connection out of step with its replies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hiredis
+import redis.asyncio as aioredis
+
+
+async def execute(client: aioredis.Redis, *args: bytes | str | int | float) -> Any:
+    """Send one command packed by hiredis; return the raw reply (errors raise)."""
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        await conn.send_packed_command(hiredis.pack_command(args), check_health=False)
+        reply = await conn.read_response(disable_decoding=True)
+    except aioredis.ResponseError:
+        raise  # the reply was read whole: the connection is in step
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(conn)
+    return reply
