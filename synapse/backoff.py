@@ -17,7 +17,7 @@ class Backoff:
         """``rand`` in [0, 1) picks the point in the window; random when None."""
         if attempt < 1:
             return 0.0
-        window = min(self.cap_s, self.base_s * (2 ** min(attempt - 1, 30)))
-        r = random.random() if rand is None else rand
+        window = min(self.cap_s, self.base_s * float(2 ** min(attempt - 1, 30)))
+        r = float(random.random() if rand is None else rand)
         # Never zero: a floor of a tenth of the base stops a hot loop even at r == 0.
         return max(self.base_s / 10, window * r)

@@ -166,8 +166,11 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
     for i, spec in enumerate(data.get("routes") or []):
         at: tuple[str | int, ...] = ("routes", i)
         if spec["name"] in seen_names:
-            problems.append(Problem(name, line_of(lines, (*at, "name")),
-                                    f"duplicate route name {spec['name']!r}"))
+            problems.append(
+                Problem(
+                    name, line_of(lines, (*at, "name")), f"duplicate route name {spec['name']!r}"
+                )
+            )
         seen_names.add(spec["name"])
         match = spec["match"]
         type_glob = match if isinstance(match, str) else match.get("type", "*")
@@ -181,17 +184,31 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
         to = spec["to"] if isinstance(spec["to"], list) else [spec["to"]]
         for j, dest in enumerate(to):
             if dest == settings.dead_letter:
-                problems.append(Problem(name, line_of(lines, (*at, "to", j)),
-                                        f"route {spec['name']!r} writes to the dead-letter stream"))
-        routes.append(Route(
-            name=spec["name"], type_glob=type_glob, source_glob=source_glob,
-            matches_type=compile_glob(type_glob),
-            matches_source=compile_glob(source_glob) if source_glob else None,
-            where=where, to=tuple(dict.fromkeys(to)), line=line_of(lines, at), spec=spec,
-        ))
+                problems.append(
+                    Problem(
+                        name,
+                        line_of(lines, (*at, "to", j)),
+                        f"route {spec['name']!r} writes to the dead-letter stream",
+                    )
+                )
+        routes.append(
+            Route(
+                name=spec["name"],
+                type_glob=type_glob,
+                source_glob=source_glob,
+                matches_type=compile_glob(type_glob),
+                matches_source=compile_glob(source_glob) if source_glob else None,
+                where=where,
+                to=tuple(dict.fromkeys(to)),
+                line=line_of(lines, at),
+                spec=spec,
+            )
+        )
 
-    retention = tuple((glob, compile_glob(glob), int(rule["maxlen"]))
-                      for glob, rule in (data.get("retention") or {}).items())
+    retention = tuple(
+        (glob, compile_glob(glob), int(rule["maxlen"]))
+        for glob, rule in (data.get("retention") or {}).items()
+    )
     mapping = data.get("schemas") or {}
     mapping_lines = {glob: line_of(lines, ("schemas", glob)) for glob in mapping}
     try:
@@ -202,8 +219,14 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
         raise ConfigError(problems)
     digest = hashlib.sha256(raw + b"\0" + registry.digest.encode()).hexdigest()[:12]
     return RoutingTable(
-        path=path, settings=settings, sources=tuple(data["sources"]), routes=tuple(routes),
-        schemas=registry, retention=retention, hash=digest, spec=data,
+        path=path,
+        settings=settings,
+        sources=tuple(data["sources"]),
+        routes=tuple(routes),
+        schemas=registry,
+        retention=retention,
+        hash=digest,
+        spec=data,
     )
 
 
@@ -216,14 +239,16 @@ def _check_shape(data: Any, lines: LineMap, name: str) -> None:
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {}))
             for key in sorted(set(error.instance) - allowed):
-                problems.append(Problem(name, line_of(lines, (*path, key)),
-                                        f"unknown key {key!r}{_in(path)}"))
+                problems.append(
+                    Problem(name, line_of(lines, (*path, key)), f"unknown key {key!r}{_in(path)}")
+                )
             continue
         if error.validator in ("oneOf", "anyOf") and error.context:
             message = min(error.context, key=lambda e: len(e.path)).message
         where = "/".join(str(p) for p in path)
-        problems.append(Problem(name, line_of(lines, path),
-                                f"{message} (at {where})" if where else message))
+        problems.append(
+            Problem(name, line_of(lines, path), f"{message} (at {where})" if where else message)
+        )
     if problems:
         raise ConfigError(problems)
 
@@ -239,8 +264,9 @@ def diff(old: RoutingTable, new: RoutingTable) -> dict[str, list[str]]:
     return {
         "routes_added": sorted(new_routes.keys() - old_routes.keys()),
         "routes_removed": sorted(old_routes.keys() - new_routes.keys()),
-        "routes_changed": sorted(n for n in new_routes.keys() & old_routes.keys()
-                                 if new_routes[n] != old_routes[n]),
+        "routes_changed": sorted(
+            n for n in new_routes.keys() & old_routes.keys() if new_routes[n] != old_routes[n]
+        ),
         "sources_added": sorted(set(new.sources) - set(old.sources)),
         "sources_removed": sorted(set(old.sources) - set(new.sources)),
     }

@@ -17,6 +17,7 @@ the BLOCK time, so a half-open socket is noticed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -54,17 +55,30 @@ def connect(url: str, *, read_timeout_s: float, password: str | None = None) -> 
     if password:
         kwargs["password"] = password
     return aioredis.Redis.from_url(
-        url, socket_timeout=read_timeout_s, socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_keepalive=True, decode_responses=False, **kwargs)
+        url,
+        socket_timeout=read_timeout_s,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_keepalive=True,
+        decode_responses=False,
+        protocol=2,
+        **kwargs,
+    )
 
 
 class Router:
     """Consumes the sources of a routing table and commits each batch atomically."""
 
-    def __init__(self, table: RoutingTable, url: str, metrics: Metrics, *,
-                 consumer: str | None = None, password: str | None = None,
-                 backoff: Backoff | None = None,
-                 on_progress: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        table: RoutingTable,
+        url: str,
+        metrics: Metrics,
+        *,
+        consumer: str | None = None,
+        password: str | None = None,
+        backoff: Backoff | None = None,
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
         self.table = table
         self.planner = Planner(table)
         self.url = url
@@ -121,12 +135,19 @@ class Router:
                 attempt += 1
                 if "NOGROUP" in str(exc):
                     self.metrics.redis_errors.labels("nogroup").inc()
-                    self.log.warning("group_missing", error=str(exc), group=self.table.settings.group)
+                    self.log.warning(
+                        "group_missing", error=str(exc), group=self.table.settings.group
+                    )
                     self._needs_setup = True
                     await self._sleep(self.backoff.delay_s(attempt) if attempt > 1 else 0)
                 else:
                     self._down("response", exc, attempt)
                     await self._sleep(self.backoff.delay_s(attempt))
+            except Exception as exc:  # a bug must not stop routing for good: log, back off
+                attempt += 1
+                self.log.exception("router_error", error=repr(exc), attempt=attempt)
+                self._down("internal", exc, attempt)
+                await self._sleep(self.backoff.delay_s(attempt))
 
     def _down(self, kind: str, exc: BaseException, attempt: int) -> None:
         self.metrics.redis_errors.labels(kind).inc()
@@ -139,16 +160,17 @@ class Router:
 
     async def _sleep(self, seconds: float) -> None:
         self.on_progress()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     def _apply_table(self, table: RoutingTable) -> None:
         old = self.table
         self.table, self.planner, self._next_table = table, Planner(table), None
-        if (old.sources != table.sources or old.settings.group != table.settings.group
-                or old.settings.start != table.settings.start):
+        if (
+            old.sources != table.sources
+            or old.settings.group != table.settings.group
+            or old.settings.start != table.settings.start
+        ):
             self._needs_setup = True
 
     async def setup(self) -> None:
@@ -159,8 +181,12 @@ class Router:
         await self.drain_own_pending()
         self._needs_setup = False
         if not self.ready:
-            self.log.info("router_ready", sources=self.sources, group=self.table.settings.group,
-                          config=self.table.hash)
+            self.log.info(
+                "router_ready",
+                sources=self.sources,
+                group=self.table.settings.group,
+                config=self.table.hash,
+            )
         self.ready = True
         self.metrics.ready.set(1)
 
@@ -189,8 +215,19 @@ class Router:
     async def _read_new(self) -> Any:
         """XREADGROUP ... > on every source; cancelled promptly when stopping."""
         s = self.table.settings
-        args = ("XREADGROUP", "GROUP", s.group, self.consumer, "COUNT", s.batch,
-                "BLOCK", s.block_ms, "STREAMS", *self.sources, *(">",) * len(self.sources))
+        args = (
+            "XREADGROUP",
+            "GROUP",
+            s.group,
+            self.consumer,
+            "COUNT",
+            s.batch,
+            "BLOCK",
+            s.block_ms,
+            "STREAMS",
+            *self.sources,
+            *(">",) * len(self.sources),
+        )
         read = asyncio.ensure_future(wire.execute(self.reader, *args))
         stop = asyncio.ensure_future(self.stopping.wait())
         try:
@@ -201,17 +238,16 @@ class Router:
             # Stopping while blocked: entries the server may have handed us stay in our
             # pending list and are reclaimed (never lost).
             read.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await read
-            except (asyncio.CancelledError, Exception):
-                pass
             return None
         return read.result()
 
     # -- one batch -------------------------------------------------------------------------
 
-    async def process(self, source: str, entries: Sequence[Entry],
-                      deliveries: dict[bytes, int] | None) -> None:
+    async def process(
+        self, source: str, entries: Sequence[Entry], deliveries: dict[bytes, int] | None
+    ) -> None:
         """Plan one source's entries and commit them; account in metrics."""
         if not entries:
             return
@@ -230,9 +266,14 @@ class Router:
         self.metrics.batch.observe(time.perf_counter() - started)
         self.batches += 1
 
-    async def _handle_failed(self, source: str, entries: Sequence[Entry],
-                             deliveries: dict[bytes, int] | None, failed: dict[bytes, str],
-                             now_ms: int) -> None:
+    async def _handle_failed(
+        self,
+        source: str,
+        entries: Sequence[Entry],
+        deliveries: dict[bytes, int] | None,
+        failed: dict[bytes, str],
+        now_ms: int,
+    ) -> None:
         """Entries whose destination refused: dead-letter at the limit, else leave pending."""
         limit = self.table.settings.max_deliveries
         src = source.encode()
@@ -242,18 +283,27 @@ class Router:
                 continue
             count = (deliveries or {}).get(entry_id, 1)
             if count >= limit:
-                give_up.append(self.planner.dead_letter(
-                    src, entry_id, fields, "destination_error", failed[entry_id], count, now_ms))
+                give_up.append(
+                    self.planner.dead_letter(
+                        src, entry_id, fields, "destination_error", failed[entry_id], count, now_ms
+                    )
+                )
             else:
                 self.metrics.retried.labels(source).inc()
         if give_up:
             from synapse.plan import BatchPlan
 
-            again = await commit(self.writer, BatchPlan(source, tuple(give_up)),
-                                 self.table.settings.group)
+            again = await commit(
+                self.writer, BatchPlan(source, tuple(give_up)), self.table.settings.group
+            )
             self._account(tuple(e for e in give_up if e.entry_id not in again.failed), now_ms)
-        self.log.warning("destination_refused", source=source, entries=len(failed),
-                         dead_lettered=len(give_up), error=next(iter(failed.values())))
+        self.log.warning(
+            "destination_refused",
+            source=source,
+            entries=len(failed),
+            dead_lettered=len(give_up),
+            error=next(iter(failed.values())),
+        )
 
     def _account(self, entries: Sequence[Any], now_ms: int) -> None:
         routed: Tally[tuple[str, str]] = Tally()
@@ -317,7 +367,7 @@ class Router:
         if mkstream:
             args.append("MKSTREAM")
         try:
-            await self.writer.execute_command(*args)
+            await self.writer.execute_command(*args)  # type: ignore[no-untyped-call]
         except ResponseError as exc:
             if "BUSYGROUP" in str(exc):
                 return
@@ -334,8 +384,17 @@ class Router:
             last = b"0"
             while not self.stopping.is_set():
                 reply = await wire.execute(
-                    self.writer, "XREADGROUP", "GROUP", group, self.consumer,
-                    "COUNT", self.table.settings.batch, "STREAMS", source, last)
+                    self.writer,
+                    "XREADGROUP",
+                    "GROUP",
+                    group,
+                    self.consumer,
+                    "COUNT",
+                    self.table.settings.batch,
+                    "STREAMS",
+                    source,
+                    last,
+                )
                 entries = reply[0][1] if reply else []
                 if not entries:
                     break
@@ -347,8 +406,15 @@ class Router:
         """Delivery counts of ``entries`` from the group's pending list."""
         ids = [e[0] for e in entries]
         reply = await wire.execute(
-            self.writer, "XPENDING", source, self.table.settings.group, min(ids, key=_id_key),
-            max(ids, key=_id_key), len(ids) + 16, self.consumer)
+            self.writer,
+            "XPENDING",
+            source,
+            self.table.settings.group,
+            min(ids, key=_id_key),
+            max(ids, key=_id_key),
+            len(ids) + 16,
+            self.consumer,
+        )
         return {row[0]: int(row[3]) for row in reply}
 
     async def reclaim(self) -> None:
@@ -357,8 +423,17 @@ class Router:
         for source in self.sources:
             cursor = b"0-0"
             while not self.stopping.is_set():
-                reply = await wire.execute(self.writer, "XAUTOCLAIM", source, s.group,
-                                           self.consumer, s.claim_idle_ms, cursor, "COUNT", s.batch)
+                reply = await wire.execute(
+                    self.writer,
+                    "XAUTOCLAIM",
+                    source,
+                    s.group,
+                    self.consumer,
+                    s.claim_idle_ms,
+                    cursor,
+                    "COUNT",
+                    s.batch,
+                )
                 cursor, claimed = reply[0], reply[1]
                 deleted = reply[2] if len(reply) > 2 else []
                 if deleted:

@@ -43,8 +43,16 @@ def _early_hup_handler(signum: int, frame: FrameType | None) -> None:
 
 
 class Daemon:
-    def __init__(self, config: Path, url: str, metrics_addr: str, *, consumer: str | None,
-                 password: str | None, table: RoutingTable) -> None:
+    def __init__(
+        self,
+        config: Path,
+        url: str,
+        metrics_addr: str,
+        *,
+        consumer: str | None,
+        password: str | None,
+        table: RoutingTable,
+    ) -> None:
         self.config = config
         self.url = url
         self.metrics_addr = metrics_addr
@@ -52,8 +60,14 @@ class Daemon:
         self.metrics = Metrics()
         self.notifier = Notifier()
         self.log = logging.get("synapse.daemon")
-        self.router = Router(table, url, self.metrics, consumer=consumer, password=password,
-                             on_progress=self.notifier.progress)
+        self.router = Router(
+            table,
+            url,
+            self.metrics,
+            consumer=consumer,
+            password=password,
+            on_progress=self.notifier.progress,
+        )
         self.reload_requested = asyncio.Event()
         self.stop_requested = asyncio.Event()
         self._signals = 0
@@ -84,9 +98,15 @@ class Daemon:
             return 1
         self.metrics.set_config(self.table.hash, time.time())
         self.metrics.reloads.labels("success")
-        self.log.info("router_starting", version=__version__, config=str(self.config),
-                      config_hash=self.table.hash, redis=settings.redact(self.url),
-                      metrics=f"http://{host}:{server.port}/metrics", consumer=self.router.consumer)
+        self.log.info(
+            "router_starting",
+            version=__version__,
+            config=str(self.config),
+            config_hash=self.table.hash,
+            redis=settings.redact(self.url),
+            metrics=f"http://{host}:{server.port}/metrics",
+            consumer=self.router.consumer,
+        )
         self.notifier.status("connecting to Redis")
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -123,8 +143,11 @@ class Daemon:
             table = await asyncio.to_thread(load_table, self.config)
         except ConfigError as exc:
             self.metrics.reloads.labels("failure").inc()
-            self.log.error("config_reload_failed", config=str(self.config),
-                           errors=[str(p) for p in exc.problems])
+            self.log.error(
+                "config_reload_failed",
+                config=str(self.config),
+                errors=[str(p) for p in exc.problems],
+            )
             self.notifier.send("READY=1", f"STATUS=reload failed, old table kept: {exc}"[:1000])
             return
         except Exception as exc:  # an unreadable file, a bug: never kill the router
@@ -137,8 +160,9 @@ class Daemon:
         self.router.swap_table(table)
         self.metrics.reloads.labels("success").inc()
         self.metrics.set_config(table.hash, time.time())
-        self.log.info("config_reloaded", config_hash=table.hash,
-                      **{k: v for k, v in changes.items() if v})
+        self.log.info(
+            "config_reloaded", config_hash=table.hash, **{k: v for k, v in changes.items() if v}
+        )
         self.notifier.ready(f"reloaded config {table.hash}")
 
 
@@ -155,23 +179,58 @@ def _run_loop(coro: Any) -> int:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="SYNAPSE_CONFIG",
-              default=DEFAULT_CONFIG, show_default=True, help="The routing table.")
-@click.option("--redis-url", envvar="SYNAPSE_REDIS_URL",
-              help="redis://, rediss:// or unix:// URL; none starts the embedded server.")
-@click.option("--metrics-addr", envvar="SYNAPSE_METRICS_ADDR", default="127.0.0.1:9464",
-              show_default=True, help="HOST:PORT of /metrics, /healthz, /readyz.")
-@click.option("--log-format", envvar="SYNAPSE_LOG_FORMAT", type=click.Choice(["json", "console"]),
-              help="Default: console on a TTY, else JSON.")
-@click.option("--log-level", envvar="SYNAPSE_LOG_LEVEL", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-@click.option("--state-dir", envvar="SYNAPSE_STATE_DIR",
-              help="Embedded server data; default $STATE_DIRECTORY, else ./.synapse")
-@click.option("--consumer", envvar="SYNAPSE_CONSUMER",
-              help="Consumer name in the group (default host:pid).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    envvar="SYNAPSE_CONFIG",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="The routing table.",
+)
+@click.option(
+    "--redis-url",
+    envvar="SYNAPSE_REDIS_URL",
+    help="redis://, rediss:// or unix:// URL; none starts the embedded server.",
+)
+@click.option(
+    "--metrics-addr",
+    envvar="SYNAPSE_METRICS_ADDR",
+    default="127.0.0.1:9464",
+    show_default=True,
+    help="HOST:PORT of /metrics, /healthz, /readyz.",
+)
+@click.option(
+    "--log-format",
+    envvar="SYNAPSE_LOG_FORMAT",
+    type=click.Choice(["json", "console"]),
+    help="Default: console on a TTY, else JSON.",
+)
+@click.option(
+    "--log-level",
+    envvar="SYNAPSE_LOG_LEVEL",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+@click.option(
+    "--state-dir",
+    envvar="SYNAPSE_STATE_DIR",
+    help="Embedded server data; default $STATE_DIRECTORY, else ./.synapse",
+)
+@click.option(
+    "--consumer", envvar="SYNAPSE_CONSUMER", help="Consumer name in the group (default host:pid)."
+)
 @click.version_option(__version__, prog_name="synapse-router")
-def main(config_path: Path, redis_url: str | None, metrics_addr: str, log_format: str | None,
-         log_level: str, state_dir: str | None, consumer: str | None) -> None:
+def main(
+    config_path: Path,
+    redis_url: str | None,
+    metrics_addr: str,
+    log_format: str | None,
+    log_level: str,
+    state_dir: str | None,
+    consumer: str | None,
+) -> None:
     """Route events from Redis Streams by a YAML table."""
     signal.signal(signal.SIGHUP, _early_hup_handler)
     logging.configure(log_format, log_level)
@@ -188,8 +247,14 @@ def main(config_path: Path, redis_url: str | None, metrics_addr: str, log_format
         if not url:
             embedded = _start_embedded(state, log)
             url = embedded.url
-        daemon = Daemon(config_path, url, metrics_addr, consumer=consumer,
-                        password=settings.password(), table=table)
+        daemon = Daemon(
+            config_path,
+            url,
+            metrics_addr,
+            consumer=consumer,
+            password=settings.password(),
+            table=table,
+        )
         code = _run_loop(daemon.run())
     except SynapseError as exc:
         log.error("router_failed", error=str(exc))
@@ -211,8 +276,12 @@ def _start_embedded(state: Path, log: Any) -> EmbeddedServer:
     state.mkdir(parents=True, exist_ok=True)
     server.start()
     (state / settings.URL_FILE).write_text(server.url + "\n")
-    log.info("embedded_server_started", url=server.url, data=str(data),
-             url_file=str(state / settings.URL_FILE))
+    log.info(
+        "embedded_server_started",
+        url=server.url,
+        data=str(data),
+        url_file=str(state / settings.URL_FILE),
+    )
     return server
 
 

@@ -40,7 +40,9 @@ class Limits:
 def parse(fields: Sequence[bytes], limits: Limits) -> tuple[str, Any]:
     """(event type, body) of one entry; raise InvalidEvent with the reason code."""
     if len(fields) > 2 * limits.max_fields:
-        raise InvalidEvent("too_large", f"{len(fields) // 2} fields; the limit is {limits.max_fields}")
+        raise InvalidEvent(
+            "too_large", f"{len(fields) // 2} fields; the limit is {limits.max_fields}"
+        )
     size = 0
     type_raw: bytes | None = None
     data_raw: bytes | None = None
@@ -54,16 +56,15 @@ def parse(fields: Sequence[bytes], limits: Limits) -> tuple[str, Any]:
     if size > limits.max_event_bytes:
         raise InvalidEvent("too_large", f"{size} bytes; the limit is {limits.max_event_bytes}")
 
-    if data_raw is not None:
-        body = _parse_json(data_raw, limits.max_depth)
-    else:
-        body = _fields_body(fields)
+    body = _parse_json(data_raw, limits.max_depth) if data_raw is not None else _fields_body(fields)
 
     if type_raw is not None:
         try:
             event_type = type_raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InvalidEvent("invalid_encoding", f"type field is not UTF-8: {exc.reason}") from None
+            raise InvalidEvent(
+                "invalid_encoding", f"type field is not UTF-8: {exc.reason}"
+            ) from None
     else:
         found = body.get(limits.type_field.decode()) if isinstance(body, dict) else None
         if not isinstance(found, str):
@@ -84,11 +85,11 @@ def _parse_json(raw: bytes, max_depth: int) -> Any:
         if "recursion" in text:
             raise InvalidEvent("too_deep", f"nesting deeper than {max_depth}") from None
         raise InvalidEvent("invalid_json", f"data is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidEvent("invalid_json", f"data must be a JSON object, got {type(body).__name__}")
     # Depth can only exceed the limit if there are that many brackets at all.
     if raw.count(b"{") + raw.count(b"[") > max_depth and depth_exceeds(body, max_depth):
         raise InvalidEvent("too_deep", f"nesting deeper than {max_depth}")
+    if not isinstance(body, dict):
+        raise InvalidEvent("invalid_json", f"data must be a JSON object, got {type(body).__name__}")
     return body
 
 
@@ -156,8 +157,12 @@ def dead_letter_fields(
         if name.startswith(b"synapse-") and name not in keys.PROVENANCE_FIELDS | {keys.F_REDRIVES}:
             continue  # a redriven dead letter: its old verdict is replaced by the new one
         if len(value) > DLQ_FIELD_MAX:
-            out += (name, value[:DLQ_FIELD_MAX],
-                    keys.F_SHA256_PREFIX + name, hashlib.sha256(value).hexdigest().encode())
+            out += (
+                name,
+                value[:DLQ_FIELD_MAX],
+                keys.F_SHA256_PREFIX + name,
+                hashlib.sha256(value).hexdigest().encode(),
+            )
             truncated.append(f"{name.decode('utf-8', 'replace')}:{len(value)}")
         else:
             out += (name, value)
@@ -165,13 +170,20 @@ def dead_letter_fields(
         truncated.append(f"fields:{pairs}")
     out = strip_fields(out, keys.PROVENANCE_FIELDS)
     out += (
-        keys.F_REASON, reason.encode(),
-        keys.F_ERROR, error[:ERROR_TEXT_MAX].encode("utf-8", "replace"),
-        keys.F_SOURCE, source,
-        keys.F_ID, entry_id,
-        keys.F_DELIVERIES, str(deliveries).encode(),
-        keys.F_CONFIG, config_hash.encode(),
-        keys.F_TIME, iso_ms(now_ms).encode(),
+        keys.F_REASON,
+        reason.encode(),
+        keys.F_ERROR,
+        error[:ERROR_TEXT_MAX].encode("utf-8", "replace"),
+        keys.F_SOURCE,
+        source,
+        keys.F_ID,
+        entry_id,
+        keys.F_DELIVERIES,
+        str(deliveries).encode(),
+        keys.F_CONFIG,
+        config_hash.encode(),
+        keys.F_TIME,
+        iso_ms(now_ms).encode(),
     )
     if truncated:
         out += (keys.F_TRUNCATED, ",".join(truncated).encode())

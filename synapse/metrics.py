@@ -17,10 +17,19 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import generate_latest
 
 from synapse import __version__
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # the _created series double the exposition for no use here
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -31,42 +40,75 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.consumed = Counter("synapse_events_consumed", "Entries read from sources",
-                                ["source"], registry=r)
-        self.routed = Counter("synapse_events_routed", "Copies written to destinations",
-                              ["route", "destination"], registry=r)
-        self.dead_lettered = Counter("synapse_events_dead_lettered",
-                                     "Entries moved to the dead-letter stream", ["reason"],
-                                     registry=r)
-        self.dropped = Counter("synapse_events_dropped",
-                               "Entries acknowledged without a write (policy, deleted)",
-                               ["reason"], registry=r)
-        self.retried = Counter("synapse_events_retried",
-                               "Entries left pending after a failed destination write",
-                               ["source"], registry=r)
-        self.latency = Histogram("synapse_event_latency_seconds",
-                                 "Entry id time to commit", buckets=LATENCY_BUCKETS, registry=r)
-        self.batch = Histogram("synapse_batch_duration_seconds",
-                               "Plan and commit time of one batch", buckets=BATCH_BUCKETS,
-                               registry=r)
-        self.pending = Gauge("synapse_source_pending", "Entries pending in the group",
-                             ["source"], registry=r)
-        self.lag = Gauge("synapse_source_lag", "Entries not yet delivered to the group",
-                         ["source"], registry=r)
-        self.reclaimed = Counter("synapse_reclaimed", "Entries claimed from idle consumers",
-                                 registry=r)
+        self.consumed = Counter(
+            "synapse_events_consumed", "Entries read from sources", ["source"], registry=r
+        )
+        self.routed = Counter(
+            "synapse_events_routed",
+            "Copies written to destinations",
+            ["route", "destination"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "synapse_events_dead_lettered",
+            "Entries moved to the dead-letter stream",
+            ["reason"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "synapse_events_dropped",
+            "Entries acknowledged without a write (policy, deleted)",
+            ["reason"],
+            registry=r,
+        )
+        self.retried = Counter(
+            "synapse_events_retried",
+            "Entries left pending after a failed destination write",
+            ["source"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "synapse_event_latency_seconds",
+            "Entry id time to commit",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch = Histogram(
+            "synapse_batch_duration_seconds",
+            "Plan and commit time of one batch",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.pending = Gauge(
+            "synapse_source_pending", "Entries pending in the group", ["source"], registry=r
+        )
+        self.lag = Gauge(
+            "synapse_source_lag", "Entries not yet delivered to the group", ["source"], registry=r
+        )
+        self.reclaimed = Counter(
+            "synapse_reclaimed", "Entries claimed from idle consumers", registry=r
+        )
         self.redis_up = Gauge("synapse_redis_up", "1 when Redis answers", registry=r)
-        self.redis_errors = Counter("synapse_redis_errors", "Redis errors by kind", ["kind"],
-                                    registry=r)
-        self.group_recreated = Counter("synapse_group_recreated",
-                                       "Consumer groups (re)created after NOGROUP", ["source"],
-                                       registry=r)
-        self.reloads = Counter("synapse_config_reloads", "Config reloads by result", ["result"],
-                               registry=r)
-        self.last_reload = Gauge("synapse_config_last_reload_success_timestamp_seconds",
-                                 "Time of the last successful config load", registry=r)
-        self.config_info = Gauge("synapse_config_info", "Hash of the loaded config", ["hash"],
-                                 registry=r)
+        self.redis_errors = Counter(
+            "synapse_redis_errors", "Redis errors by kind", ["kind"], registry=r
+        )
+        self.group_recreated = Counter(
+            "synapse_group_recreated",
+            "Consumer groups (re)created after NOGROUP",
+            ["source"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "synapse_config_reloads", "Config reloads by result", ["result"], registry=r
+        )
+        self.last_reload = Gauge(
+            "synapse_config_last_reload_success_timestamp_seconds",
+            "Time of the last successful config load",
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "synapse_config_info", "Hash of the loaded config", ["hash"], registry=r
+        )
         self.sources = Gauge("synapse_sources", "Source streams being consumed", registry=r)
         self.ready = Gauge("synapse_ready", "1 when the router is ready", registry=r)
         Info("synapse_build", "Build information", registry=r).info({"version": __version__})
@@ -104,8 +146,7 @@ class MetricsServer:
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._handle, host, port,
-                                                  limit=MAX_REQUEST_BYTES)
+        self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_REQUEST_BYTES)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -129,13 +170,23 @@ class MetricsServer:
         async with self._slots:
             try:
                 status, body, ctype = await asyncio.wait_for(self._respond(reader), READ_TIMEOUT_S)
-            except (TimeoutError, asyncio.LimitOverrunError, asyncio.IncompleteReadError,
-                    ValueError, ConnectionError):
-                status, body, ctype = "408 Request Timeout", b"request timeout or too large\n", \
-                    "text/plain"
+            except (
+                TimeoutError,
+                asyncio.LimitOverrunError,
+                asyncio.IncompleteReadError,
+                ValueError,
+                ConnectionError,
+            ):
+                status, body, ctype = (
+                    "408 Request Timeout",
+                    b"request timeout or too large\n",
+                    "text/plain",
+                )
             try:
-                head = (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-                        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+                head = (
+                    f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                )
                 writer.write(head.encode() + body)
                 await asyncio.wait_for(writer.drain(), READ_TIMEOUT_S)
             except (TimeoutError, ConnectionError):

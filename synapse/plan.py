@@ -59,8 +59,11 @@ class BatchPlan:
 def limits_of(table: RoutingTable) -> Limits:
     s = table.settings
     return Limits(
-        type_field=s.type_field.encode(), data_field=s.data_field.encode(),
-        max_event_bytes=s.max_event_bytes, max_depth=s.max_depth, max_fields=s.max_fields,
+        type_field=s.type_field.encode(),
+        data_field=s.data_field.encode(),
+        max_event_bytes=s.max_event_bytes,
+        max_depth=s.max_depth,
+        max_fields=s.max_fields,
     )
 
 
@@ -86,22 +89,35 @@ class Planner:
         if deliveries is None:
             planned = tuple(plan_entry(source, src, eid, f, 1, now_ms) for eid, f in entries)
         else:
-            planned = tuple(plan_entry(source, src, eid, f, deliveries.get(eid, 1), now_ms)
-                            for eid, f in entries)
+            planned = tuple(
+                plan_entry(source, src, eid, f, deliveries.get(eid, 1), now_ms)
+                for eid, f in entries
+            )
         return BatchPlan(source, planned)
 
     def plan_entry(
-        self, source: str, src: bytes, entry_id: bytes, fields: list[bytes] | None,
-        deliveries: int, now_ms: int,
+        self,
+        source: str,
+        src: bytes,
+        entry_id: bytes,
+        fields: list[bytes] | None,
+        deliveries: int,
+        now_ms: int,
     ) -> EntryPlan:
         if fields is None:
             return EntryPlan(entry_id, DELETED, ())
         settings = self.table.settings
         if deliveries > settings.max_deliveries:
             return self.dead_letter(
-                src, entry_id, fields, "max_deliveries",
+                src,
+                entry_id,
+                fields,
+                "max_deliveries",
                 f"delivered {deliveries} times without being committed "
-                f"(max_deliveries={settings.max_deliveries})", deliveries, now_ms)
+                f"(max_deliveries={settings.max_deliveries})",
+                deliveries,
+                now_ms,
+            )
         try:
             event_type, body = parse(fields, self.limits)
             schema = self.table.schemas.schema_for(event_type)
@@ -112,51 +128,97 @@ class Planner:
             elif settings.require_schema:
                 raise InvalidEvent("unknown_schema", f"no schema for type {event_type!r}")
         except InvalidEvent as exc:
-            return self.dead_letter(src, entry_id, fields, exc.reason, exc.detail,
-                                    deliveries, now_ms)
+            return self.dead_letter(
+                src, entry_id, fields, exc.reason, exc.detail, deliveries, now_ms
+            )
         decision = self.table.decide(source, event_type)
         targets = decision.fixed
         if targets is None:
             targets = destinations_of(decision.routes, body)
         if not targets:
             return self.unrouted(src, entry_id, fields, event_type, deliveries, now_ms)
-        return EntryPlan(entry_id, ROUTED, self.copies(src, entry_id, fields, targets),
-                         targets, event_type=event_type)
+        return EntryPlan(
+            entry_id,
+            ROUTED,
+            self.copies(src, entry_id, fields, targets),
+            targets,
+            event_type=event_type,
+        )
 
-    def copies(self, src: bytes, entry_id: bytes, fields: list[bytes],
-               targets: Sequence[tuple[str, str]]) -> tuple[Write, ...]:
+    def copies(
+        self, src: bytes, entry_id: bytes, fields: list[bytes], targets: Sequence[tuple[str, str]]
+    ) -> tuple[Write, ...]:
         maxlen_for = self.table.maxlen_for
         if not self._provenance:
             return tuple(Write(dest, fields, maxlen_for(dest)) for dest, _ in targets)
-        return tuple(Write(dest, with_provenance(fields, src, entry_id, route.encode()),
-                           maxlen_for(dest)) for dest, route in targets)
+        return tuple(
+            Write(dest, with_provenance(fields, src, entry_id, route.encode()), maxlen_for(dest))
+            for dest, route in targets
+        )
 
-    def unrouted(self, src: bytes, entry_id: bytes, fields: list[bytes], event_type: str,
-                 deliveries: int, now_ms: int) -> EntryPlan:
+    def unrouted(
+        self,
+        src: bytes,
+        entry_id: bytes,
+        fields: list[bytes],
+        event_type: str,
+        deliveries: int,
+        now_ms: int,
+    ) -> EntryPlan:
         policy = self.table.settings.unrouted
         if policy == "drop":
             return EntryPlan(entry_id, DROPPED, (), reason="no_route", event_type=event_type)
         if policy == "dead-letter":
-            return self.dead_letter(src, entry_id, fields, "no_route",
-                                    f"no route matches type {event_type!r}", deliveries, now_ms,
-                                    event_type=event_type)
+            return self.dead_letter(
+                src,
+                entry_id,
+                fields,
+                "no_route",
+                f"no route matches type {event_type!r}",
+                deliveries,
+                now_ms,
+                event_type=event_type,
+            )
         targets = ((policy, "unrouted"),)
-        return EntryPlan(entry_id, ROUTED, self.copies(src, entry_id, fields, targets),
-                         targets, event_type=event_type)
+        return EntryPlan(
+            entry_id,
+            ROUTED,
+            self.copies(src, entry_id, fields, targets),
+            targets,
+            event_type=event_type,
+        )
 
-    def dead_letter(self, src: bytes, entry_id: bytes, fields: list[bytes], reason: str,
-                    error: str, deliveries: int, now_ms: int,
-                    event_type: str | None = None) -> EntryPlan:
+    def dead_letter(
+        self,
+        src: bytes,
+        entry_id: bytes,
+        fields: list[bytes],
+        reason: str,
+        error: str,
+        deliveries: int,
+        now_ms: int,
+        event_type: str | None = None,
+    ) -> EntryPlan:
         dlq_fields = dead_letter_fields(
-            fields, reason=reason, error=error, source=src, entry_id=entry_id,
-            deliveries=deliveries, config_hash=self.table.hash, now_ms=now_ms,
-            max_fields=self.table.settings.max_fields)
+            fields,
+            reason=reason,
+            error=error,
+            source=src,
+            entry_id=entry_id,
+            deliveries=deliveries,
+            config_hash=self.table.hash,
+            now_ms=now_ms,
+            max_fields=self.table.settings.max_fields,
+        )
         write = Write(self._dead_letter, dlq_fields, self._dead_letter_maxlen)
-        return EntryPlan(entry_id, DEAD_LETTER, (write,), reason=reason, error=error,
-                         event_type=event_type)
+        return EntryPlan(
+            entry_id, DEAD_LETTER, (write,), reason=reason, error=error, event_type=event_type
+        )
 
 
-def explain_body(table: RoutingTable, source: str, event_type: str, body: Any) -> list[dict[str, Any]]:
+def explain_body(
+    table: RoutingTable, source: str, event_type: str, body: Any
+) -> list[dict[str, Any]]:
     """For each route: matched or not, and why not (the glob, or the failing clause)."""
     out: list[dict[str, Any]] = []
     for route in table.routes:
@@ -169,6 +231,7 @@ def explain_body(table: RoutingTable, source: str, event_type: str, body: Any) -
             failing = route.where.why_not(body)
             if failing is not None:
                 why = f"where: {failing}"
-        out.append({"route": route.name, "matched": why is None, "why_not": why,
-                    "to": list(route.to)})
+        out.append(
+            {"route": route.name, "matched": why is None, "why_not": why, "to": list(route.to)}
+        )
     return out

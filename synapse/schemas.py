@@ -94,7 +94,8 @@ def load_registry(
                 continue
             raw, schema = loaded
             digest.update(rel.encode() + b"\0" + raw + b"\0")
-            uri = schema.get("$id") if isinstance(schema.get("$id"), str) else path.resolve().as_uri()
+            declared = schema.get("$id")
+            uri = declared if isinstance(declared, str) else path.resolve().as_uri()
             if "$id" not in schema:
                 schema = {"$id": uri, **schema}
             documents[rel] = (uri, schema)
@@ -102,8 +103,12 @@ def load_registry(
         problems.append(Problem(str(folder), None, "schema folder not found"))
 
     resources = [
-        (uri, referencing.Resource.from_contents(
-            schema, default_specification=referencing.jsonschema.DRAFT202012))
+        (
+            uri,
+            referencing.Resource.from_contents(
+                schema, default_specification=referencing.jsonschema.DRAFT202012
+            ),
+        )
         for uri, schema in documents.values()
     ]
     py_registry: referencing.Registry[Any] = referencing.Registry().with_resources(resources)
@@ -132,14 +137,20 @@ def load_registry(
         target = compiled.get(rel.removeprefix("./"))
         if target is None:
             if rel.removeprefix("./") not in documents:
-                problems.append(Problem(config_name, mapping_lines.get(glob),
-                                        f"schema file {rel!r} not found in {folder}"))
+                problems.append(
+                    Problem(
+                        config_name,
+                        mapping_lines.get(glob),
+                        f"schema file {rel!r} not found in {folder}",
+                    )
+                )
             continue
         rules.append((glob, compile_glob(glob), target))
     if problems:
         raise ConfigError(problems)
-    return SchemaRegistry(folder=folder, rules=tuple(rules), files=compiled,
-                          digest=digest.hexdigest())
+    return SchemaRegistry(
+        folder=folder, rules=tuple(rules), files=compiled, digest=digest.hexdigest()
+    )
 
 
 def _read_schema(path: Path, problems: list[Problem]) -> tuple[bytes, dict[str, Any]] | None:

@@ -17,10 +17,10 @@ import hiredis
 import redis.asyncio as aioredis
 
 
-async def execute(client: aioredis.Redis, *args: bytes | str | int | float) -> Any:
+async def execute(client: aioredis.Redis, *args: Any) -> Any:
     """Send one command packed by hiredis; return the raw reply (errors raise)."""
     pool = client.connection_pool
-    conn = await pool.get_connection()
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         await conn.send_packed_command(hiredis.pack_command(args), check_health=False)
         reply = await conn.read_response(disable_decoding=True)

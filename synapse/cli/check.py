@@ -13,8 +13,14 @@ from synapse.errors import ConfigError
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="SYNAPSE_CONFIG",
-              default=DEFAULT_CONFIG, show_default=True)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    envvar="SYNAPSE_CONFIG",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def check(config_path: Path, as_json: bool) -> None:
     """Check routes.yaml and its schemas; exit 1 listing every problem."""
@@ -22,17 +28,33 @@ def check(config_path: Path, as_json: bool) -> None:
         table = load_table(config_path)
     except ConfigError as exc:
         if as_json:
-            click.echo(json.dumps({"ok": False, "problems": [
-                {"file": p.file, "line": p.line, "message": p.message} for p in exc.problems]}))
+            click.echo(
+                json.dumps(
+                    {
+                        "ok": False,
+                        "problems": [
+                            {"file": p.file, "line": p.line, "message": p.message}
+                            for p in exc.problems
+                        ],
+                    }
+                )
+            )
         else:
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
         sys.exit(1)
-    summary = {"ok": True, "config": str(config_path), "hash": table.hash,
-               "routes": len(table.routes), "sources": list(table.sources),
-               "schemas": len(table.schemas.files)}
+    summary = {
+        "ok": True,
+        "config": str(config_path),
+        "hash": table.hash,
+        "routes": len(table.routes),
+        "sources": list(table.sources),
+        "schemas": len(table.schemas.files),
+    }
     if as_json:
         click.echo(json.dumps(summary))
     else:
-        click.echo(f"{config_path}: ok ({len(table.routes)} routes, "
-                   f"{len(table.schemas.files)} schemas, hash {table.hash})")
+        click.echo(
+            f"{config_path}: ok ({len(table.routes)} routes, "
+            f"{len(table.schemas.files)} schemas, hash {table.hash})"
+        )
