@@ -1,0 +1,213 @@
+"""``bin/bench``: Synapse against a minimal hand-written router, side by side, in one run.
+
+Starts its own server (the bundled Valkey, or ``$SYNAPSE_SERVER``) on a free
+port in a tmp folder, runs the phases, prints a table and writes JSON to
+``bench/results/``. Drain runs of Synapse and the baseline are interleaved and
+repeated; the headline is the ratio of their medians from this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import phases
+from bench.proc import Pinning, pin
+from bench.workload import mean_event_bytes, write_table
+from synapse.embedded import EmbeddedServer, server_binary
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PHASES = ("drain", "latency", "memory", "scale")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bin/bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every phase")
+    p.add_argument("--events", type=int, help="events per drain run (default 200000)")
+    p.add_argument("--reps", type=int, help="drain repetitions per variant (default 3)")
+    p.add_argument("--rate", type=int, default=5000, help="offered load of the latency phase")
+    p.add_argument("--duration", type=float, help="seconds of the latency phase (default 30)")
+    p.add_argument("--memory-events", type=int, help="events of the memory phase (default 1M)")
+    p.add_argument("--batch", type=int, default=500, help="entries per XREADGROUP")
+    p.add_argument("--fanout", type=int, default=2, help="destinations per event")
+    p.add_argument("--only", default=",".join(PHASES), help=f"phases to run: {','.join(PHASES)}")
+    p.add_argument("--no-pin", action="store_true", help="do not pin server and routers to cores")
+    p.add_argument("--out", type=Path, help="JSON result path (default bench/results/<time>.json)")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.events = args.events or (3_000 if quick else 200_000)
+    args.reps = args.reps or (1 if quick else 3)
+    args.duration = args.duration or (2.0 if quick else 30.0)
+    args.memory_events = args.memory_events or (8_000 if quick else 1_000_000)
+    args.only = [x for x in args.only.split(",") if x]
+    unknown = set(args.only) - set(PHASES)
+    if unknown:
+        p.error(f"unknown phases: {sorted(unknown)}")
+    return args
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("events_per_s", "client_us_per_event", "server_us_per_event", "cores_busy")
+    out = dict(runs[0])
+    out.update({k: statistics.median(r[k] for r in runs) for k in keys})
+    out["runs"] = runs
+    return out
+
+
+def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    pinning = Pinning.choose(not args.no_pin)
+    pin(os.getpid(), pinning.driver)
+    config = write_table(folder / "table", batch=args.batch, fanout=args.fanout)
+    server = EmbeddedServer(folder / "server", extra_args=("--appendonly", "no"))
+    server.start()
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "server": server_binary(),
+        "pinning": pinning.describe,
+        "settings": {
+            "events": args.events,
+            "reps": args.reps,
+            "batch": args.batch,
+            "fanout": args.fanout,
+            "event_bytes": round(mean_event_bytes()),
+            "validation": "synapse: on (jsonschema-rs); baseline: none",
+        },
+    }
+    try:
+        b = phases.Bench(server, config, args.fanout, args.batch, pinning)
+        if "drain" in args.only:
+            runs: dict[str, list[dict[str, Any]]] = {"synapse": [], "baseline": []}
+            for rep in range(args.reps):
+                order = ("synapse", "baseline") if rep % 2 == 0 else ("baseline", "synapse")
+                for kind in order:
+                    runs[kind].append(phases.drain(b, kind, args.events))
+                    progress(f"drain {kind} rep {rep + 1}: {runs[kind][-1]['events_per_s']:,.0f}/s")
+            result["drain"] = {k: median_of(v) for k, v in runs.items()}
+            result["ratio"] = (
+                result["drain"]["synapse"]["events_per_s"]
+                / result["drain"]["baseline"]["events_per_s"]
+            )
+        if "latency" in args.only:
+            result["latency"] = phases.latency(b, args.rate, args.duration)
+            progress(f"latency p99 {result['latency']['p99_ms']:.2f} ms")
+        if "memory" in args.only:
+            chunk = max(1, min(100_000, args.memory_events // 10))
+            result["memory"] = phases.memory(b, args.memory_events, chunk)
+            progress(f"memory end {result['memory']['rss_mb_end']:.1f} MB")
+        if "scale" in args.only:
+            scale: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+            for rep in range(args.reps):
+                for routers in (1, 2) if rep % 2 == 0 else (2, 1):
+                    scale[routers].append(
+                        phases.drain(b, "synapse", args.events, routers=routers, pinned=False)
+                    )
+            one, two = median_of(scale[1]), median_of(scale[2])
+            result["scale"] = {
+                "one": one,
+                "two": two,
+                "ratio": two["events_per_s"] / one["events_per_s"],
+            }
+            progress(f"scale-out x{result['scale']['ratio']:.2f}")
+    finally:
+        b.r.close()
+        server.stop()
+    return result
+
+
+def progress(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    import psutil
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "load_avg_at_start": os.getloadavg(),
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def report(result: dict[str, Any]) -> str:
+    """The table for humans (the JSON has every run)."""
+    lines = [
+        f"machine: {result['machine']['cpus']} cpus, {result['machine']['cpu_model']}; "
+        f"{result['pinning']}; python {result['machine']['python']}",
+        f"workload: {result['settings']}",
+        "",
+        "| variant | events/s | client CPU us/event | server CPU us/event | cores busy |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, key in (
+        ("synapse (validation on)", "synapse"),
+        ("baseline (no validation)", "baseline"),
+    ):
+        if "drain" in result:
+            d = result["drain"][key]
+            lines.append(
+                f"| {name} | {d['events_per_s']:,.0f} | {d['client_us_per_event']:.1f} | "
+                f"{d['server_us_per_event']:.1f} | {d['cores_busy']:.2f} |"
+            )
+    if "scale" in result:
+        for label, key in (("synapse x1 (unpinned)", "one"), ("synapse x2 (unpinned)", "two")):
+            d = result["scale"][key]
+            lines.append(
+                f"| {label} | {d['events_per_s']:,.0f} | {d['client_us_per_event']:.1f} | "
+                f"{d['server_us_per_event']:.1f} | {d['cores_busy']:.2f} |"
+            )
+    lines.append("")
+    if "ratio" in result:
+        lines.append(f"ratio synapse / baseline (drain, medians): {result['ratio']:.2f}")
+    if "latency" in result:
+        lat = result["latency"]
+        lines.append(
+            f"latency at {lat['rate']:,}/s for {lat['seconds']:g}s: p50 {lat['p50_ms']:.2f} ms, "
+            f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p999_ms']:.2f} ms, "
+            f"max {lat['max_ms']:.2f} ms; router CPU {lat['client_us_per_event']:.1f} us/event"
+        )
+    if "memory" in result:
+        m = result["memory"]
+        lines.append(
+            f"router RSS: {m['rss_mb_steady']:.1f} MB steady, {m['rss_mb_end']:.1f} MB after "
+            f"{m['events']:,} events (max {m['rss_mb_max']:.1f}, growth {m['growth_mb']:+.1f} MB)"
+        )
+    if "scale" in result:
+        lines.append(f"scale-out: 2 routers / 1 router = {result['scale']['ratio']:.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    with tempfile.TemporaryDirectory(prefix="synapse-bench-") as tmp:
+        result = run(args, Path(tmp))
+    out = args.out or RESULTS / time.strftime("%Y%m%d-%H%M%S.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(report(result))
+    print(f"\nJSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

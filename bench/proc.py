@@ -1,0 +1,101 @@
+"""Processes under measurement: router workers, CPU pinning, CPU and RSS readings."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import psutil
+
+
+@dataclass(frozen=True, slots=True)
+class Pinning:
+    """Which CPUs the server, the router processes and this process run on (None: any)."""
+
+    server: set[int] | None = None
+    routers: set[int] | None = None
+    driver: set[int] | None = None
+
+    @staticmethod
+    def choose(enabled: bool) -> Pinning:
+        """Server on one core, routers on another, the load driver beside the server."""
+        cpus = sorted(os.sched_getaffinity(0))
+        if not enabled or len(cpus) < 2:
+            return Pinning()
+        return Pinning(server={cpus[0]}, routers={cpus[1]}, driver={cpus[0]})
+
+    @property
+    def describe(self) -> str:
+        if self.server is None:
+            return "not pinned"
+        return f"server cpu {sorted(self.server)}, routers cpu {sorted(self.routers or ())}"
+
+
+def pin(pid: int, cpus: set[int] | None) -> None:
+    if cpus is not None:
+        os.sched_setaffinity(pid, cpus)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (all threads)."""
+    t = psutil.Process(pid).cpu_times()
+    return float(t.user + t.system)
+
+
+def rss_mb(pid: int) -> float:
+    return float(psutil.Process(pid).memory_info().rss) / 1e6
+
+
+@dataclass
+class Worker:
+    """One ``bench.worker`` subprocess: set up, then started on ``go()``."""
+
+    args: list[str]
+    cpus: set[int] | None = None
+    process: subprocess.Popen[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", *self.args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        pin(self.process.pid, self.cpus)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if line.strip() != b"ready":
+            self.stop()
+            raise RuntimeError(f"worker {self.args[0]} failed to start: {line!r}")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"go\n")
+        self.process.stdin.flush()
+
+    def cpu_s(self) -> float:
+        return cpu_s(self.pid)
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.pid)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout_s)
+        for stream in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(Exception):
+                if stream is not None:
+                    stream.close()
