@@ -21,15 +21,22 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from synapse import wire
+from synapse.keys import F_ID, F_ROUTE, F_SOURCE
 from synapse.plan import BatchPlan
 
 COMMIT_LUA = """#!lua
+-- ARGV: group, entry count, then the provenance field names and the source:
+--   F_SOURCE, source, F_ID, F_ROUTE; then per entry: id, write count, and per write:
+--   key index, maxlen ('0': none), route ('': no provenance fields), field count, fields.
+-- A field count of -1 reuses the fields of the entry's previous write (a copy's
+-- fields travel once per entry, however wide the fan-out).
 local group = ARGV[1]
 local n = tonumber(ARGV[2])
+local f_source, source, f_id, f_route = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local types = {}
 local failed = {}
 local acks = {}
-local i = 3
+local i = 7
 for e = 1, n do
   local id = ARGV[i]
   local nw = tonumber(ARGV[i + 1])
@@ -46,30 +53,46 @@ for e = 1, n do
     if t ~= 'stream' and t ~= 'none' then
       bad = KEYS[k] .. ' holds a ' .. t .. ', not a stream'
     end
-    i = i + 3 + tonumber(ARGV[i + 2])
+    local nf = tonumber(ARGV[i + 3])
+    if nf > 0 then i = i + 4 + nf else i = i + 4 end
   end
   if bad then
     failed[#failed + 1] = id
     failed[#failed + 1] = bad
   else
     i = first
+    local fstart, fcount = 0, 0
     for w = 1, nw do
       local k = tonumber(ARGV[i])
       local maxlen = ARGV[i + 1]
-      local nf = tonumber(ARGV[i + 2])
+      local route = ARGV[i + 2]
+      local nf = tonumber(ARGV[i + 3])
+      i = i + 4
+      if nf >= 0 then
+        fstart, fcount = i, nf
+        i = i + nf
+      end
       local args
       if maxlen == '0' then
         args = {'XADD', KEYS[k], '*'}
       else
         args = {'XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*'}
       end
-      local base = #args
-      for f = 1, nf do
-        args[base + f] = ARGV[i + 2 + f]
+      local b = #args
+      for f = 1, fcount do
+        args[b + f] = ARGV[fstart + f - 1]
+      end
+      if route ~= '' then
+        b = b + fcount
+        args[b + 1] = f_source
+        args[b + 2] = source
+        args[b + 3] = f_id
+        args[b + 4] = id
+        args[b + 5] = f_route
+        args[b + 6] = route
       end
       redis.call(unpack(args))
       types[k] = 'stream'
-      i = i + 3 + nf
     end
     acks[#acks + 1] = id
   end
@@ -91,19 +114,36 @@ class CommitResult:
 
 
 def encode(plan: BatchPlan, group: str) -> tuple[list[bytes | str], list[bytes | str | int]]:
-    """KEYS and ARGV of the commit script for ``plan``."""
+    """KEYS and ARGV of the commit script for ``plan``.
+
+    The copies of a routed entry share their source fields (``Write.base``): they
+    are sent once per entry and the script appends each copy's provenance.
+    """
+    src = plan.source.encode()
     key_index: dict[str, int] = {plan.source: 1}
     keys: list[bytes | str] = [plan.source]
-    argv: list[bytes | str | int] = [group, len(plan.entries)]
+    argv: list[bytes | str | int] = [group, len(plan.entries), F_SOURCE, src, F_ID, F_ROUTE]
     for entry in plan.entries:
-        argv += (entry.entry_id, len(entry.writes))
+        entry_id = entry.entry_id
+        argv += (entry_id, len(entry.writes))
+        previous: list[bytes] | None = None
         for write in entry.writes:
             index = key_index.get(write.stream)
             if index is None:
                 index = key_index[write.stream] = len(keys) + 1
                 keys.append(write.stream)
-            argv += (index, write.maxlen or 0, len(write.fields) // 2 * 2)
-            argv += write.fields
+            prov = write.provenance
+            if prov is not None and prov[0] == src and prov[1] == entry_id and prov[2]:
+                route, fields = prov[2], write.base
+            else:
+                route, fields = b"", write.fields
+            if fields is previous:
+                argv += (index, write.maxlen or 0, route, -1)
+                continue
+            count = len(fields) // 2 * 2
+            argv += (index, write.maxlen or 0, route, count)
+            argv += fields if count == len(fields) else fields[:count]
+            previous = fields
     return keys, argv
 
 

@@ -122,9 +122,22 @@ def with_provenance(
     Provenance fields the entry already carries (an event routed twice) are
     replaced, so each name appears once.
     """
-    if keys.F_SOURCE in fields:
-        fields = strip_fields(fields, keys.PROVENANCE_FIELDS)
-    return [*fields, keys.F_SOURCE, source, keys.F_ID, entry_id, keys.F_ROUTE, route]
+    return [
+        *provenance_base(fields),
+        keys.F_SOURCE,
+        source,
+        keys.F_ID,
+        entry_id,
+        keys.F_ROUTE,
+        route,
+    ]
+
+
+def provenance_base(fields: list[bytes]) -> list[bytes]:
+    """``fields`` without provenance fields an earlier router added (usually ``fields`` itself)."""
+    if keys.F_SOURCE in fields or keys.F_ID in fields or keys.F_ROUTE in fields:
+        return strip_fields(fields, keys.PROVENANCE_FIELDS)
+    return fields
 
 
 def strip_fields(fields: Sequence[bytes], names: frozenset[bytes]) -> list[bytes]:

@@ -15,7 +15,8 @@ from typing import Any
 
 from synapse.config import RoutingTable, destinations_of
 from synapse.errors import InvalidEvent
-from synapse.events import Limits, dead_letter_fields, parse, with_provenance
+from synapse.events import Limits, dead_letter_fields, parse, provenance_base
+from synapse.keys import F_ID, F_ROUTE, F_SOURCE
 
 ROUTED = "routed"
 DEAD_LETTER = "dead_letter"
@@ -28,11 +29,25 @@ Entry = tuple[bytes, list[bytes] | None]
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """One XADD: a stream, its fields, and the retention cap (None for none)."""
+    """One XADD: a stream, its fields, and the retention cap (None for none).
+
+    A destination copy holds the source fields in ``base`` (one list shared by
+    every copy of the entry) and its provenance (source, entry id, route) apart,
+    so the commit sends the fields once per entry; ``fields`` is what is written.
+    """
 
     stream: str
-    fields: list[bytes]
+    base: list[bytes]
     maxlen: int | None
+    provenance: tuple[bytes, bytes, bytes] | None = None
+
+    @property
+    def fields(self) -> list[bytes]:
+        """The fields as written: ``base``, then the provenance fields if any."""
+        if self.provenance is None:
+            return self.base
+        source, entry_id, route = self.provenance
+        return [*self.base, F_SOURCE, source, F_ID, entry_id, F_ROUTE, route]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +71,14 @@ class BatchPlan:
     entries: tuple[EntryPlan, ...]
 
 
+class _RouteNames(dict[str, bytes]):
+    """Route name -> its UTF-8 bytes, encoded once."""
+
+    def __missing__(self, name: str) -> bytes:
+        self[name] = encoded = name.encode()
+        return encoded
+
+
 def limits_of(table: RoutingTable) -> Limits:
     s = table.settings
     return Limits(
@@ -76,6 +99,7 @@ class Planner:
         self._dead_letter = table.settings.dead_letter
         self._dead_letter_maxlen = table.maxlen_for(table.settings.dead_letter)
         self._provenance = table.settings.provenance
+        self._route_names = _RouteNames()
 
     def plan_batch(
         self,
@@ -151,8 +175,10 @@ class Planner:
         maxlen_for = self.table.maxlen_for
         if not self._provenance:
             return tuple(Write(dest, fields, maxlen_for(dest)) for dest, _ in targets)
+        base = provenance_base(fields)
+        names = self._route_names
         return tuple(
-            Write(dest, with_provenance(fields, src, entry_id, route.encode()), maxlen_for(dest))
+            Write(dest, base, maxlen_for(dest), (src, entry_id, names[route]))
             for dest, route in targets
         )
 
