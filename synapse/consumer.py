@@ -23,6 +23,7 @@ import socket
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -33,16 +34,32 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from synapse import log as logging
 from synapse import wire
 from synapse.backoff import Backoff
-from synapse.commit import commit
+from synapse.commit import CommitResult, commit
 from synapse.config import RoutingTable
 from synapse.events import entry_time_ms
 from synapse.matching import is_glob
 from synapse.metrics import Metrics
-from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, Entry, Planner
+from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, BatchPlan, Entry, Planner
 
 STATS_INTERVAL_S = 5.0
+#: Longest stretch of read-ahead pipelining before the loop returns to its chores.
+PIPELINE_MAX_S = 1.0
 COMMIT_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A planned batch and, once sent, its commit."""
+
+    source: str
+    entries: Sequence[Entry]
+    deliveries: dict[bytes, int] | None
+    plan: BatchPlan
+    group: str
+    now_ms: int
+    started: float
+    commit: asyncio.Future[CommitResult] | None = None
 
 
 def default_consumer_name() -> str:
@@ -209,25 +226,75 @@ class Router:
         reply = await self._read_new()
         if reply is None:
             return
-        for stream, entries in reply:
-            await self.process(stream.decode(), entries, None)
+        await self._route(reply)
 
-    async def _read_new(self) -> Any:
-        """XREADGROUP ... > on every source; cancelled promptly when stopping."""
+    def _read_args(self, block: bool) -> tuple[Any, ...]:
         s = self.table.settings
-        args = (
+        wait = ("BLOCK", s.block_ms) if block else ()
+        return (
             "XREADGROUP",
             "GROUP",
             s.group,
             self.consumer,
             "COUNT",
             s.batch,
-            "BLOCK",
-            s.block_ms,
+            *wait,
             "STREAMS",
             *self.sources,
             *(">",) * len(self.sources),
         )
+
+    async def _route(self, reply: Any) -> None:
+        """Plan and commit ``reply``; while reads come back full, keep the server busy.
+
+        With a backlog, the next (non-blocking) read is sent before this batch is
+        planned, and a commit is awaited only once the next batch is planned, so
+        the router plans batch k+1 while the server applies batch k. Commits keep
+        the read order with one in flight, each atomic; nothing is in flight when
+        this returns (the chores, a table swap and a stop act between turns).
+        Entries read ahead but not committed after an error stay in our pending
+        list: the set-up after the error re-processes them first.
+        """
+        deadline = time.monotonic() + PIPELINE_MAX_S
+        inflight: _InFlight | None = None
+        ahead: asyncio.Future[Any] | None = None
+        try:
+            while reply:
+                if self._read_ahead(reply) and time.monotonic() < deadline:
+                    ahead = asyncio.ensure_future(
+                        wire.execute(self.reader, *self._read_args(block=False))
+                    )
+                    await asyncio.sleep(0)  # on the wire before we plan, not after
+                for stream, entries in reply:
+                    if not entries:
+                        continue
+                    planned = self._plan(stream.decode(), entries, None)
+                    if inflight is not None:
+                        done, inflight = inflight, None
+                        await self._finish(done)
+                    inflight = self._send(planned)
+                    await asyncio.sleep(0)  # the server applies it while we plan the next
+                if ahead is None:
+                    break
+                reply, ahead = await ahead, None
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ahead
+            if inflight is not None:
+                await self._finish(inflight)
+
+    def _read_ahead(self, reply: Any) -> bool:
+        """Whether a backlog is likely: a source filled its batch, and no stop or swap waits."""
+        if self.stopping.is_set() or self._next_table is not None:
+            return False
+        batch = self.table.settings.batch
+        return any(len(entries) >= batch for _, entries in reply)
+
+    async def _read_new(self) -> Any:
+        """XREADGROUP ... > on every source; cancelled promptly when stopping."""
+        args = self._read_args(block=True)
         read = asyncio.ensure_future(wire.execute(self.reader, *args))
         stop = asyncio.ensure_future(self.stopping.wait())
         try:
@@ -251,19 +318,38 @@ class Router:
         """Plan one source's entries and commit them; account in metrics."""
         if not entries:
             return
+        await self._finish(self._send(self._plan(source, entries, deliveries)))
+
+    def _plan(
+        self, source: str, entries: Sequence[Entry], deliveries: dict[bytes, int] | None
+    ) -> _InFlight:
         started = time.perf_counter()
-        table, planner = self.table, self.planner
         now_ms = int(time.time() * 1000)
-        plan = planner.plan_batch(source, entries, now_ms, deliveries)
+        plan = self.planner.plan_batch(source, entries, now_ms, deliveries)
+        return _InFlight(
+            source, entries, deliveries, plan, self.table.settings.group, now_ms, started
+        )
+
+    def _send(self, batch: _InFlight) -> _InFlight:
+        """Start the batch's commit (it runs to the end even if the router is stopped)."""
+        batch.commit = asyncio.ensure_future(commit(self.writer, batch.plan, batch.group))
+        return batch
+
+    async def _finish(self, batch: _InFlight) -> None:
+        """Wait for the batch's commit; handle refused entries; account in metrics."""
+        assert batch.commit is not None
         # Shielded: a stop request never interrupts a commit in flight.
-        result = await asyncio.shield(commit(self.writer, plan, table.settings.group))
+        result = await asyncio.shield(batch.commit)
+        source, entries, plan = batch.source, batch.entries, batch.plan
         self.metrics.consumed.labels(source).inc(len(entries))
         committed = plan.entries
         if result.failed:
             committed = tuple(e for e in plan.entries if e.entry_id not in result.failed)
-            await self._handle_failed(source, entries, deliveries, result.failed, now_ms)
-        self._account(committed, now_ms)
-        self.metrics.batch.observe(time.perf_counter() - started)
+            await self._handle_failed(
+                source, entries, batch.deliveries, result.failed, batch.now_ms
+            )
+        self._account(committed, batch.now_ms)
+        self.metrics.batch.observe(time.perf_counter() - batch.started)
         self.batches += 1
 
     async def _handle_failed(
@@ -291,8 +377,6 @@ class Router:
             else:
                 self.metrics.retried.labels(source).inc()
         if give_up:
-            from synapse.plan import BatchPlan
-
             again = await commit(
                 self.writer, BatchPlan(source, tuple(give_up)), self.table.settings.group
             )
