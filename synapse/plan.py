@@ -71,12 +71,21 @@ class BatchPlan:
     entries: tuple[EntryPlan, ...]
 
 
-class _RouteNames(dict[str, bytes]):
-    """Route name -> its UTF-8 bytes, encoded once."""
+Resolved = tuple[tuple[str, int | None, bytes], ...]
 
-    def __missing__(self, name: str) -> bytes:
-        self[name] = encoded = name.encode()
-        return encoded
+
+class _Targets(dict[tuple[tuple[str, str], ...], Resolved]):
+    """(destination, route) pairs -> (destination, maxlen, route as bytes), resolved once."""
+
+    def __init__(self, table: RoutingTable) -> None:
+        super().__init__()
+        self.maxlen_for = table.maxlen_for
+
+    def __missing__(self, targets: tuple[tuple[str, str], ...]) -> Resolved:
+        resolved = tuple((dest, self.maxlen_for(dest), route.encode()) for dest, route in targets)
+        if len(self) < 10_000:  # bounded: route combinations are few in practice
+            self[targets] = resolved
+        return resolved
 
 
 def limits_of(table: RoutingTable) -> Limits:
@@ -99,7 +108,7 @@ class Planner:
         self._dead_letter = table.settings.dead_letter
         self._dead_letter_maxlen = table.maxlen_for(table.settings.dead_letter)
         self._provenance = table.settings.provenance
-        self._route_names = _RouteNames()
+        self._targets = _Targets(table)
 
     def plan_batch(
         self,
@@ -172,14 +181,12 @@ class Planner:
     def copies(
         self, src: bytes, entry_id: bytes, fields: list[bytes], targets: Sequence[tuple[str, str]]
     ) -> tuple[Write, ...]:
-        maxlen_for = self.table.maxlen_for
+        resolved = self._targets[tuple(targets)]
         if not self._provenance:
-            return tuple(Write(dest, fields, maxlen_for(dest)) for dest, _ in targets)
+            return tuple([Write(dest, fields, maxlen) for dest, maxlen, _ in resolved])
         base = provenance_base(fields)
-        names = self._route_names
         return tuple(
-            Write(dest, base, maxlen_for(dest), (src, entry_id, names[route]))
-            for dest, route in targets
+            [Write(dest, base, maxlen, (src, entry_id, route)) for dest, maxlen, route in resolved]
         )
 
     def unrouted(
