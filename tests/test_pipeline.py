@@ -44,6 +44,9 @@ async def test_backlog_is_committed_in_read_order_with_exact_counts(
         assert metrics.consumed.labels("ingress")._value.get() == len(ids)
         assert metrics.routed.labels("all", "copy-a")._value.get() == len(ids)
         assert router.batches == 51
+        [latency] = metrics.latency.collect()
+        count = next(s.value for s in latency.samples if s.name.endswith("_count"))
+        assert count == len(ids)  # one latency observation per event, grouped per batch
     assert routed_ids(r, "copy-a") == ids
     assert routed_ids(r, "copy-b") == ids
 
