@@ -118,6 +118,8 @@ class Daemon:
             await self.router.close()
             await server.close()
         self.log.info("router_stopped", batches=self.router.batches)
+        if self.router.failure is not None:
+            return self.router.failure.exit_code  # e.g. consumer name in use by a live router
         return 0
 
     async def _announce_ready(self, routing: asyncio.Task[None]) -> None:
@@ -191,7 +193,7 @@ def _run_loop(coro: Any) -> int:
 @click.option(
     "--redis-url",
     envvar="SYNAPSE_REDIS_URL",
-    help="redis://, rediss:// or unix:// URL; none starts the embedded server.",
+    help="redis://, rediss://, unix:// or redis+cluster:// URL; none starts the embedded server.",
 )
 @click.option(
     "--metrics-addr",

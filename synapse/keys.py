@@ -8,6 +8,15 @@ DEFAULT_DEAD_LETTER = "synapse:dlq"
 REGISTRY_PREFIX = "synapse:service:"
 REGISTRY_INDEX = "synapse:services"
 
+#: Consumer-name leases: one key per (group, consumer name) held by the live router using it.
+CONSUMER_LEASE_PREFIX = "synapse:consumer:"
+
+
+def consumer_lease(group: str, consumer: str) -> str:
+    """The lease key of ``consumer`` in ``group``: ``synapse:consumer:<group>:<name>``."""
+    return f"{CONSUMER_LEASE_PREFIX}{group}:{consumer}"
+
+
 # Provenance fields added to every destination copy.
 F_SOURCE = b"synapse-source"
 F_ID = b"synapse-id"
