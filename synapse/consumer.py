@@ -93,6 +93,7 @@ class Router:
         self.forget_idle_ms = forget_idle_ms
         self.failure: ConsumerInUse | None = None
         self._last_lease = 0.0
+        self._last_forget = 0.0
         self.sources: list[str] = []
         self.ready = False
         self.stopping = asyncio.Event()
@@ -226,6 +227,8 @@ class Router:
         if now - self._last_claim >= settings.claim_idle_ms / 1000 / 2:
             self._last_claim = now
             await self.reclaim()
+        if now - self._last_forget >= min(self.forget_idle_ms / 2, 60_000) / 1000:
+            self._last_forget = now
             await self.forget_idle()
         if now - self._last_stats >= STATS_INTERVAL_S:
             self._last_stats = now
