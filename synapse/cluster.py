@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +36,7 @@ from redis.exceptions import RedisClusterException, ResponseError
 
 from synapse import wire
 from synapse.commit import CommitResult, commit
+from synapse.config import Route, RoutingTable
 from synapse.plan import BatchPlan, EntryPlan
 
 SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -221,3 +223,73 @@ async def _write_then_ack(
     for start in range(0, len(done), 1000):
         await wire.execute(client, "XACK", source, group, *done[start : start + 1000])
     return failed
+
+
+# -- which routes stay atomic on a cluster (``synapse check --cluster``) ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Atomicity:
+    """Whether the writes of a route (or the dead letters of a source) share their source's slot."""
+
+    kind: str  # "route" or "dead_letter"
+    name: str
+    atomic: bool
+    detail: str
+
+
+def pattern_slot(pattern: str) -> int | None:
+    """The slot of every key ``pattern`` can name, or None when a glob leaves it open."""
+    if not any(c in pattern for c in "*?["):
+        return slot_of(pattern)
+    start = pattern.find("{")
+    end = pattern.find("}", start + 1)
+    if start < 0 or end <= start + 1 or any(c in pattern[: end + 1] for c in "*?[\\"):
+        return None
+    return slot_of(pattern[: end + 1])
+
+
+def atomicity(table: RoutingTable) -> list[Atomicity]:
+    """Per route and per source's dead letters: atomic (one slot) or at-least-once."""
+    found: list[Atomicity] = []
+    for route in table.routes:
+        sources = [s for s in table.sources if route.source_glob is None or _may_match(route, s)]
+        found.append(_judge("route", route.name, sources, route.to))
+    for source in table.sources:
+        found.append(_judge("dead_letter", source, [source], (table.settings.dead_letter,)))
+    return found
+
+
+def _may_match(route: Route, source: str) -> bool:
+    """Whether a route's source glob can match a source name or pattern."""
+    if route.matches_source is None or route.matches_source(source):
+        return True
+    if _literal_prefix(source) == source:
+        return False
+    # Two globs can share a name only if one's literal prefix starts the other's.
+    mine, theirs = _literal_prefix(route.source_glob or ""), _literal_prefix(source)
+    return mine.startswith(theirs) or theirs.startswith(mine)
+
+
+def _literal_prefix(pattern: str) -> str:
+    cut = min((i for i, c in enumerate(pattern) if c in "*?[\\"), default=len(pattern))
+    return pattern[:cut]
+
+
+def _judge(kind: str, name: str, sources: Sequence[str], dests: Sequence[str]) -> Atomicity:
+    problems: list[str] = []
+    for source in sources:
+        home = pattern_slot(source)
+        if home is None:
+            problems.append(f"source {source!r} is a glob with no hash tag: slot unknown")
+            continue
+        apart = [d for d in dests if slot_of(d) != home]
+        if apart:
+            problems.append(
+                f"{source!r} (slot {home}) -> "
+                + ", ".join(f"{d!r} (slot {slot_of(d)})" for d in apart)
+            )
+    if problems:
+        return Atomicity(kind, name, False, "at-least-once: " + "; ".join(problems))
+    slots = sorted({pattern_slot(s) for s in sources} - {None})  # type: ignore[type-var]
+    return Atomicity(kind, name, True, f"atomic: one slot ({', '.join(map(str, slots))})")

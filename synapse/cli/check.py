@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from synapse.cluster import atomicity
 from synapse.config import DEFAULT_CONFIG, load_table
 from synapse.errors import ConfigError
 
@@ -22,7 +23,13 @@ from synapse.errors import ConfigError
     show_default=True,
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def check(config_path: Path, as_json: bool) -> None:
+@click.option(
+    "--cluster",
+    "for_cluster",
+    is_flag=True,
+    help="Also list which routes commit atomically on Redis Cluster (one hash slot).",
+)
+def check(config_path: Path, as_json: bool, for_cluster: bool) -> None:
     """Check routes.yaml and its schemas; exit 1 listing every problem."""
     try:
         table = load_table(config_path)
@@ -51,6 +58,12 @@ def check(config_path: Path, as_json: bool) -> None:
         "sources": list(table.sources),
         "schemas": len(table.schemas.files),
     }
+    verdicts = atomicity(table) if for_cluster else []
+    if for_cluster:
+        summary["cluster"] = [
+            {"kind": v.kind, "name": v.name, "atomic": v.atomic, "detail": v.detail}
+            for v in verdicts
+        ]
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -58,3 +71,6 @@ def check(config_path: Path, as_json: bool) -> None:
             f"{config_path}: ok ({len(table.routes)} routes, "
             f"{len(table.schemas.files)} schemas, hash {table.hash})"
         )
+        for v in verdicts:
+            label = "route" if v.kind == "route" else "dead letters of"
+            click.echo(f"  {label} {v.name}: {v.detail}")
