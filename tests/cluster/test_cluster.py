@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from synapse import cluster
 from synapse.config import RoutingTable
@@ -157,3 +159,13 @@ def _drained(rc: RedisCluster, sources: list[str]) -> bool:
         if not groups or groups[0]["pending"] or groups[0]["lag"]:
             return False
     return True
+
+
+async def test_stream_reads_are_routed_by_their_own_slot() -> None:
+    """XREADGROUP keys are found without a server round trip; streams across slots refuse."""
+    client = cluster.connect_any("redis+cluster://127.0.0.1:1", read_timeout_s=1)
+    assert isinstance(client, cluster.ClusterClient)
+    args = ("GROUP", "g", "c", "COUNT", 1, "STREAMS", "{o}:a", "{o}:b", ">", ">")
+    assert await client._determine_slot("XREADGROUP", *args) == slot("{o}:a")
+    with pytest.raises(RedisClusterException, match="same key slot"):
+        await client._determine_slot("XREADGROUP", "GROUP", "g", "c", "STREAMS", "a", "b", 0, 0)

@@ -3,8 +3,9 @@
     python -m tests.cluster.throughput [EVENTS]
 
 Starts N routers in one group, then writes EVENTS events over 4 sources (spread
-over the nodes) and times from the first write until every entry is acknowledged. Fan-out 2 across slots
-(write-then-ack), and the same through one hash tag (atomic Lua commit).
+over the nodes) and times from the first write until every entry is acknowledged.
+Fan-out 2 across slots (write-then-ack), and the same through one hash tag
+(atomic Lua commit).
 """
 
 from __future__ import annotations
@@ -78,9 +79,7 @@ def main() -> None:
         for name, yaml in (("across slots", SPREAD), ("hash-tagged", TAGGED)):
             for routers in (1, 2):
                 rate = run(folder, cl, yaml, routers, events)
-                print(
-                    f"{name:>13}: {routers} router(s): {rate:,.0f} events/s (load + route, routers started)"
-                )
+                print(f"{name:>13}: {routers} router(s): {rate:,.0f} events/s (load + route)")
     finally:
         cl.stop()
 
