@@ -177,7 +177,10 @@ def test_schema_for_first_matching_glob(shipped: dict[str, CompiledSchema]) -> N
 )
 def test_json_line(pointer: tuple[str | int, ...], line: int) -> None:
     """json_line finds the line of a JSON pointer (or of its nearest ancestor)."""
-    raw = b'{\n  "a": {"b": [\n    1,\n    "two, \\"}",\n    {"c": null}]},\n  "x": [],\n  "d": true\n}'
+    raw = (
+        b'{\n  "a": {"b": [\n    1,\n    "two, \\"}",\n'
+        b'    {"c": null}]},\n  "x": [],\n  "d": true\n}'
+    )
     assert json_line(raw, pointer) == line
 
 
