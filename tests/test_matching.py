@@ -182,6 +182,8 @@ def test_any_not_and_conjunction(where: dict[str, Any], expected: bool) -> None:
         ("tags.2.deep", "yes"),
         ("tags.3", None),  # out of range
         ("tags.-1", None),  # no negative indices
+        ("tags.\u00b2", None),  # a digit to str.isdigit, not to int()
+        ("tags.\u0661", None),  # Arabic-Indic one: only ASCII digits index
         ("tags.x", None),
         ("stage.0", None),  # strings are not indexable
         ("metrics.accuracy.x", None),
