@@ -178,6 +178,14 @@ def _run_loop(coro: Any) -> int:
         return result
 
 
+def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Check HOST:PORT at the command line, so a typo is a usage error, not a traceback."""
+    _, sep, port = value.rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    return value
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -198,6 +206,7 @@ def _run_loop(coro: Any) -> int:
     envvar="SYNAPSE_METRICS_ADDR",
     default="127.0.0.1:9464",
     show_default=True,
+    callback=_host_port,
     help="HOST:PORT of /metrics, /healthz, /readyz.",
 )
 @click.option(

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 
+from synapse.daemon import main
 from tests.conftest import ROOT, wait_sync, write_table
 
 ROUTER = Path(sys.executable).parent / "synapse-router"
@@ -219,6 +221,17 @@ def test_metrics_port_in_use_exits_1(
     assert second.proc.wait(30) == 1
     assert second.event("metrics_port_unavailable")
     assert first.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize(
+    "addr", ["nonsense", "127.0.0.1:", "127.0.0.1:http", "h:70000", "h:\u00b2"]
+)
+def test_bad_metrics_addr_is_a_usage_error(addr: str) -> None:
+    """A malformed --metrics-addr is refused with exit 2 and a message, not a traceback."""
+    result = CliRunner().invoke(main, ["--metrics-addr", addr])
+    assert result.exit_code == 2
+    assert "is not HOST:PORT" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_embedded_server_in_state_dir(
