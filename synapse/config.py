@@ -231,6 +231,8 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
 
 
 def _check_shape(data: Any, lines: LineMap, name: str) -> None:
+    if data is None:
+        raise ConfigError.single(name, 1, "the file is empty: expected version, sources, routes")
     validator = jsonschema.Draft202012Validator(config_schema())
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):

@@ -157,6 +157,15 @@ def test_non_utf8_file(tmp_path: Path) -> None:
     assert "not UTF-8" in problem.message and "0xff" in problem.message
 
 
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_empty_file(tmp_path: Path, text: str) -> None:
+    """An empty file (or only comments) is refused at line 1, saying it is empty."""
+    path = tmp_path / "routes.yaml"
+    path.write_text(text)
+    problem = only_problem(path)
+    assert (problem.line, problem.message.split(":")[0]) == (1, "the file is empty")
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
     """A missing config file is a ConfigError naming it."""
     problem = only_problem(tmp_path / "nope.yaml")
