@@ -10,7 +10,7 @@ import pytest
 
 from synapse.metrics import MAX_REQUEST_BYTES, Metrics, MetricsServer
 
-TIMEOUT_S = 0.5
+TIMEOUT_S = 1.0
 
 
 class Port:
