@@ -79,8 +79,8 @@ def test_cmd(config_path: Path, as_json: bool, paths: tuple[Path, ...], quiet: b
     results: list[Result] = []
     for file in files:
         cases, broken = load_cases(file)
-        results += broken
-        results += [run_case(table, case) for case in cases]
+        ran = broken + [run_case(table, case) for case in cases]
+        results += sorted(ran, key=lambda r: r.case.line or 0)
         if not as_json and not quiet:
             marks = "".join(_MARK[r.status] for r in results if r.case.file == str(file))
             click.echo(f"{file} {marks}")
