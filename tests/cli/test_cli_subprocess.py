@@ -170,3 +170,23 @@ def test_router_registers_and_topology_shows_it(url: str, r: redis.Redis, tmp_pa
     finally:
         router.kill()
         router.wait()
+
+
+@pytest.mark.slow
+def test_redrive_ctrl_c_stops_cleanly(url: str, r: redis.Redis) -> None:
+    """SIGINT during a redrive: exit 130 with a summary saying so, nothing lost in between."""
+    total = 300
+    _dead_letters(r, total)
+    proc = subprocess.Popen(
+        [SYNAPSE, "dlq", "redrive", "--rate", "300"], env=env(url), stdout=subprocess.PIPE
+    )
+    try:
+        wait_sync(lambda: bool(r.exists("ingress")) and r.xlen("ingress") >= 30, what="progress")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130
+    assert b"interrupted: rerun to continue" in out
+    assert r.xlen("ingress") + r.xlen("synapse:dlq") == total
