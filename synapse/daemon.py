@@ -29,6 +29,7 @@ from synapse.embedded import EmbeddedServer
 from synapse.errors import ConfigError, SynapseError
 from synapse.metrics import Metrics, MetricsServer
 from synapse.notify import Notifier
+from synapse.registry import Heartbeat, ServiceInfo
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus= names it
 DRAIN_TIMEOUT_S = 30.0
@@ -113,6 +114,7 @@ class Daemon:
                 routing = tasks.create_task(self.router.run())
                 tasks.create_task(self._announce_ready(routing))
                 tasks.create_task(self._reloader(routing))
+                tasks.create_task(self._heartbeat(routing))
         finally:
             self.notifier.stopping()
             await self.router.close()
@@ -136,6 +138,27 @@ class Daemon:
                 return
             self.reload_requested.clear()  # signals arriving during the load coalesce
             await self.reload()
+
+    def service_info(self) -> ServiceInfo:
+        """What this router tells the service registry (the config hash follows reloads)."""
+        table = self.table
+        return ServiceInfo(
+            name="synapse-router",
+            instance=self.router.consumer,
+            kind="router",
+            version=__version__,
+            consumes=table.sources,
+            produces=(*sorted(table.destinations), table.settings.dead_letter),
+            config=table.hash,
+        )
+
+    async def _heartbeat(self, routing: asyncio.Task[None]) -> None:
+        """Register in the service registry while routing runs (TTL heartbeat)."""
+        beat = Heartbeat(self.router.writer, self.service_info)
+        beating = asyncio.ensure_future(beat.run())
+        await asyncio.wait({routing, beating}, return_when=asyncio.FIRST_COMPLETED)
+        beat.stop()
+        await beating
 
     async def reload(self) -> None:
         self.notifier.reloading()
