@@ -106,7 +106,10 @@ def test_notify_order_ready_reload_stopping(
     failing = notify.wait(lambda m: m.get("RELOADING") == "1", after=back + 1)
     kept = notify.wait(lambda m: m.get("READY") == "1", after=failing + 1)
     status = notify.messages[kept]["STATUS"]
-    assert status.startswith("reload failed, old table kept") and "routes.yaml:3: invalid YAML" in status
+    assert (
+        status.startswith("reload failed, old table kept")
+        and "routes.yaml:3: invalid YAML" in status
+    )
 
     router.signal(signal.SIGTERM)
     assert router.proc.wait(30) == 0
