@@ -136,6 +136,7 @@ class Metrics:
 MAX_REQUEST_BYTES = 8192
 READ_TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 32
+PLAIN = "text/plain"
 
 
 class MetricsServer:
@@ -176,18 +177,10 @@ class MetricsServer:
         async with self._slots:
             try:
                 status, body, ctype = await asyncio.wait_for(self._respond(reader), READ_TIMEOUT_S)
-            except (
-                TimeoutError,
-                asyncio.LimitOverrunError,
-                asyncio.IncompleteReadError,
-                ValueError,
-                ConnectionError,
-            ):
-                status, body, ctype = (
-                    "408 Request Timeout",
-                    b"request timeout or too large\n",
-                    "text/plain",
-                )
+            except (asyncio.LimitOverrunError, ValueError):  # no end of head within the cap
+                status, body, ctype = "431 Request Header Fields Too Large", b"too large\n", PLAIN
+            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                status, body, ctype = "408 Request Timeout", b"request timeout\n", PLAIN
             try:
                 head = (
                     f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
