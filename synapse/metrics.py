@@ -136,16 +136,22 @@ class Metrics:
 MAX_REQUEST_BYTES = 8192
 READ_TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 32
-PLAIN = "text/plain"
 
 
 class MetricsServer:
     """The one port: /metrics, /healthz, /readyz."""
 
-    def __init__(self, metrics: Metrics, is_ready: Callable[[], bool], cache_s: float = 1.0):
+    def __init__(
+        self,
+        metrics: Metrics,
+        is_ready: Callable[[], bool],
+        cache_s: float = 1.0,
+        read_timeout_s: float = READ_TIMEOUT_S,
+    ):
         self.metrics = metrics
         self.is_ready = is_ready
         self.cache_s = cache_s
+        self.read_timeout_s = read_timeout_s
         self._server: asyncio.Server | None = None
         self._cached: tuple[float, bytes] = (0.0, b"")
         self._render_lock = asyncio.Lock()
@@ -176,18 +182,24 @@ class MetricsServer:
             return
         async with self._slots:
             try:
-                status, body, ctype = await asyncio.wait_for(self._respond(reader), READ_TIMEOUT_S)
-            except (asyncio.LimitOverrunError, ValueError):  # no end of head within the cap
-                status, body, ctype = "431 Request Header Fields Too Large", b"too large\n", PLAIN
+                status, body, ctype = await asyncio.wait_for(
+                    self._respond(reader), self.read_timeout_s
+                )
+            except (asyncio.LimitOverrunError, ValueError):  # the head passed the reader's limit
+                status, body, ctype = (
+                    "431 Request Header Fields Too Large",
+                    b"too large\n",
+                    "text/plain",
+                )
             except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-                status, body, ctype = "408 Request Timeout", b"request timeout\n", PLAIN
+                status, body, ctype = ("408 Request Timeout", b"request timeout\n", "text/plain")
             try:
                 head = (
                     f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
                 )
                 writer.write(head.encode() + body)
-                await asyncio.wait_for(writer.drain(), READ_TIMEOUT_S)
+                await asyncio.wait_for(writer.drain(), self.read_timeout_s)
             except (TimeoutError, ConnectionError):
                 pass
             finally:

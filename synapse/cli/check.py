@@ -1,60 +1,70 @@
-"""``synapse check``: the config and its schemas, every problem with file:line."""
+"""``synapse check``: the config and its schemas, every problem with file:line.
+
+Problems exit 1. Warnings (routes that can never match, destinations that look
+like typos of others) are printed but exit 0, unless ``--strict``.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from synapse.config import DEFAULT_CONFIG, load_table
+from synapse.cli import common
+from synapse.cli.lint import lint
+from synapse.config import load_table
 from synapse.errors import ConfigError
 
 
 @click.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    envvar="SYNAPSE_CONFIG",
-    default=DEFAULT_CONFIG,
-    show_default=True,
-)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def check(config_path: Path, as_json: bool) -> None:
+@common.config_option
+@common.json_option
+@common.debug_option
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+def check(config_path: Path, as_json: bool, strict: bool) -> None:
     """Check routes.yaml and its schemas; exit 1 listing every problem."""
     try:
         table = load_table(config_path)
     except ConfigError as exc:
         if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "ok": False,
-                        "problems": [
-                            {"file": p.file, "line": p.line, "message": p.message}
-                            for p in exc.problems
-                        ],
-                    }
-                )
+            common.emit_json(
+                {
+                    "ok": False,
+                    "config": str(config_path),
+                    "problems": [
+                        {"file": p.file, "line": p.line, "message": p.message} for p in exc.problems
+                    ],
+                    "warnings": [],
+                }
             )
         else:
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
-        sys.exit(1)
-    summary = {
-        "ok": True,
-        "config": str(config_path),
-        "hash": table.hash,
-        "routes": len(table.routes),
-        "sources": list(table.sources),
-        "schemas": len(table.schemas.files),
-    }
+        sys.exit(common.EXIT_FAILED)
+    warnings = lint(table)
+    failed = strict and bool(warnings)
     if as_json:
-        click.echo(json.dumps(summary))
+        common.emit_json(
+            {
+                "ok": not failed,
+                "config": str(config_path),
+                "hash": table.hash,
+                "routes": len(table.routes),
+                "sources": list(table.sources),
+                "schemas": len(table.schemas.files),
+                "problems": [],
+                "warnings": [
+                    {"file": w.file, "line": w.line, "message": w.message} for w in warnings
+                ],
+            }
+        )
     else:
+        for warning in warnings:
+            click.echo(str(warning), err=True)
+        state = "ok" if not warnings else f"ok with {len(warnings)} warnings"
         click.echo(
-            f"{config_path}: ok ({len(table.routes)} routes, "
+            f"{config_path}: {state} ({len(table.routes)} routes, "
             f"{len(table.schemas.files)} schemas, hash {table.hash})"
         )
+    sys.exit(common.EXIT_FAILED if failed else common.EXIT_OK)
