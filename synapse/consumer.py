@@ -333,6 +333,7 @@ class Router:
         self._account(committed, now_ms)
         self.metrics.batch.observe(time.perf_counter() - started)
         self.batches += 1
+        self.on_progress()  # a long reclaim or drain is progress too (systemd watchdog)
 
     async def _handle_failed(
         self,

@@ -16,12 +16,11 @@ import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
-from synapse import __version__, settings
+from synapse import __version__, launch, settings
 from synapse import log as logging
 from synapse.config import DEFAULT_CONFIG, RoutingTable, diff, load_table
 from synapse.consumer import Router
@@ -33,14 +32,6 @@ from synapse.registry import Heartbeat, ServiceInfo
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus= names it
 DRAIN_TIMEOUT_S = 30.0
-
-_early_hup = False
-
-
-def _early_hup_handler(signum: int, frame: FrameType | None) -> None:
-    # Before the event loop runs, SIGHUP's default action would kill the process.
-    global _early_hup
-    _early_hup = True
 
 
 class Daemon:
@@ -79,6 +70,7 @@ class Daemon:
             self.log.warning("forced_exit", signal=signal.Signals(signum).name)
             os._exit(130)
         self.log.info("stop_requested", signal=signal.Signals(signum).name)
+        self.notifier.stopping()
         self.stop_requested.set()
         self.router.stop()
 
@@ -87,7 +79,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
-        if _early_hup:
+        if launch.hup_pending():  # a SIGHUP during start-up: reload once running
             self.reload_requested.set()
 
         host, _, port = self.metrics_addr.rpartition(":")
@@ -168,29 +160,26 @@ class Daemon:
         self.notifier.reloading()
         try:
             table = await asyncio.to_thread(load_table, self.config)
-        except ConfigError as exc:
+        except Exception as exc:  # ConfigError, an unreadable file, a bug: never kill the router
             self.metrics.reloads.labels("failure").inc()
+            self.metrics.last_reload_ok.set(0)
+            errors = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else [repr(exc)]
             self.log.error(
                 "config_reload_failed",
                 config=str(self.config),
-                errors=[str(p) for p in exc.problems],
+                config_hash=self.table.hash,
+                errors=errors,
             )
-            self.notifier.send("READY=1", f"STATUS=reload failed, old table kept: {exc}"[:1000])
-            return
-        except Exception as exc:  # an unreadable file, a bug: never kill the router
-            self.metrics.reloads.labels("failure").inc()
-            self.log.error("config_reload_failed", config=str(self.config), error=repr(exc))
-            self.notifier.send("READY=1", "STATUS=reload failed, old table kept")
+            self.notifier.reloaded(f"reload failed, old table kept: {'; '.join(errors)}")
             return
         changes = diff(self.table, table)
         self.table = table
         self.router.swap_table(table)
         self.metrics.reloads.labels("success").inc()
+        self.metrics.last_reload_ok.set(1)
         self.metrics.set_config(table.hash, time.time())
-        self.log.info(
-            "config_reloaded", config_hash=table.hash, **{k: v for k, v in changes.items() if v}
-        )
-        self.notifier.ready(f"reloaded config {table.hash}")
+        self.log.info("config_reloaded", config_hash=table.hash, **changes)
+        self.notifier.reloaded(f"reloaded config {table.hash}; routing")
 
 
 def _run_loop(coro: Any) -> int:
@@ -268,7 +257,7 @@ def main(
     consumer: str | None,
 ) -> None:
     """Route events from Redis Streams by a YAML table."""
-    signal.signal(signal.SIGHUP, _early_hup_handler)
+    launch.install_early_hup()  # already done by the console script; here for direct calls
     logging.configure(log_format, log_level)
     log = logging.get("synapse.daemon")
     try:

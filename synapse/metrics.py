@@ -106,6 +106,12 @@ class Metrics:
             "Time of the last successful config load",
             registry=r,
         )
+        self.last_reload_ok = Gauge(
+            "synapse_config_last_reload_successful",
+            "1 when the last config load succeeded (0: a reload failed, old table kept)",
+            registry=r,
+        )
+        self.last_reload_ok.set(1)  # the daemon never starts on a bad table
         self.config_info = Gauge(
             "synapse_config_info", "Hash of the loaded config", ["hash"], registry=r
         )
