@@ -26,16 +26,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from synapse import log as logging
-from synapse import wire
+from synapse import membership, wire
 from synapse.backoff import Backoff
+from synapse.cluster import SlotReads, commit_cluster, connect_any, is_cluster_url
 from synapse.commit import CommitResult, commit
 from synapse.config import RoutingTable
+from synapse.errors import ConsumerInUse
 from synapse.matching import is_glob
 from synapse.metrics import Metrics, observe_many
 from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, BatchPlan, Entry, Planner
@@ -65,20 +66,9 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def connect(url: str, *, read_timeout_s: float, password: str | None = None) -> aioredis.Redis:
-    """A client for ``url`` (redis://, rediss://, unix://) with bounded timeouts."""
-    kwargs: dict[str, Any] = {}
-    if password:
-        kwargs["password"] = password
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=read_timeout_s,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_keepalive=True,
-        decode_responses=False,
-        protocol=2,
-        **kwargs,
-    )
+def connect(url: str, *, read_timeout_s: float, password: str | None = None) -> wire.Client:
+    """A client for ``url`` (redis://, rediss://, unix://, redis+cluster://), bounded timeouts."""
+    return connect_any(url, read_timeout_s=read_timeout_s, password=password)
 
 
 class Router:
@@ -94,6 +84,8 @@ class Router:
         password: str | None = None,
         backoff: Backoff | None = None,
         on_progress: Callable[[], None] | None = None,
+        lease_ttl_ms: int = membership.LEASE_TTL_MS,
+        forget_idle_ms: int = membership.FORGET_IDLE_MS,
     ) -> None:
         self.table = table
         self.planner = Planner(table)
@@ -107,6 +99,17 @@ class Router:
         block_s = table.settings.block_ms / 1000
         self.reader = connect(url, read_timeout_s=block_s + 5.0, password=password)
         self.writer = connect(url, read_timeout_s=COMMIT_TIMEOUT_S, password=password)
+        # Redis Cluster: one XREADGROUP per slot, and a per-slot commit (cluster.py).
+        self.cluster = is_cluster_url(url)
+        self._commit = commit_cluster if self.cluster else commit
+        self._slot_reads = SlotReads()
+        # Many routers: a lease on our consumer name; long-idle empty consumers forgotten.
+        self.lease_ttl_ms = lease_ttl_ms
+        self.lease = membership.ConsumerLease(table.settings.group, self.consumer, lease_ttl_ms)
+        self.forget_idle_ms = forget_idle_ms
+        self.failure: ConsumerInUse | None = None
+        self._last_lease = 0.0
+        self._last_forget = 0.0
         self.sources: list[str] = []
         self.ready = False
         self.stopping = asyncio.Event()
@@ -128,6 +131,7 @@ class Router:
         self._next_table = table
 
     async def close(self) -> None:
+        await self._slot_reads.cancel()
         await self.reader.aclose()
         await self.writer.aclose()
 
@@ -143,6 +147,10 @@ class Router:
                     await self.setup()
                 await self.turn()
                 attempt = 0
+            except ConsumerInUse as exc:
+                self.failure = exc
+                self.log.error("consumer_name_in_use", error=str(exc))
+                break
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 attempt += 1
                 self._down("connection", exc, attempt)
@@ -164,6 +172,18 @@ class Router:
                 self.log.exception("router_error", error=repr(exc), attempt=attempt)
                 self._down("internal", exc, attempt)
                 await self._sleep(self.backoff.delay_s(attempt))
+        await self._farewell()
+
+    async def _farewell(self) -> None:
+        """On a clean stop: leave the group if nothing is pending, free the name's lease."""
+        await self._slot_reads.cancel()
+        if self.failure is not None:
+            return  # the name belongs to another process: touch neither
+        group = self.table.settings.group
+        with contextlib.suppress(Exception):
+            for source in self.sources:
+                await membership.forget(self.writer, source, group, self.consumer, 0)
+            await self.lease.release(self.writer)
 
     def _down(self, kind: str, exc: BaseException, attempt: int) -> None:
         self.metrics.redis_errors.labels(kind).inc()
@@ -182,6 +202,10 @@ class Router:
     def _apply_table(self, table: RoutingTable) -> None:
         old = self.table
         self.table, self.planner, self._next_table = table, Planner(table), None
+        if old.settings.group != table.settings.group:
+            self.lease = membership.ConsumerLease(
+                table.settings.group, self.consumer, self.lease_ttl_ms
+            )
         if (
             old.sources != table.sources
             or old.settings.group != table.settings.group
@@ -191,8 +215,10 @@ class Router:
 
     async def setup(self) -> None:
         """Connect, find the sources, create groups, drain our own pending entries."""
+        await self._slot_reads.cancel()  # in-flight reads would race the pending drain
         await self.writer.ping()
         self.metrics.redis_up.set(1)
+        await self._renew_lease()
         await self.discover(create=True)
         await self.drain_own_pending()
         self._needs_setup = False
@@ -212,9 +238,14 @@ class Router:
         settings = self.table.settings
         if now - self._last_rescan >= settings.rescan_interval_ms / 1000:
             await self.discover(create=False)
+        if now - self._last_lease >= self.lease_ttl_ms / 1000 / 3:
+            await self._renew_lease()
         if now - self._last_claim >= settings.claim_idle_ms / 1000 / 2:
             self._last_claim = now
             await self.reclaim()
+        if now - self._last_forget >= min(self.forget_idle_ms / 2, 60_000) / 1000:
+            self._last_forget = now
+            await self.forget_idle()
         if now - self._last_stats >= STATS_INTERVAL_S:
             self._last_stats = now
             await self.refresh_stats()
@@ -222,7 +253,7 @@ class Router:
         if not self.sources:
             await self._sleep(settings.block_ms / 1000)
             return
-        reply = await self._read_new()
+        reply = await (self._read_slots() if self.cluster else self._read_new())
         if reply is None:
             return
         await self._route(reply)
@@ -285,8 +316,11 @@ class Router:
                 await self._finish(inflight)
 
     def _read_ahead(self, reply: Any) -> bool:
-        """Whether a backlog is likely: a source filled its batch, and no stop or swap waits."""
-        if self.stopping.is_set() or self._next_table is not None:
+        """Whether a backlog is likely: a source filled its batch, and no stop or swap waits.
+
+        Not on a cluster: its reads go per slot (``_read_slots``).
+        """
+        if self.cluster or self.stopping.is_set() or self._next_table is not None:
             return False
         batch = self.table.settings.batch
         return any(len(entries) >= batch for _, entries in reply)
@@ -308,6 +342,43 @@ class Router:
                 await read
             return None
         return read.result()
+
+    async def _read_slots(self) -> Any:
+        """On a cluster: one blocking XREADGROUP per hash slot, the first answers taken."""
+        s = self.table.settings
+        args = (
+            "XREADGROUP",
+            "GROUP",
+            s.group,
+            self.consumer,
+            "COUNT",
+            s.batch,
+            "BLOCK",
+            s.block_ms,
+        )
+        return await self._slot_reads.next(self.reader, args, self.sources, self.stopping)
+
+    # -- many routers ----------------------------------------------------------------------
+
+    async def _renew_lease(self) -> None:
+        """Take or renew the lease on our consumer name (ConsumerInUse if another holds it)."""
+        taken_from = await self.lease.acquire(self.writer)
+        self._last_lease = time.monotonic()
+        if taken_from:
+            self.log.warning("consumer_lease_taken_over", previous=taken_from)
+
+    async def forget_idle(self) -> None:
+        """Delete consumers idle longer than forget_idle_ms that have nothing pending."""
+        group = self.table.settings.group
+        for source in self.sources:
+            try:
+                gone = await membership.forget_idle(
+                    self.writer, source, group, self.consumer, self.forget_idle_ms
+                )
+            except ResponseError:
+                continue  # the stream or group vanished since the scan
+            if gone:
+                self.log.info("consumers_forgotten", source=source, consumers=gone)
 
     # -- one batch -------------------------------------------------------------------------
 
@@ -331,7 +402,7 @@ class Router:
 
     def _send(self, batch: _InFlight) -> _InFlight:
         """Start the batch's commit (it runs to the end even if the router is stopped)."""
-        batch.commit = asyncio.ensure_future(commit(self.writer, batch.plan, batch.group))
+        batch.commit = asyncio.ensure_future(self._commit(self.writer, batch.plan, batch.group))
         return batch
 
     async def _finish(self, batch: _InFlight) -> None:
@@ -350,6 +421,7 @@ class Router:
         self._account(committed, batch.now_ms)
         self.metrics.batch.observe(time.perf_counter() - batch.started)
         self.batches += 1
+        self.on_progress()  # a long reclaim or drain is progress too (systemd watchdog)
 
     async def _handle_failed(
         self,
@@ -376,7 +448,7 @@ class Router:
             else:
                 self.metrics.retried.labels(source).inc()
         if give_up:
-            again = await commit(
+            again = await self._commit(
                 self.writer, BatchPlan(source, tuple(give_up)), self.table.settings.group
             )
             self._account(tuple(e for e in give_up if e.entry_id not in again.failed), now_ms)
@@ -459,7 +531,7 @@ class Router:
         if mkstream:
             args.append("MKSTREAM")
         try:
-            await self.writer.execute_command(*args)  # type: ignore[no-untyped-call]
+            await wire.execute(self.writer, *args)
         except ResponseError as exc:
             if "BUSYGROUP" in str(exc):
                 return

@@ -16,12 +16,11 @@ import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
-from synapse import __version__, settings
+from synapse import __version__, launch, settings
 from synapse import log as logging
 from synapse.config import DEFAULT_CONFIG, RoutingTable, diff, load_table
 from synapse.consumer import Router
@@ -29,17 +28,10 @@ from synapse.embedded import EmbeddedServer
 from synapse.errors import ConfigError, SynapseError
 from synapse.metrics import Metrics, MetricsServer
 from synapse.notify import Notifier
+from synapse.registry import Heartbeat, ServiceInfo
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus= names it
 DRAIN_TIMEOUT_S = 30.0
-
-_early_hup = False
-
-
-def _early_hup_handler(signum: int, frame: FrameType | None) -> None:
-    # Before the event loop runs, SIGHUP's default action would kill the process.
-    global _early_hup
-    _early_hup = True
 
 
 class Daemon:
@@ -78,6 +70,7 @@ class Daemon:
             self.log.warning("forced_exit", signal=signal.Signals(signum).name)
             os._exit(130)
         self.log.info("stop_requested", signal=signal.Signals(signum).name)
+        self.notifier.stopping()
         self.stop_requested.set()
         self.router.stop()
 
@@ -86,7 +79,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
-        if _early_hup:
+        if launch.hup_pending():  # a SIGHUP during start-up: reload once running
             self.reload_requested.set()
 
         host, _, port = self.metrics_addr.rpartition(":")
@@ -113,11 +106,14 @@ class Daemon:
                 routing = tasks.create_task(self.router.run())
                 tasks.create_task(self._announce_ready(routing))
                 tasks.create_task(self._reloader(routing))
+                tasks.create_task(self._heartbeat(routing))
         finally:
             self.notifier.stopping()
             await self.router.close()
             await server.close()
         self.log.info("router_stopped", batches=self.router.batches)
+        if self.router.failure is not None:
+            return self.router.failure.exit_code  # e.g. consumer name in use by a live router
         return 0
 
     async def _announce_ready(self, routing: asyncio.Task[None]) -> None:
@@ -137,33 +133,53 @@ class Daemon:
             self.reload_requested.clear()  # signals arriving during the load coalesce
             await self.reload()
 
+    def service_info(self) -> ServiceInfo:
+        """What this router tells the service registry (the config hash follows reloads)."""
+        table = self.table
+        return ServiceInfo(
+            name="synapse-router",
+            instance=self.router.consumer,
+            kind="router",
+            version=__version__,
+            consumes=table.sources,
+            produces=(*sorted(table.destinations), table.settings.dead_letter),
+            config=table.hash,
+        )
+
+    async def _heartbeat(self, routing: asyncio.Task[None]) -> None:
+        """Register in the service registry while routing runs (TTL heartbeat)."""
+        # The registry is typed for one server; on a cluster its MULTI spans slots (see
+        # docs/scaling.md, to be made cluster-safe by registry.py's owner).
+        beat = Heartbeat(self.router.writer, self.service_info)  # type: ignore[arg-type]
+        beating = asyncio.ensure_future(beat.run())
+        await asyncio.wait({routing, beating}, return_when=asyncio.FIRST_COMPLETED)
+        beat.stop()
+        await beating
+
     async def reload(self) -> None:
         self.notifier.reloading()
         try:
             table = await asyncio.to_thread(load_table, self.config)
-        except ConfigError as exc:
+        except Exception as exc:  # ConfigError, an unreadable file, a bug: never kill the router
             self.metrics.reloads.labels("failure").inc()
+            self.metrics.last_reload_ok.set(0)
+            errors = [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else [repr(exc)]
             self.log.error(
                 "config_reload_failed",
                 config=str(self.config),
-                errors=[str(p) for p in exc.problems],
+                config_hash=self.table.hash,
+                errors=errors,
             )
-            self.notifier.send("READY=1", f"STATUS=reload failed, old table kept: {exc}"[:1000])
-            return
-        except Exception as exc:  # an unreadable file, a bug: never kill the router
-            self.metrics.reloads.labels("failure").inc()
-            self.log.error("config_reload_failed", config=str(self.config), error=repr(exc))
-            self.notifier.send("READY=1", "STATUS=reload failed, old table kept")
+            self.notifier.reloaded(f"reload failed, old table kept: {'; '.join(errors)}")
             return
         changes = diff(self.table, table)
         self.table = table
         self.router.swap_table(table)
         self.metrics.reloads.labels("success").inc()
+        self.metrics.last_reload_ok.set(1)
         self.metrics.set_config(table.hash, time.time())
-        self.log.info(
-            "config_reloaded", config_hash=table.hash, **{k: v for k, v in changes.items() if v}
-        )
-        self.notifier.ready(f"reloaded config {table.hash}")
+        self.log.info("config_reloaded", config_hash=table.hash, **changes)
+        self.notifier.reloaded(f"reloaded config {table.hash}; routing")
 
 
 def _run_loop(coro: Any) -> int:
@@ -176,6 +192,14 @@ def _run_loop(coro: Any) -> int:
     with runner:
         result: int = runner.run(coro)
         return result
+
+
+def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Check HOST:PORT at the command line, so a typo is a usage error, not a traceback."""
+    _, sep, port = value.rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    return value
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -191,13 +215,14 @@ def _run_loop(coro: Any) -> int:
 @click.option(
     "--redis-url",
     envvar="SYNAPSE_REDIS_URL",
-    help="redis://, rediss:// or unix:// URL; none starts the embedded server.",
+    help="redis://, rediss://, unix:// or redis+cluster:// URL; none starts the embedded server.",
 )
 @click.option(
     "--metrics-addr",
     envvar="SYNAPSE_METRICS_ADDR",
     default="127.0.0.1:9464",
     show_default=True,
+    callback=_host_port,
     help="HOST:PORT of /metrics, /healthz, /readyz.",
 )
 @click.option(
@@ -232,7 +257,7 @@ def main(
     consumer: str | None,
 ) -> None:
     """Route events from Redis Streams by a YAML table."""
-    signal.signal(signal.SIGHUP, _early_hup_handler)
+    launch.install_early_hup()  # already done by the console script; here for direct calls
     logging.configure(log_format, log_level)
     log = logging.get("synapse.daemon")
     try:

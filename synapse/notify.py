@@ -4,6 +4,10 @@
 around a reload, ``STOPPING=1``, ``STATUS=`` text, and ``WATCHDOG=1`` at most every
 half ``WATCHDOG_USEC``, sent only when the routing loop reports progress.
 Outside systemd (no ``$NOTIFY_SOCKET``) every call is a no-op.
+
+A reload before the first ``READY=1`` (a SIGHUP during start-up) sends no
+``RELOADING=1``/``READY=1`` pair: its ``READY=1`` would tell systemd the service is
+up before Redis is reachable. Only ``STATUS=`` is sent then.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ class Notifier:
         if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
             self.watchdog_s = int(usec) / 1_000_000 / 2
         self._last_ping = 0.0
+        self.announced = False  # READY=1 sent once: reloads may now say RELOADING=1
+        self._stopping = False
 
     @property
     def enabled(self) -> bool:
@@ -42,15 +48,28 @@ class Notifier:
             pass  # systemd gone or socket full: never fatal
 
     def ready(self, status: str) -> None:
+        self.announced = True
         self.send("READY=1", f"STATUS={status}")
 
     def reloading(self) -> None:
-        self.send(
-            "RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
-        )
+        if not self.announced:
+            self.status("reloading config")
+            return
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=reloading config")
+
+    def reloaded(self, status: str) -> None:
+        """End of a reload, good or bad: ``READY=1`` again (if started), with ``status``."""
+        status = " ".join(status.split())[:1000]  # one line, bounded: STATUS= ends at newline
+        if self.announced:
+            self.send("READY=1", f"STATUS={status}")
+        else:
+            self.status(status)
 
     def stopping(self) -> None:
-        self.send("STOPPING=1")
+        if not self._stopping:
+            self._stopping = True
+            self.send("STOPPING=1", "STATUS=stopping: finishing the batch in hand")
 
     def status(self, text: str) -> None:
         self.send(f"STATUS={text}")

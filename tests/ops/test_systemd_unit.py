@@ -1,0 +1,154 @@
+"""systemd/synapse-router.service: verified and rated by systemd-analyze, wired to the daemon."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from synapse.backoff import Backoff
+from synapse.consumer import COMMIT_TIMEOUT_S
+from synapse.daemon import EXIT_CONFIG
+from synapse.embedded import EmbeddedServer
+from tests.conftest import ROOT, write_table
+from tests.ops.conftest import need_tool
+from tests.ops.proc import RouterProcess, script
+from tests.ops.test_reload import EV_SCHEMA, TABLE_A
+
+UNIT = ROOT / "systemd" / "synapse-router.service"
+MAX_EXPOSURE = 2.0
+
+
+def service_settings() -> dict[str, list[str]]:
+    """The [Service] section as key -> every value given (keys may repeat)."""
+    found: dict[str, list[str]] = {}
+    section = ""
+    for raw in UNIT.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line
+            continue
+        if section == "[Service]":
+            name, _, value = line.partition("=")
+            found.setdefault(name, []).append(value)
+    return found
+
+
+def installed_copy(tmp_path: Path) -> Path:
+    """The unit with /opt/synapse/bin pointing at this venv, so its commands exist."""
+    target = tmp_path / "synapse-router.service"
+    target.write_text(
+        UNIT.read_text().replace("/opt/synapse/bin", str(Path(sys.executable).parent))
+    )
+    return target
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """`systemd-analyze verify` accepts the unit with no warning at all."""
+    tool = need_tool("systemd-analyze")
+    done = subprocess.run(
+        [tool, "verify", str(installed_copy(tmp_path))], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout + done.stderr).strip() == ""
+
+
+def test_unit_exposure_at_most_two(tmp_path: Path) -> None:
+    """`systemd-analyze security --offline=yes` rates the unit's exposure <= 2.0."""
+    tool = need_tool("systemd-analyze")
+    done = subprocess.run(
+        [tool, "security", "--offline=yes", "--no-pager", str(installed_copy(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
+    assert found, done.stdout + done.stderr
+    assert float(found.group(1)) <= MAX_EXPOSURE, done.stdout
+
+
+def test_unit_lifecycle_settings() -> None:
+    """Type=notify, config check first, SIGHUP reload, restart policy, watchdog, state, secrets."""
+    s = service_settings()
+    assert s["Type"] == ["notify"]
+    assert "synapse check --config" in s["ExecStartPre"][0]
+    assert s["ExecStart"][0].split()[0].endswith("/synapse-router")
+    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert s["Restart"] == ["on-failure"]
+    assert s["RestartPreventExitStatus"] == [str(EXIT_CONFIG)]
+    assert s["StateDirectory"] == ["synapse"]
+    assert s["EnvironmentFile"] == ["-/etc/synapse/synapse-router.env"]
+    assert s["LoadCredential"][0].startswith("redis-password:")
+    watchdog_s = int(s["WatchdogSec"][0].removesuffix("s"))
+    # The slowest normal gap between progress pings: a commit timing out, then a backoff.
+    assert watchdog_s > COMMIT_TIMEOUT_S + Backoff().cap_s
+    for key, value in {
+        "DynamicUser": "yes",
+        "ProtectSystem": "strict",
+        "NoNewPrivileges": "yes",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+        "CapabilityBoundingSet": "",
+        "PrivateDevices": "yes",
+        "ProtectHome": "yes",
+        "MemoryDenyWriteExecute": "yes",
+    }.items():
+        assert s[key] == [value], key
+    assert "@system-service" in s["SystemCallFilter"]
+
+
+def test_bad_config_exits_78_and_check_exits_1(tmp_path: Path) -> None:
+    """A bad table: `synapse check` (ExecStartPre) exits 1, the daemon exits 78 (no restart)."""
+    config = write_table(tmp_path / "cfg", "version: 1\nsources: [ingress\n")
+    check = subprocess.run(
+        [script("synapse"), "check", "--config", str(config)], capture_output=True, timeout=60
+    )
+    assert check.returncode == 1 and b"routes.yaml:" in check.stderr
+    daemon = subprocess.run(
+        [
+            script("synapse-router"),
+            "--config",
+            str(config),
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert daemon.returncode == EXIT_CONFIG, daemon.stderr
+    assert b'"config_invalid"' in daemon.stderr
+
+
+def test_password_from_systemd_credential(
+    tmp_path: Path, spawn: Callable[..., RouterProcess]
+) -> None:
+    """$CREDENTIALS_DIRECTORY/redis-password authenticates the router and is never logged."""
+    srv = EmbeddedServer(data_dir=tmp_path / "auth").start()
+    setup = redis.Redis.from_url(srv.url)
+    setup.config_set("requirepass", "s3cret-pw")  # after start: its ping is unauthenticated
+    setup.close()
+    try:
+        creds = tmp_path / "creds"
+        creds.mkdir()
+        (creds / "redis-password").write_text("s3cret-pw\n")
+        config = write_table(tmp_path / "cfg", TABLE_A, {"ev.json": EV_SCHEMA})
+        router = spawn(config, redis_url=srv.url, env={"CREDENTIALS_DIRECTORY": str(creds)})
+        router.wait_ready()
+        client = redis.Redis.from_url(srv.url, password="s3cret-pw")
+        try:
+            assert client.xinfo_groups("ingress")[0]["name"] == b"synapse-router"
+        finally:
+            client.close()
+        assert router.stop() == 0
+        assert not any("s3cret-pw" in line for line in router.raw)
+    finally:
+        srv.stop()
