@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from synapse.config import RoutingTable, destinations_of
 from synapse.errors import InvalidEvent
@@ -27,8 +27,12 @@ DELETED = "deleted"
 Entry = tuple[bytes, list[bytes] | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Write:
+# Write and EntryPlan are built per event: immutable NamedTuples, as a frozen
+# dataclass costs ~2.5x more to construct (~1.8 us vs 0.7 us for EntryPlan,
+# measured: docs/performance.md). Read them by attribute, never by position.
+
+
+class Write(NamedTuple):
     """One XADD: a stream, its fields, and the retention cap (None for none).
 
     A destination copy holds the source fields in ``base`` (one list shared by
@@ -50,8 +54,7 @@ class Write:
         return [*self.base, F_SOURCE, source, F_ID, entry_id, F_ROUTE, route]
 
 
-@dataclass(frozen=True, slots=True)
-class EntryPlan:
+class EntryPlan(NamedTuple):
     """What happens to one entry."""
 
     entry_id: bytes
