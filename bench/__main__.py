@@ -98,6 +98,8 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         if "latency" in args.only:
             result["latency"] = phases.latency(b, args.rate, args.duration)
             progress(f"latency p99 {result['latency']['p99_ms']:.2f} ms")
+            result["latency_baseline"] = phases.latency(b, args.rate, args.duration, "baseline")
+            progress(f"latency (baseline) p99 {result['latency_baseline']['p99_ms']:.2f} ms")
         if "memory" in args.only:
             chunk = max(1, min(100_000, args.memory_events // 10))
             result["memory"] = phases.memory(b, args.memory_events, chunk)
@@ -179,12 +181,15 @@ def report(result: dict[str, Any]) -> str:
     lines.append("")
     if "ratio" in result:
         lines.append(f"ratio synapse / baseline (drain, medians): {result['ratio']:.2f}")
-    if "latency" in result:
-        lat = result["latency"]
+    for key in ("latency", "latency_baseline"):
+        if key not in result:
+            continue
+        lat = result[key]
         lines.append(
-            f"latency at {lat['rate']:,}/s for {lat['seconds']:g}s: p50 {lat['p50_ms']:.2f} ms, "
-            f"p99 {lat['p99_ms']:.2f} ms, p99.9 {lat['p999_ms']:.2f} ms, "
-            f"max {lat['max_ms']:.2f} ms; router CPU {lat['client_us_per_event']:.1f} us/event"
+            f"latency {lat['kind']} at {lat['rate']:,}/s for {lat['seconds']:g}s: "
+            f"p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, "
+            f"p99.9 {lat['p999_ms']:.2f} ms, max {lat['max_ms']:.2f} ms; "
+            f"router CPU {lat['client_us_per_event']:.1f} us/event"
         )
     if "memory" in result:
         m = result["memory"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +112,12 @@ def drain(b: Bench, kind: str, count: int, routers: int = 1, pinned: bool = True
     }
 
 
-def _all_cpus() -> set[int]:
-    import os
+#: The CPUs this process may use, read at import (before the driver pins itself).
+ALL_CPUS = frozenset(os.sched_getaffinity(0))
 
-    return set(os.sched_getaffinity(0))
+
+def _all_cpus() -> set[int]:
+    return set(ALL_CPUS)
 
 
 class Raw:
@@ -171,11 +174,11 @@ class Arrivals:
     all_in: asyncio.Event | None = None
 
 
-async def _receive(port: int, arrivals: Arrivals, stop: asyncio.Event) -> None:
-    """Read every topic stream (each event lands in exactly one); note (sent, received) ns."""
+async def _receive(port: int, streams: list[str], arrivals: Arrivals, stop: asyncio.Event) -> None:
+    """Read ``streams`` (each event lands in exactly one); note (sent, received) ns."""
     got = arrivals.got
     conn = await Raw.open(port)
-    last = {s: b"0-0" for s in TOPICS}
+    last = {s: b"0-0" for s in streams}
     while not stop.is_set():
         conn.send(("XREAD", "COUNT", 5000, "BLOCK", 100, "STREAMS", *last, *last.values()))
         reply = await conn.reply()
@@ -190,17 +193,22 @@ async def _receive(port: int, arrivals: Arrivals, stop: asyncio.Event) -> None:
     conn.close()
 
 
-def latency(b: Bench, rate: int, duration_s: float) -> dict[str, Any]:
+def latency(b: Bench, rate: int, duration_s: float, kind: str = "synapse") -> dict[str, Any]:
     """Offered load ``rate`` for ``duration_s``: XADD -> destination percentiles (ms)."""
     b.fresh(0)
-    pin(b.server_pid, b.pinning.server)
-    worker = b.worker("synapse", "latency")
+    # Unpinned: the load driver, the server and the router each wake per event; pinned
+    # two to a core they queue behind each other (p50 ~3x worse here, measured).
+    everywhere = _all_cpus()
+    pin(b.server_pid, everywhere)
+    pin(os.getpid(), everywhere)
+    worker = b.worker(kind, "latency", pinned=False)
+    streams = list(TOPICS) if kind == "synapse" else baseline_streams(b.fanout)[:1]
     got: list[tuple[int, int]] = []
 
     async def run() -> tuple[int, float]:
         stop = asyncio.Event()
         arrivals = Arrivals(got, all_in=asyncio.Event())
-        receiver = asyncio.create_task(_receive(b.server.port, arrivals, stop))
+        receiver = asyncio.create_task(_receive(b.server.port, streams, arrivals, stop))
         cpu0 = worker.cpu_s()
         sent = arrivals.expected = await _produce(b.server.port, rate, duration_s)
         with contextlib.suppress(TimeoutError):
@@ -215,12 +223,14 @@ def latency(b: Bench, rate: int, duration_s: float) -> dict[str, Any]:
         sent, cpu = asyncio.run(run())
     finally:
         worker.stop()
+        pin(os.getpid(), b.pinning.driver)
     if len(got) != sent:
         raise RuntimeError(f"latency: {len(got)} of {sent} events arrived")
     first = min(s for s, _ in got)
     warmup_ns = int(min(1.0, duration_s / 10) * 1e9)
     lat = sorted((r - s) / 1e6 for s, r in got if s - first >= warmup_ns)
     return {
+        "kind": kind,
         "rate": rate,
         "seconds": duration_s,
         "events": sent,
