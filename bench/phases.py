@@ -85,14 +85,15 @@ def drain(b: Bench, kind: str, count: int, routers: int = 1, pinned: bool = True
     pin(b.server_pid, b.pinning.server if pinned else _all_cpus())
     workers = [b.worker(kind, f"{kind}-{i}", pinned) for i in range(routers)]
     try:
-        client0 = sum(w.cpu_s() for w in workers)
+        client0 = [w.cpu_s() for w in workers]
         server0 = cpu_s(b.server_pid)
         started = time.perf_counter()
         for w in workers:
             w.go()
         b.wait_drained(last, timeout_s=60 + count / 1000)
         wall = time.perf_counter() - started
-        client = sum(w.cpu_s() for w in workers) - client0
+        split = [w.cpu_s() - c0 for w, c0 in zip(workers, client0, strict=True)]
+        client = sum(split)
         server = cpu_s(b.server_pid) - server0
     finally:
         for w in workers:
@@ -109,6 +110,7 @@ def drain(b: Bench, kind: str, count: int, routers: int = 1, pinned: bool = True
         "client_us_per_event": client / count * 1e6,
         "server_us_per_event": server / count * 1e6,
         "cores_busy": (client + server) / wall,
+        "router_cpu_s": split,
     }
 
 
