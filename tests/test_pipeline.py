@@ -69,3 +69,41 @@ async def test_stop_during_a_backlog_leaves_whole_entries_only(
     # what was read ahead but not committed stays pending for this consumer, nothing else
     still = [p["message_id"] for p in r.xpending_range("ingress", "synapse-router", "-", "+", 100)]
     assert still == ids[acked:delivered]
+
+
+async def test_connections_killed_mid_backlog_lose_and_duplicate_nothing(
+    table_from: Callable[..., RoutingTable], url: str, r: redis.Redis
+) -> None:
+    """Router connections killed while batches are read ahead: every entry lands once, in order."""
+    ids = backlog(r, 6000)
+    async with running(table_from(TABLE), url):
+        await wait_for(lambda: r.xlen("copy-a") >= 500 if r.exists("copy-a") else False)
+        killed = r.client_kill_filter(_type="normal", skipme=True)
+        at_kill = r.xlen("copy-a")
+        assert killed >= 2  # the router's reader and writer
+        await wait_for(lambda: r.xlen("copy-b") >= len(ids), timeout_s=30, what="recovered")
+        await wait_for(lambda: not r.xpending("ingress", "synapse-router")["pending"])
+        assert at_kill < len(ids)  # killed mid-backlog (a command in flight errors, or not)
+    assert routed_ids(r, "copy-a") == ids  # once each, in source order
+    assert routed_ids(r, "copy-b") == ids
+
+
+async def test_commit_refused_mid_backlog_resumes_without_loss_or_duplicates(
+    table_from: Callable[..., RoutingTable], url: str, r: redis.Redis
+) -> None:
+    """Commits refused (OOM) while reading ahead: after recovery, every entry once, in order."""
+    ids = backlog(r, 6000)
+    try:
+        async with running(table_from(TABLE), url) as router:
+            await wait_for(lambda: r.xlen("copy-a") >= 500 if r.exists("copy-a") else False)
+            r.config_set("maxmemory", 1)  # every write refused from now on
+            refused = router.metrics.redis_errors.labels("response")
+            await wait_for(lambda: refused._value.get() >= 1, what="a refused commit")
+            assert r.xlen("copy-a") < len(ids)
+            r.config_set("maxmemory", 0)
+            await wait_for(lambda: r.xlen("copy-b") >= len(ids), timeout_s=30, what="recovered")
+            await wait_for(lambda: not r.xpending("ingress", "synapse-router")["pending"])
+    finally:
+        r.config_set("maxmemory", 0)
+    assert routed_ids(r, "copy-a") == ids
+    assert routed_ids(r, "copy-b") == ids
