@@ -60,7 +60,7 @@ for e = 1, n do
     failed[#failed + 1] = bad
   else
     i = first
-    local fstart, fcount = 0, 0
+    local fstart, fcount, copy = 0, 0, nil
     for w = 1, nw do
       local k = tonumber(ARGV[i])
       local maxlen = ARGV[i + 1]
@@ -68,29 +68,31 @@ for e = 1, n do
       local nf = tonumber(ARGV[i + 3])
       i = i + 4
       if nf >= 0 then
-        fstart, fcount = i, nf
+        fstart, fcount, copy = i, nf, nil
         i = i + nf
       end
-      local args
-      if maxlen == '0' then
-        args = {'XADD', KEYS[k], '*'}
-      else
-        args = {'XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*'}
-      end
-      local b = #args
-      for f = 1, fcount do
-        args[b + f] = ARGV[fstart + f - 1]
-      end
       if route ~= '' then
-        b = b + fcount
-        args[b + 1] = f_source
-        args[b + 2] = source
-        args[b + 3] = f_id
-        args[b + 4] = id
-        args[b + 5] = f_route
-        args[b + 6] = route
+        -- one table per entry: its fields, then the provenance; only the route changes
+        if copy == nil then
+          copy = {unpack(ARGV, fstart, fstart + fcount - 1)}
+          copy[fcount + 1] = f_source
+          copy[fcount + 2] = source
+          copy[fcount + 3] = f_id
+          copy[fcount + 4] = id
+          copy[fcount + 5] = f_route
+        end
+        copy[fcount + 6] = route
+        if maxlen == '0' then
+          redis.call('XADD', KEYS[k], '*', unpack(copy, 1, fcount + 6))
+        else
+          redis.call('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', unpack(copy, 1, fcount + 6))
+        end
+      elseif maxlen == '0' then
+        redis.call('XADD', KEYS[k], '*', unpack(ARGV, fstart, fstart + fcount - 1))
+      else
+        redis.call('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*',
+          unpack(ARGV, fstart, fstart + fcount - 1))
       end
-      redis.call(unpack(args))
       types[k] = 'stream'
     end
     acks[#acks + 1] = id
