@@ -96,6 +96,10 @@ def main(argv: list[str]) -> None:
         work = baseline_worker(url, consumer, int(argv[3]), int(argv[4]))
     else:
         raise SystemExit(f"unknown worker {kind!r}")
+    if kind == "synapse":
+        from synapse import gctune
+
+        gctune.tune()  # as synapse-router does
     print("ready", flush=True)
     sys.stdin.readline()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

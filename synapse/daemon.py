@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from synapse import __version__, launch, settings
+from synapse import __version__, gctune, launch, settings
 from synapse import log as logging
 from synapse.config import DEFAULT_CONFIG, RoutingTable, diff, load_table
 from synapse.consumer import Router
@@ -183,6 +183,7 @@ class Daemon:
 
 
 def _run_loop(coro: Any) -> int:
+    gctune.tune()  # batches allocate much and briefly: collect less often (gctune.py)
     try:
         import uvloop
 
