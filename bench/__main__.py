@@ -157,10 +157,13 @@ def report(result: dict[str, Any]) -> str:
         f"machine: {result['machine']['cpus']} cpus, {result['machine']['cpu_model']}; "
         f"{result['pinning']}; python {result['machine']['python']}",
         f"workload: {result['settings']}",
-        "",
-        "| variant | events/s | client CPU us/event | server CPU us/event | cores busy |",
-        "|---|---:|---:|---:|---:|",
     ]
+    if "drain" in result or "scale" in result:
+        lines += [
+            "",
+            "| variant | events/s | client CPU us/event | server CPU us/event | cores busy |",
+            "|---|---:|---:|---:|---:|",
+        ]
     for name, key in (
         ("synapse (validation on)", "synapse"),
         ("baseline (no validation)", "baseline"),
