@@ -21,7 +21,8 @@ def consumer_lease(group: str, consumer: str) -> str:
 
 
 #: ``synapse replay`` checkpoint: a hash per (source, destination, filter) holding the
-#: last source id copied, written atomically with each batch of copies.
+#: last source id copied, written atomically with each batch of copies; the key is
+#: ``<prefix>{<destination's hashed part>}:...`` so it shares the destination's cluster slot.
 REPLAY_PREFIX = "synapse:replay:"
 
 # Provenance fields added to every destination copy.

@@ -6,6 +6,11 @@ letter in the same Lua script, after the write succeeded: a kill at any instant
 loses nothing and duplicates nothing, and a rerun picks up where it stopped. Each
 redrive bumps ``synapse-redrives``; entries at the limit are refused unless
 ``--force``. Truncated dead letters are refused: their original is gone.
+
+On Redis Cluster a script may only touch one hash slot: a target in the dead-letter
+stream's slot (hash tags) is redriven by the same script; any other target is
+written first and the dead letter deleted after (``apart``): still nothing lost,
+but a kill between the two leaves the dead letter, so a rerun writes it again.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from synapse import keys
 from synapse.cli import common
 from synapse.cli.progress import Progress
+from synapse.cluster import slot_of
 from synapse.events import pairs
 
 DEFAULT_MAX_REDRIVES = 3
@@ -103,7 +110,7 @@ class DeadLetter:
 
 
 def select(
-    client: redis.Redis,
+    client: common.Client,
     stream: str,
     *,
     reasons: tuple[str, ...] = (),
@@ -308,10 +315,20 @@ def redrive_cmd(
                 moved.append({"id": letter.entry_id, "to": dest, "new_id": ""})
                 tally["would_redrive"] += 1
         else:
-            argv: list[Any] = [len(pending)]
-            for letter, _, fields in pending:
-                argv += [letter.entry_id, len(fields), *fields]
-            replies = script(keys=[name, *(d for _, d, _ in pending)], args=argv)
+            together = [i for i, p in enumerate(pending) if not apart(client, name, p[1])]
+            replies: list[tuple[Any, Any]] = [("", "")] * len(pending)
+            if together:
+                argv: list[Any] = [len(together)]
+                for i in together:
+                    letter, _, fields = pending[i]
+                    argv += [letter.entry_id, len(fields), *fields]
+                found = script(keys=[name, *(pending[i][1] for i in together)], args=argv)
+                for i, reply in zip(together, found, strict=True):
+                    replies[i] = (reply[0], reply[1])
+            for i, (letter, dest, fields) in enumerate(pending):
+                if i not in together:
+                    replies[i] = write_then_delete(client, name, letter, dest, fields)
+                    tally["apart"] += 1
             for (letter, dest, _), (status, detail) in zip(pending, replies, strict=True):
                 status_s, detail_s = common.text(status), common.text(detail)
                 if status_s == "ok":
@@ -355,6 +372,29 @@ def redrive_cmd(
     sys.exit(common.EXIT_FAILED if refused else common.EXIT_OK)
 
 
+def apart(client: common.Client, stream: str, dest: str) -> bool:
+    """Whether redriving to ``dest`` cannot be one script: a cluster, another slot."""
+    return isinstance(client, RedisCluster) and slot_of(dest) != slot_of(stream)
+
+
+def write_then_delete(
+    client: common.Client, stream: str, letter: DeadLetter, dest: str, fields: list[bytes]
+) -> tuple[str, str]:
+    """The script's steps as separate commands: XADD to ``dest``, then XDEL the dead letter.
+
+    Nothing is lost (the dead letter goes only after its copy is written); a kill
+    between the two leaves it in place, and a rerun writes it again.
+    """
+    if not common.xrange(client, stream, letter.entry_id, letter.entry_id, 1):
+        return "gone", ""
+    try:
+        new_id = common.call(client, "XADD", dest, "*", *fields)
+    except ResponseError as exc:  # WRONGTYPE...: nothing written, the dead letter stays
+        return "error", str(exc)
+    common.call(client, "XDEL", stream, letter.entry_id)
+    return "ok", common.text(new_id)
+
+
 def _refusal(letter: DeadLetter, target: str | None, max_redrives: int, force: bool) -> str:
     truncated = letter.get(keys.F_TRUNCATED)
     if truncated:
@@ -385,6 +425,7 @@ def _report(
                 "redriven": tally["redriven"],
                 "would_redrive": tally["would_redrive"],
                 "already_gone": tally["gone"],
+                "not_atomic": tally["apart"],
                 "refused": refused,
                 "entries": moved,
             }
@@ -400,6 +441,12 @@ def _report(
     parts = [f"{verb} {done}", f"refused {len(refused)}"]
     if tally["gone"]:
         parts.append(f"already gone {tally['gone']}")
+    if tally["apart"]:
+        click.echo(
+            f"note: {tally['apart']} written then deleted, not atomically (target not in "
+            f"{stream}'s cluster hash slot): a kill between the two would redrive one twice",
+            err=True,
+        )
     if tally["interrupted"]:
         parts.append("interrupted: rerun to continue (nothing lost)")
     click.echo(f"{what} {stream}: {', '.join(parts)}")
