@@ -13,7 +13,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +200,13 @@ class RouterProcess:
         if labels:
             key += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
         return self.metrics().get(key, 0.0)
+
+    def wait_metric(
+        self, name: str, check: Callable[[float], bool], timeout_s: float = 10.0, **labels: str
+    ) -> float:
+        """Wait until ``check(value)`` holds for a metric (the exposition is cached ~1 s)."""
+        wait_until(lambda: check(self.metric(name, **labels)), timeout_s, f"{name} {labels}")
+        return self.metric(name, **labels)
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         """This run's JSON log lines (``event`` == ``name`` when given)."""
