@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from synapse import wire
@@ -114,7 +113,7 @@ def encode(plan: BatchPlan, group: str) -> tuple[list[bytes | str], list[bytes |
     return keys, argv
 
 
-async def commit(client: aioredis.Redis, plan: BatchPlan, group: str) -> CommitResult:
+async def commit(client: wire.Client, plan: BatchPlan, group: str) -> CommitResult:
     """Apply ``plan`` atomically; raise on a Redis or connection error (nothing applied)."""
     if not plan.entries:
         return CommitResult({})

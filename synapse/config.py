@@ -231,6 +231,8 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
 
 
 def _check_shape(data: Any, lines: LineMap, name: str) -> None:
+    if data is None:
+        raise ConfigError.single(name, 1, "the file is empty: expected version, sources, routes")
     validator = jsonschema.Draft202012Validator(config_schema())
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
@@ -244,7 +246,9 @@ def _check_shape(data: Any, lines: LineMap, name: str) -> None:
                 )
             continue
         if error.validator in ("oneOf", "anyOf") and error.context:
-            message = min(error.context, key=lambda e: len(e.path)).message
+            # The branch that fails on more than the instance's type says what is wrong.
+            best = min(error.context, key=lambda e: (e.validator == "type", len(e.path)))
+            message = best.message
         where = "/".join(str(p) for p in path)
         problems.append(
             Problem(name, line_of(lines, path), f"{message} (at {where})" if where else message)

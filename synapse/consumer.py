@@ -25,16 +25,17 @@ from collections import Counter as Tally
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from synapse import log as logging
-from synapse import wire
+from synapse import membership, wire
 from synapse.backoff import Backoff
+from synapse.cluster import SlotReads, commit_cluster, connect_any, is_cluster_url
 from synapse.commit import commit
 from synapse.config import RoutingTable
+from synapse.errors import ConsumerInUse
 from synapse.events import entry_time_ms
 from synapse.matching import is_glob
 from synapse.metrics import Metrics
@@ -49,20 +50,9 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def connect(url: str, *, read_timeout_s: float, password: str | None = None) -> aioredis.Redis:
-    """A client for ``url`` (redis://, rediss://, unix://) with bounded timeouts."""
-    kwargs: dict[str, Any] = {}
-    if password:
-        kwargs["password"] = password
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=read_timeout_s,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_keepalive=True,
-        decode_responses=False,
-        protocol=2,
-        **kwargs,
-    )
+def connect(url: str, *, read_timeout_s: float, password: str | None = None) -> wire.Client:
+    """A client for ``url`` (redis://, rediss://, unix://, redis+cluster://), bounded timeouts."""
+    return connect_any(url, read_timeout_s=read_timeout_s, password=password)
 
 
 class Router:
@@ -78,6 +68,8 @@ class Router:
         password: str | None = None,
         backoff: Backoff | None = None,
         on_progress: Callable[[], None] | None = None,
+        lease_ttl_ms: int = membership.LEASE_TTL_MS,
+        forget_idle_ms: int = membership.FORGET_IDLE_MS,
     ) -> None:
         self.table = table
         self.planner = Planner(table)
@@ -91,6 +83,17 @@ class Router:
         block_s = table.settings.block_ms / 1000
         self.reader = connect(url, read_timeout_s=block_s + 5.0, password=password)
         self.writer = connect(url, read_timeout_s=COMMIT_TIMEOUT_S, password=password)
+        # Redis Cluster: one XREADGROUP per slot, and a per-slot commit (cluster.py).
+        self.cluster = is_cluster_url(url)
+        self._commit = commit_cluster if self.cluster else commit
+        self._slot_reads = SlotReads()
+        # Many routers: a lease on our consumer name; long-idle empty consumers forgotten.
+        self.lease_ttl_ms = lease_ttl_ms
+        self.lease = membership.ConsumerLease(table.settings.group, self.consumer, lease_ttl_ms)
+        self.forget_idle_ms = forget_idle_ms
+        self.failure: ConsumerInUse | None = None
+        self._last_lease = 0.0
+        self._last_forget = 0.0
         self.sources: list[str] = []
         self.ready = False
         self.stopping = asyncio.Event()
@@ -112,6 +115,7 @@ class Router:
         self._next_table = table
 
     async def close(self) -> None:
+        await self._slot_reads.cancel()
         await self.reader.aclose()
         await self.writer.aclose()
 
@@ -127,6 +131,10 @@ class Router:
                     await self.setup()
                 await self.turn()
                 attempt = 0
+            except ConsumerInUse as exc:
+                self.failure = exc
+                self.log.error("consumer_name_in_use", error=str(exc))
+                break
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 attempt += 1
                 self._down("connection", exc, attempt)
@@ -148,6 +156,18 @@ class Router:
                 self.log.exception("router_error", error=repr(exc), attempt=attempt)
                 self._down("internal", exc, attempt)
                 await self._sleep(self.backoff.delay_s(attempt))
+        await self._farewell()
+
+    async def _farewell(self) -> None:
+        """On a clean stop: leave the group if nothing is pending, free the name's lease."""
+        await self._slot_reads.cancel()
+        if self.failure is not None:
+            return  # the name belongs to another process: touch neither
+        group = self.table.settings.group
+        with contextlib.suppress(Exception):
+            for source in self.sources:
+                await membership.forget(self.writer, source, group, self.consumer, 0)
+            await self.lease.release(self.writer)
 
     def _down(self, kind: str, exc: BaseException, attempt: int) -> None:
         self.metrics.redis_errors.labels(kind).inc()
@@ -166,6 +186,10 @@ class Router:
     def _apply_table(self, table: RoutingTable) -> None:
         old = self.table
         self.table, self.planner, self._next_table = table, Planner(table), None
+        if old.settings.group != table.settings.group:
+            self.lease = membership.ConsumerLease(
+                table.settings.group, self.consumer, self.lease_ttl_ms
+            )
         if (
             old.sources != table.sources
             or old.settings.group != table.settings.group
@@ -175,8 +199,10 @@ class Router:
 
     async def setup(self) -> None:
         """Connect, find the sources, create groups, drain our own pending entries."""
+        await self._slot_reads.cancel()  # in-flight reads would race the pending drain
         await self.writer.ping()
         self.metrics.redis_up.set(1)
+        await self._renew_lease()
         await self.discover(create=True)
         await self.drain_own_pending()
         self._needs_setup = False
@@ -196,9 +222,14 @@ class Router:
         settings = self.table.settings
         if now - self._last_rescan >= settings.rescan_interval_ms / 1000:
             await self.discover(create=False)
+        if now - self._last_lease >= self.lease_ttl_ms / 1000 / 3:
+            await self._renew_lease()
         if now - self._last_claim >= settings.claim_idle_ms / 1000 / 2:
             self._last_claim = now
             await self.reclaim()
+        if now - self._last_forget >= min(self.forget_idle_ms / 2, 60_000) / 1000:
+            self._last_forget = now
+            await self.forget_idle()
         if now - self._last_stats >= STATS_INTERVAL_S:
             self._last_stats = now
             await self.refresh_stats()
@@ -206,7 +237,7 @@ class Router:
         if not self.sources:
             await self._sleep(settings.block_ms / 1000)
             return
-        reply = await self._read_new()
+        reply = await (self._read_slots() if self.cluster else self._read_new())
         if reply is None:
             return
         for stream, entries in reply:
@@ -243,6 +274,43 @@ class Router:
             return None
         return read.result()
 
+    async def _read_slots(self) -> Any:
+        """On a cluster: one blocking XREADGROUP per hash slot, the first answers taken."""
+        s = self.table.settings
+        args = (
+            "XREADGROUP",
+            "GROUP",
+            s.group,
+            self.consumer,
+            "COUNT",
+            s.batch,
+            "BLOCK",
+            s.block_ms,
+        )
+        return await self._slot_reads.next(self.reader, args, self.sources, self.stopping)
+
+    # -- many routers ----------------------------------------------------------------------
+
+    async def _renew_lease(self) -> None:
+        """Take or renew the lease on our consumer name (ConsumerInUse if another holds it)."""
+        taken_from = await self.lease.acquire(self.writer)
+        self._last_lease = time.monotonic()
+        if taken_from:
+            self.log.warning("consumer_lease_taken_over", previous=taken_from)
+
+    async def forget_idle(self) -> None:
+        """Delete consumers idle longer than forget_idle_ms that have nothing pending."""
+        group = self.table.settings.group
+        for source in self.sources:
+            try:
+                gone = await membership.forget_idle(
+                    self.writer, source, group, self.consumer, self.forget_idle_ms
+                )
+            except ResponseError:
+                continue  # the stream or group vanished since the scan
+            if gone:
+                self.log.info("consumers_forgotten", source=source, consumers=gone)
+
     # -- one batch -------------------------------------------------------------------------
 
     async def process(
@@ -256,7 +324,7 @@ class Router:
         now_ms = int(time.time() * 1000)
         plan = planner.plan_batch(source, entries, now_ms, deliveries)
         # Shielded: a stop request never interrupts a commit in flight.
-        result = await asyncio.shield(commit(self.writer, plan, table.settings.group))
+        result = await asyncio.shield(self._commit(self.writer, plan, table.settings.group))
         self.metrics.consumed.labels(source).inc(len(entries))
         committed = plan.entries
         if result.failed or result.skipped:
@@ -301,7 +369,7 @@ class Router:
         if give_up:
             from synapse.plan import BatchPlan
 
-            again = await commit(
+            again = await self._commit(
                 self.writer, BatchPlan(source, tuple(give_up)), self.table.settings.group
             )
             left = again.skipped | again.failed.keys()
@@ -376,7 +444,7 @@ class Router:
         if mkstream:
             args.append("MKSTREAM")
         try:
-            await self.writer.execute_command(*args)  # type: ignore[no-untyped-call]
+            await wire.execute(self.writer, *args)
         except ResponseError as exc:
             if "BUSYGROUP" in str(exc):
                 return

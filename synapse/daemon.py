@@ -29,6 +29,7 @@ from synapse.embedded import EmbeddedServer
 from synapse.errors import ConfigError, SynapseError
 from synapse.metrics import Metrics, MetricsServer
 from synapse.notify import Notifier
+from synapse.registry import Heartbeat, ServiceInfo
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus= names it
 DRAIN_TIMEOUT_S = 30.0
@@ -113,11 +114,14 @@ class Daemon:
                 routing = tasks.create_task(self.router.run())
                 tasks.create_task(self._announce_ready(routing))
                 tasks.create_task(self._reloader(routing))
+                tasks.create_task(self._heartbeat(routing))
         finally:
             self.notifier.stopping()
             await self.router.close()
             await server.close()
         self.log.info("router_stopped", batches=self.router.batches)
+        if self.router.failure is not None:
+            return self.router.failure.exit_code  # e.g. consumer name in use by a live router
         return 0
 
     async def _announce_ready(self, routing: asyncio.Task[None]) -> None:
@@ -136,6 +140,29 @@ class Daemon:
                 return
             self.reload_requested.clear()  # signals arriving during the load coalesce
             await self.reload()
+
+    def service_info(self) -> ServiceInfo:
+        """What this router tells the service registry (the config hash follows reloads)."""
+        table = self.table
+        return ServiceInfo(
+            name="synapse-router",
+            instance=self.router.consumer,
+            kind="router",
+            version=__version__,
+            consumes=table.sources,
+            produces=(*sorted(table.destinations), table.settings.dead_letter),
+            config=table.hash,
+        )
+
+    async def _heartbeat(self, routing: asyncio.Task[None]) -> None:
+        """Register in the service registry while routing runs (TTL heartbeat)."""
+        # The registry is typed for one server; on a cluster its MULTI spans slots (see
+        # docs/scaling.md, to be made cluster-safe by registry.py's owner).
+        beat = Heartbeat(self.router.writer, self.service_info)  # type: ignore[arg-type]
+        beating = asyncio.ensure_future(beat.run())
+        await asyncio.wait({routing, beating}, return_when=asyncio.FIRST_COMPLETED)
+        beat.stop()
+        await beating
 
     async def reload(self) -> None:
         self.notifier.reloading()
@@ -178,6 +205,14 @@ def _run_loop(coro: Any) -> int:
         return result
 
 
+def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Check HOST:PORT at the command line, so a typo is a usage error, not a traceback."""
+    _, sep, port = value.rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    return value
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -191,13 +226,14 @@ def _run_loop(coro: Any) -> int:
 @click.option(
     "--redis-url",
     envvar="SYNAPSE_REDIS_URL",
-    help="redis://, rediss:// or unix:// URL; none starts the embedded server.",
+    help="redis://, rediss://, unix:// or redis+cluster:// URL; none starts the embedded server.",
 )
 @click.option(
     "--metrics-addr",
     envvar="SYNAPSE_METRICS_ADDR",
     default="127.0.0.1:9464",
     show_default=True,
+    callback=_host_port,
     help="HOST:PORT of /metrics, /healthz, /readyz.",
 )
 @click.option(

@@ -106,7 +106,8 @@ class EmbeddedServer:
                 log = self.data_dir / "server.log"
                 tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
                 raise SynapseError(f"server exited with {self.process.returncode}: {tail}")
-            if self.ping():
+            # The port may answer for another server (a free_port race): only ours counts.
+            if self.ping() and (self.process is None or self.served_pid() == self.process.pid):
                 return
             time.sleep(0.02)
         raise SynapseError(f"server on port {self.port} not ready within {timeout_s}s")
@@ -118,6 +119,24 @@ class EmbeddedServer:
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
+
+    def served_pid(self) -> int | None:
+        """The process id of the server answering on our port (INFO server), or None."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"INFO server\r\n")
+                data = b""
+                while b"process_id:" not in data or not data.endswith(b"\r\n"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        except OSError:
+            return None
+        for line in data.split(b"\r\n"):
+            if line.startswith(b"process_id:"):
+                return int(line.split(b":", 1)[1])
+        return None
 
     def signal(self, signum: int) -> None:
         if self.process is not None and self.process.poll() is None:

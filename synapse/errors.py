@@ -73,6 +73,12 @@ class TransientError(SynapseError):
     """Redis unreachable, a destination refusing writes: may pass later."""
 
 
+class ConsumerInUse(SynapseError):
+    """Another live router holds this consumer name in the group: refuse to start."""
+
+    exit_code: ClassVar[int] = 75  # sysexits EX_TEMPFAIL: retry once the other lease expires
+
+
 class UsageError(SynapseError):
     """Bad command-line input."""
 

@@ -82,7 +82,7 @@ def _parse_json(raw: bytes, max_depth: int) -> Any:
         text = str(exc)
         if "UTF-8" in text or "surrogate" in text:
             raise InvalidEvent("invalid_encoding", f"data is not UTF-8: {exc}") from None
-        if "recursion" in text:
+        if "recursion" in text or "depth limit" in text:  # orjson's own limit (1024)
             raise InvalidEvent("too_deep", f"nesting deeper than {max_depth}") from None
         raise InvalidEvent("invalid_json", f"data is not JSON: {exc}") from None
     # Depth can only exceed the limit if there are that many brackets at all.

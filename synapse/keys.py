@@ -4,9 +4,23 @@ from __future__ import annotations
 
 DEFAULT_DEAD_LETTER = "synapse:dlq"
 
-#: Service registry: a hash per service instance, with a TTL, and a set to list them.
+#: Service registry: a hash per service instance, with a TTL, and a sorted set
+#: (member: the hash's key, score: its expiry in ms) to list them without SCAN.
 REGISTRY_PREFIX = "synapse:service:"
 REGISTRY_INDEX = "synapse:services"
+
+#: Consumer-name leases: one key per (group, consumer name) held by the live router using it.
+CONSUMER_LEASE_PREFIX = "synapse:consumer:"
+
+
+def consumer_lease(group: str, consumer: str) -> str:
+    """The lease key of ``consumer`` in ``group``: ``synapse:consumer:<group>:<name>``."""
+    return f"{CONSUMER_LEASE_PREFIX}{group}:{consumer}"
+
+
+#: ``synapse replay`` checkpoint: a hash per (source, destination, filter) holding the
+#: last source id copied, written atomically with each batch of copies.
+REPLAY_PREFIX = "synapse:replay:"
 
 # Provenance fields added to every destination copy.
 F_SOURCE = b"synapse-source"
@@ -24,3 +38,4 @@ F_TRUNCATED = b"synapse-truncated"
 F_SHA256_PREFIX = b"synapse-sha256:"
 F_REDRIVES = b"synapse-redrives"
 F_REPLAY_OF = b"synapse-replay-of"
+F_REPLAY_SOURCE = b"synapse-replay-source"

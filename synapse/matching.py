@@ -52,7 +52,12 @@ def lookup(body: Any, path: tuple[str, ...]) -> Any:
             current = current.get(part, _MISSING)
             if current is _MISSING:
                 return _MISSING
-        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+        elif (
+            isinstance(current, list)
+            and part.isascii()  # "²".isdigit() is true but int("²") fails
+            and part.isdigit()
+            and int(part) < len(current)
+        ):
             current = current[int(part)]
         else:
             return _MISSING

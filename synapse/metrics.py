@@ -135,10 +135,17 @@ MAX_CONNECTIONS = 32
 class MetricsServer:
     """The one port: /metrics, /healthz, /readyz."""
 
-    def __init__(self, metrics: Metrics, is_ready: Callable[[], bool], cache_s: float = 1.0):
+    def __init__(
+        self,
+        metrics: Metrics,
+        is_ready: Callable[[], bool],
+        cache_s: float = 1.0,
+        read_timeout_s: float = READ_TIMEOUT_S,
+    ):
         self.metrics = metrics
         self.is_ready = is_ready
         self.cache_s = cache_s
+        self.read_timeout_s = read_timeout_s
         self._server: asyncio.Server | None = None
         self._cached: tuple[float, bytes] = (0.0, b"")
         self._render_lock = asyncio.Lock()
@@ -169,26 +176,24 @@ class MetricsServer:
             return
         async with self._slots:
             try:
-                status, body, ctype = await asyncio.wait_for(self._respond(reader), READ_TIMEOUT_S)
-            except (
-                TimeoutError,
-                asyncio.LimitOverrunError,
-                asyncio.IncompleteReadError,
-                ValueError,
-                ConnectionError,
-            ):
+                status, body, ctype = await asyncio.wait_for(
+                    self._respond(reader), self.read_timeout_s
+                )
+            except (asyncio.LimitOverrunError, ValueError):  # the head passed the reader's limit
                 status, body, ctype = (
-                    "408 Request Timeout",
-                    b"request timeout or too large\n",
+                    "431 Request Header Fields Too Large",
+                    b"too large\n",
                     "text/plain",
                 )
+            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                status, body, ctype = ("408 Request Timeout", b"request timeout\n", "text/plain")
             try:
                 head = (
                     f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
                 )
                 writer.write(head.encode() + body)
-                await asyncio.wait_for(writer.drain(), READ_TIMEOUT_S)
+                await asyncio.wait_for(writer.drain(), self.read_timeout_s)
             except (TimeoutError, ConnectionError):
                 pass
             finally:

@@ -14,6 +14,8 @@ proves they agree on a corpus of valid and invalid events.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,22 +87,23 @@ def load_registry(
 
     problems: list[Problem] = []
     documents: dict[str, tuple[str, dict[str, Any]]] = {}  # rel name -> (uri, schema)
+    raw_texts: dict[str, bytes] = {}
     digest = hashlib.sha256()
     if folder.is_dir():
         for path in sorted(folder.rglob("*.json")):
             rel = path.relative_to(folder).as_posix()
+            raw_texts[rel] = b""  # present, even if it fails to load (reported on its own)
             loaded = _read_schema(path, problems)
             if loaded is None:
                 continue
             raw, schema = loaded
+            raw_texts[rel] = raw
             digest.update(rel.encode() + b"\0" + raw + b"\0")
             declared = schema.get("$id")
             uri = declared if isinstance(declared, str) else path.resolve().as_uri()
             if "$id" not in schema:
                 schema = {"$id": uri, **schema}
             documents[rel] = (uri, schema)
-    elif mapping:
-        problems.append(Problem(str(folder), None, "schema folder not found"))
 
     resources = [
         (
@@ -122,7 +125,8 @@ def load_registry(
             cls.check_schema(schema)
         except jsonschema.SchemaError as exc:
             pointer = "/".join(str(p) for p in exc.absolute_path)
-            problems.append(Problem(where, None, f"invalid schema at /{pointer}: {exc.message}"))
+            line = json_line(raw_texts[rel], tuple(exc.absolute_path))
+            problems.append(Problem(where, line, f"invalid schema at /{pointer}: {exc.message}"))
             continue
         try:
             fast = jsonschema_rs.validator_for(schema, registry=rs_registry, base_uri=uri)
@@ -136,12 +140,13 @@ def load_registry(
     for glob, rel in mapping.items():
         target = compiled.get(rel.removeprefix("./"))
         if target is None:
-            if rel.removeprefix("./") not in documents:
+            if rel.removeprefix("./") not in raw_texts:
                 problems.append(
                     Problem(
                         config_name,
                         mapping_lines.get(glob),
-                        f"schema file {rel!r} not found in {folder}",
+                        f"schema file {rel!r} not found in {folder}"
+                        + ("" if folder.is_dir() else " (no such folder)"),
                     )
                 )
             continue
@@ -163,6 +168,12 @@ def _read_schema(path: Path, problems: list[Problem]) -> tuple[bytes, dict[str, 
         problems.append(Problem(str(path), None, f"schema is larger than {MAX_SCHEMA_BYTES} bytes"))
         return None
     try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        problems.append(Problem(str(path), line, f"not UTF-8 text: {exc.reason}"))
+        return None
+    try:
         schema = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         problems.append(Problem(str(path), exc.lineno, f"invalid JSON: {exc.msg}"))
@@ -171,3 +182,41 @@ def _read_schema(path: Path, problems: list[Problem]) -> tuple[bytes, dict[str, 
         problems.append(Problem(str(path), 1, "a schema file must hold a JSON object"))
         return None
     return raw, schema
+
+
+def json_line(raw: bytes, pointer: tuple[str | int, ...]) -> int | None:
+    """The line of the value at ``pointer`` in a JSON document (for error messages only)."""
+    text = raw.decode("utf-8", "replace")
+    decoder = json.JSONDecoder()
+    found: dict[tuple[str | int, ...], int] = {}
+
+    def skip(i: int) -> int:
+        while text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    def value(i: int, path: tuple[str | int, ...]) -> int:
+        i = skip(i)
+        found[path] = text.count("\n", 0, i) + 1
+        if text[i] not in "{[":
+            return decoder.raw_decode(text, i)[1]
+        close, index = ("}" if text[i] == "{" else "]"), 0
+        i = skip(i + 1)
+        while text[i] != close:
+            if close == "}":
+                key, i = json.decoder.scanstring(text, skip(i) + 1)  # type: ignore[attr-defined]
+                i = value(skip(i) + 1, (*path, key))  # past the colon
+            else:
+                i = value(i, (*path, index))
+                index += 1
+            i = skip(i)
+            if text[i] == ",":
+                i = skip(i + 1)
+        return i + 1
+
+    # A pointer we cannot place still leaves the message naming the file and the path.
+    with contextlib.suppress(ValueError, IndexError, RecursionError):
+        value(0, ())
+    while pointer not in found and pointer:
+        pointer = pointer[:-1]
+    return found.get(pointer)

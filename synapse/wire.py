@@ -7,6 +7,7 @@ hot commands (the batch read and the batch commit) Synapse packs with
 connection pool's public ``get_connection`` / ``send_packed_command`` /
 ``read_response``. Any error disconnects the connection, so a timed-out or
 cancelled command can never leave a connection out of step with its replies.
+On a Redis Cluster client the command goes through the client's own routing.
 """
 
 from __future__ import annotations
@@ -15,10 +16,18 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+#: A single-server client, or a Redis Cluster client (``synapse.cluster.connect_any``).
+Client = aioredis.Redis | RedisCluster
 
 
-async def execute(client: aioredis.Redis, *args: Any) -> Any:
+async def execute(client: Client, *args: Any) -> Any:
     """Send one command packed by hiredis; return the raw reply (errors raise)."""
+    if isinstance(client, RedisCluster):
+        # A cluster client routes by slot and follows redirections itself; the
+        # commands the router parses have no reply callback there (cluster.py).
+        return await client.execute_command(*args)
     pool = client.connection_pool
     conn = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:

@@ -48,15 +48,25 @@ def read_yaml(path: Path) -> tuple[Any, LineMap]:
         size = path.stat().st_size
     except OSError as exc:
         raise ConfigError.single(name, None, f"cannot read: {exc.strerror or exc}") from exc
-    if size > MAX_FILE_BYTES:
-        raise ConfigError.single(name, None, f"file is {size} bytes; the limit is {MAX_FILE_BYTES}")
     try:
-        raw = path.read_bytes()
-        text = raw.decode("utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)  # never more than the limit, whatever stat said
     except OSError as exc:
         raise ConfigError.single(name, None, f"cannot read: {exc.strerror or exc}") from exc
+    if size > MAX_FILE_BYTES or len(raw) > MAX_FILE_BYTES:
+        raise ConfigError.single(
+            name,
+            raw.count(b"\n", 0, MAX_FILE_BYTES) + 1,
+            f"file is {max(size, len(raw))} bytes; the limit is {MAX_FILE_BYTES} "
+            "(passed on this line)",
+        )
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError.single(name, None, f"not UTF-8 text: {exc.reason}") from exc
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError.single(
+            name, line, f"not UTF-8 text: {exc.reason} (byte {raw[exc.start]:#04x})"
+        ) from exc
     return parse_yaml(text, name)
 
 

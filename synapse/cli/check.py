@@ -1,60 +1,89 @@
-"""``synapse check``: the config and its schemas, every problem with file:line."""
+"""``synapse check``: the config and its schemas, every problem with file:line.
+
+Problems exit 1. Warnings (routes that can never match, destinations that look
+like typos of others) are printed but exit 0, unless ``--strict``.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from synapse.config import DEFAULT_CONFIG, load_table
+from synapse.cli import common
+from synapse.cli.lint import lint
+from synapse.cluster import atomicity
+from synapse.config import RoutingTable, load_table
 from synapse.errors import ConfigError
 
 
 @click.command()
+@common.config_option
+@common.json_option
+@common.debug_option
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
 @click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    envvar="SYNAPSE_CONFIG",
-    default=DEFAULT_CONFIG,
-    show_default=True,
+    "--cluster",
+    "for_cluster",
+    is_flag=True,
+    help="Also list which routes commit atomically on Redis Cluster (one hash slot).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def check(config_path: Path, as_json: bool) -> None:
+def check(config_path: Path, as_json: bool, strict: bool, for_cluster: bool) -> None:
     """Check routes.yaml and its schemas; exit 1 listing every problem."""
     try:
         table = load_table(config_path)
     except ConfigError as exc:
         if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "ok": False,
-                        "problems": [
-                            {"file": p.file, "line": p.line, "message": p.message}
-                            for p in exc.problems
-                        ],
-                    }
-                )
+            common.emit_json(
+                {
+                    "ok": False,
+                    "config": str(config_path),
+                    "problems": [
+                        {"file": p.file, "line": p.line, "message": p.message} for p in exc.problems
+                    ],
+                    "warnings": [],
+                }
             )
         else:
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
-        sys.exit(1)
-    summary = {
-        "ok": True,
-        "config": str(config_path),
-        "hash": table.hash,
-        "routes": len(table.routes),
-        "sources": list(table.sources),
-        "schemas": len(table.schemas.files),
-    }
+        sys.exit(common.EXIT_FAILED)
+    warnings = lint(table)
+    failed = strict and bool(warnings)
     if as_json:
-        click.echo(json.dumps(summary))
+        common.emit_json(
+            {
+                "ok": not failed,
+                "config": str(config_path),
+                "hash": table.hash,
+                "routes": len(table.routes),
+                "sources": list(table.sources),
+                "schemas": len(table.schemas.files),
+                "problems": [],
+                "warnings": [
+                    {"file": w.file, "line": w.line, "message": w.message} for w in warnings
+                ],
+                **({"cluster": _cluster_verdicts(table)} if for_cluster else {}),
+            }
+        )
     else:
+        for warning in warnings:
+            click.echo(str(warning), err=True)
+        state = "ok" if not warnings else f"ok with {len(warnings)} warnings"
         click.echo(
-            f"{config_path}: ok ({len(table.routes)} routes, "
+            f"{config_path}: {state} ({len(table.routes)} routes, "
             f"{len(table.schemas.files)} schemas, hash {table.hash})"
         )
+        for v in atomicity(table) if for_cluster else []:
+            label = "route" if v.kind == "route" else "dead letters of"
+            click.echo(f"  {label} {v.name}: {v.detail}")
+    sys.exit(common.EXIT_FAILED if failed else common.EXIT_OK)
+
+
+def _cluster_verdicts(table: RoutingTable) -> list[dict[str, object]]:
+    """``--cluster``: per route and source's dead letters, atomic on Redis Cluster or not."""
+    return [
+        {"kind": v.kind, "name": v.name, "atomic": v.atomic, "detail": v.detail}
+        for v in atomicity(table)
+    ]

@@ -1,0 +1,313 @@
+"""What every ``synapse`` command shares: where Redis is, output, errors, times.
+
+Redis is found by ``--redis-url`` / ``SYNAPSE_REDIS_URL``, else by the URL the
+router wrote to ``<state-dir>/redis.url`` (``--state-dir`` / ``SYNAPSE_STATE_DIR``
+/ ``$STATE_DIRECTORY`` / ``./.synapse``). The options are accepted on the group
+and on each command (``synapse --redis-url U streams`` and ``synapse streams
+--redis-url U`` both work). Errors are one line on stderr; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import click
+import redis
+from redis.exceptions import RedisError
+
+from synapse import settings
+from synapse.config import DEFAULT_CONFIG, RoutingTable, load_table
+from synapse.errors import ConfigError, SynapseError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class Failure(SynapseError):
+    """A command that ran and found a problem (exit 1), or another exit code."""
+
+    exit_code: ClassVar[int] = 1
+
+
+# -- shared options: stored in ctx.meta, which every context of one invocation shares --
+
+
+def _store(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None and value is not False:
+            ctx.meta[f"synapse.{key}"] = value
+
+    return callback
+
+
+def connection_options(func: F) -> F:
+    """``--redis-url`` and ``--state-dir`` on a command (also accepted on the group)."""
+    func = click.option(
+        "--state-dir",
+        expose_value=False,
+        callback=_store("state_dir"),
+        help="Where the router's redis.url is (default $STATE_DIRECTORY, else ./.synapse).",
+    )(func)
+    func = click.option(
+        "--redis-url",
+        expose_value=False,
+        callback=_store("redis_url"),
+        help="redis://, rediss:// or unix:// URL (env SYNAPSE_REDIS_URL).",
+    )(func)
+    return func
+
+
+def debug_option(func: F) -> F:
+    return click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        callback=_store("debug"),
+        help="Show tracebacks.",
+    )(func)
+
+
+def config_option(func: F) -> F:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        envvar="SYNAPSE_CONFIG",
+        default=DEFAULT_CONFIG,
+        show_default=True,
+        help="The routing table.",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(func)
+
+
+def redis_url() -> str:
+    """The URL to use, by flag > env > state file; a Failure saying what to do when none."""
+    meta = click.get_current_context().meta
+    url = meta.get("synapse.redis_url") or os.environ.get("SYNAPSE_REDIS_URL")
+    if url:
+        return str(url)
+    flag = meta.get("synapse.state_dir") or os.environ.get("SYNAPSE_STATE_DIR")
+    state = settings.state_dir(flag)
+    found = settings.url_from_state(state)
+    if found:
+        return found
+    raise UsageError(
+        f"no Redis URL: pass --redis-url or set SYNAPSE_REDIS_URL, or start the router "
+        f"(bin/run) so that {state / settings.URL_FILE} exists"
+    )
+
+
+def connect() -> redis.Redis:
+    """A sync client on the resolved URL (password from SYNAPSE_REDIS_PASSWORD)."""
+    url = redis_url()
+    ctx = click.get_current_context()
+    ctx.meta["synapse.resolved_url"] = url
+    kwargs: dict[str, Any] = {}
+    password = settings.password()
+    if password:
+        kwargs["password"] = password
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=5, socket_timeout=30, protocol=2, **kwargs
+    )
+    # Entries stay flat [f1, v1, ...] lists: duplicates and order are kept, as the router does.
+    for command in ("XRANGE", "XREVRANGE", "XREAD"):
+        client.set_response_callback(command, _raw_reply)
+    ctx.call_on_close(client.close)
+    return client
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    return response or []
+
+
+def call(client: redis.Redis, *args: Any) -> Any:
+    """One raw command (entries come back flat, see connect)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+Entry = tuple[bytes, list[bytes]]
+
+
+def xrange(client: redis.Redis, stream: str, start: str, end: str, count: int) -> list[Entry]:
+    reply = call(client, "XRANGE", stream, start, end, "COUNT", count)
+    return [(e[0], list(e[1] or [])) for e in reply]
+
+
+def scan_range(
+    client: redis.Redis, stream: str, start: str = "-", end: str = "+", page: int = 500
+) -> Iterator[Entry]:
+    """Every entry of ``stream`` from ``start`` to ``end`` (inclusive), page by page."""
+    while True:
+        batch = xrange(client, stream, start, end, page)
+        yield from batch
+        if len(batch) < page:
+            return
+        start = next_id(batch[-1][0])
+
+
+def last_id(client: redis.Redis, stream: str) -> str | None:
+    reply = call(client, "XREVRANGE", stream, "+", "-", "COUNT", 1)
+    return text(reply[0][0]) if reply else None
+
+
+def table(config_path: Path) -> RoutingTable:
+    """The routing table, or a Failure naming the first problems."""
+    try:
+        return load_table(config_path)
+    except ConfigError as exc:
+        first = "; ".join(str(p) for p in exc.problems[:3])
+        more = (
+            f" (+{len(exc.problems) - 3} more; run synapse check)" if len(exc.problems) > 3 else ""
+        )
+        raise Failure(f"bad config: {first}{more}") from exc
+
+
+def table_or_none(config_path: Path) -> RoutingTable | None:
+    """The table when the file exists (a broken one is an error); None when absent."""
+    if not config_path.exists():
+        return None
+    return table(config_path)
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+class SynapseGroup(click.Group):
+    """A group that turns errors into one readable line (a traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("synapse: interrupted", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:
+            if ctx.meta.get("synapse.debug") or os.environ.get("SYNAPSE_DEBUG"):
+                raise
+            click.echo(f"synapse: error: {describe(exc, ctx)}", err=True)
+            code = exc.exit_code if isinstance(exc, SynapseError) else EXIT_FAILED
+            raise click.exceptions.Exit(code) from None
+
+
+def describe(exc: BaseException, ctx: click.Context) -> str:
+    """One line for an error; never the password."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        url = ctx.meta.get("synapse.resolved_url")
+        where = f" at {settings.redact(url)}" if url else ""
+        return f"cannot reach Redis{where}: {text}"
+    if isinstance(exc, redis.AuthenticationError | redis.ResponseError | RedisError):
+        return f"Redis said: {text}"
+    if isinstance(exc, SynapseError | OSError):
+        return text
+    return f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=None, default=str, ensure_ascii=False))
+
+
+def text(value: bytes | str | None) -> str:
+    if isinstance(value, str):
+        return value
+    return "" if value is None else value.decode("utf-8", "replace")
+
+
+def table_rows(rows: list[list[str]], header: list[str]) -> Iterator[str]:
+    """Left-aligned columns, header first."""
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    for row in [header, *rows]:
+        yield "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+
+
+def interactive() -> bool:
+    return sys.stdout.isatty()
+
+
+class Pacer:
+    """Holds a loop to ``rate`` items per second (None: no limit)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval_s = 1.0 / rate if rate else 0.0
+        self.started = time.monotonic()
+        self.done = 0
+
+    def wait(self, items: int = 1) -> None:
+        self.done += items
+        if not self.interval_s:
+            return
+        delay = self.started + self.done * self.interval_s - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+# -- times and ids -----------------------------------------------------------------------
+
+_RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$")
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_ID = re.compile(r"^\d+(-\d+)?$")
+
+
+def parse_when(value: str, now_ms: int | None = None) -> str:
+    """A stream id bound from ``-2h`` / ``30m`` (ago), ISO 8601, an entry id, or ms."""
+    value = value.strip()
+    if _ID.match(value):
+        return value
+    rel = _RELATIVE.match(value)
+    if rel:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return str(max(0, now - int(float(rel.group(1)) * _UNITS_MS[rel.group(2)])))
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(
+            f"cannot read time {value!r}: use ISO 8601 (2024-05-01T12:00:00Z), "
+            "relative (-2h, -30m, -7d) or an entry id (1714564800000-0)"
+        ) from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return str(int(stamp.timestamp() * 1000))
+
+
+def id_time(entry_id: bytes | str | None) -> str:
+    """The ISO time of an entry id, or '' for none."""
+    if not entry_id:
+        return ""
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms = int(raw.split("-", 1)[0])
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def id_key(entry_id: bytes | str) -> tuple[int, int]:
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = raw.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def next_id(entry_id: bytes | str) -> str:
+    """The smallest id after ``entry_id`` (for exclusive ranges)."""
+    ms, seq = id_key(entry_id)
+    return f"{ms}-{seq + 1}"

@@ -1,0 +1,136 @@
+"""The one port, in-process: GET only, 404 elsewhere, bounded requests, slow clients cut off."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from synapse.metrics import MAX_REQUEST_BYTES, Metrics, MetricsServer
+
+TIMEOUT_S = 1.0
+
+
+class Port:
+    def __init__(self, server: MetricsServer, metrics: Metrics) -> None:
+        self.server = server
+        self.metrics = metrics
+        self.ready = False
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[Port]:
+    metrics = Metrics()
+    holder: list[Port] = []
+    server = MetricsServer(metrics, lambda: holder[0].ready, read_timeout_s=TIMEOUT_S)
+    holder.append(Port(server, metrics))
+    await server.start("127.0.0.1", 0)
+    try:
+        yield holder[0]
+    finally:
+        await server.close()
+
+
+async def request(port: Port, raw: bytes) -> tuple[str, bytes]:
+    """Send raw bytes, read the whole response; (status line, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port.server.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode(), body
+
+
+def get(path: str, method: str = "GET") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+
+async def test_metrics_exposition(port: Port) -> None:
+    """GET /metrics serves the Prometheus text with the synapse_ metrics."""
+    port.metrics.consumed.labels("ingress").inc(3)
+    status, body = await request(port, get("/metrics"))
+    assert status == "HTTP/1.1 200 OK"
+    text = body.decode()
+    assert 'synapse_events_consumed_total{source="ingress"} 3.0' in text
+    assert "synapse_build_info{" in text
+    assert "synapse_redis_up 0.0" in text
+
+
+async def test_healthz_and_query_strings(port: Port) -> None:
+    """/healthz answers 200 while the process lives; a query string is ignored."""
+    assert await request(port, get("/healthz")) == ("HTTP/1.1 200 OK", b"ok\n")
+    assert (await request(port, get("/healthz?verbose=1")))[0] == "HTTP/1.1 200 OK"
+
+
+async def test_readyz_follows_readiness(port: Port) -> None:
+    """/readyz is 503 until the router is ready, then 200."""
+    assert (await request(port, get("/readyz")))[0] == "HTTP/1.1 503 Service Unavailable"
+    port.ready = True
+    assert (await request(port, get("/readyz")))[0] == "HTTP/1.1 200 OK"
+    port.ready = False
+    assert (await request(port, get("/readyz")))[0] == "HTTP/1.1 503 Service Unavailable"
+
+
+@pytest.mark.parametrize("path", ["/", "/metrics/x", "/favicon.ico", "/READYZ", "/../metrics"])
+async def test_unknown_paths_404(port: Port, path: str) -> None:
+    """Anything but the three paths is 404."""
+    assert (await request(port, get(path)))[0] == "HTTP/1.1 404 Not Found"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "HEAD", "OPTIONS"])
+async def test_only_get(port: Port, method: str) -> None:
+    """Other methods on a known path are 405."""
+    status, _ = await request(port, get("/metrics", method))
+    assert status == "HTTP/1.1 405 Method Not Allowed"
+
+
+@pytest.mark.parametrize(
+    "raw", [b"garbage\r\n\r\n", b"GET /metrics\r\n\r\n", b"GET /metrics SPDY/1\r\n\r\n"]
+)
+async def test_malformed_request_400(port: Port, raw: bytes) -> None:
+    """A request line that is not METHOD TARGET HTTP/x is 400."""
+    assert (await request(port, raw))[0] == "HTTP/1.1 400 Bad Request"
+
+
+async def test_oversized_header_refused(port: Port) -> None:
+    """A request head larger than the cap is refused with 431, without waiting for a timeout."""
+    raw = b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * (MAX_REQUEST_BYTES + 1000) + b"\r\n\r\n"
+    started = time.monotonic()
+    status, body = await request(port, raw)
+    assert status == "HTTP/1.1 431 Request Header Fields Too Large"
+    assert b"synapse_" not in body
+    assert time.monotonic() - started < TIMEOUT_S
+
+
+async def test_slow_client_cut_off_without_blocking_others(port: Port) -> None:
+    """A client that sends nothing gets 408 after the read timeout; others are served meanwhile."""
+    slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", port.server.port)
+    trickle_reader, trickle_writer = await asyncio.open_connection("127.0.0.1", port.server.port)
+    trickle_writer.write(b"GET /metrics HTTP/1.1\r\n")  # never finishes its head
+    await trickle_writer.drain()
+    started = time.monotonic()
+    for _ in range(5):
+        assert (await request(port, get("/healthz")))[0] == "HTTP/1.1 200 OK"
+        assert (await request(port, get("/metrics")))[0] == "HTTP/1.1 200 OK"
+    assert time.monotonic() - started < TIMEOUT_S  # served while the slow ones wait
+    for reader, writer in ((slow_reader, slow_writer), (trickle_reader, trickle_writer)):
+        data = await asyncio.wait_for(reader.read(), TIMEOUT_S * 10)
+        writer.close()
+        assert data.startswith(b"HTTP/1.1 408 Request Timeout")
+    assert time.monotonic() - started >= TIMEOUT_S * 0.9
+
+
+async def test_exposition_is_cached(port: Port) -> None:
+    """Scrapes within cache_s share one rendering (a burst of scrapes costs one render)."""
+    first = (await request(port, get("/metrics")))[1]
+    port.metrics.consumed.labels("later").inc()
+    second = (await request(port, get("/metrics")))[1]
+    assert first == second
+    port.server.cache_s = 0
+    third = (await request(port, get("/metrics")))[1]
+    assert b'source="later"' in third
