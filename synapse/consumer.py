@@ -327,8 +327,16 @@ class Router:
         result = await asyncio.shield(self._commit(self.writer, plan, table.settings.group))
         self.metrics.consumed.labels(source).inc(len(entries))
         committed = plan.entries
+        if result.failed or result.skipped:
+            left = result.skipped | result.failed.keys()
+            committed = tuple(e for e in plan.entries if e.entry_id not in left)
+        if result.skipped:
+            # Acknowledged before this commit ran (another consumer reclaimed them while we
+            # stalled, or a lost reply was re-run): nothing was written twice.
+            self.log.warning(
+                "entries_already_committed", source=source, entries=len(result.skipped)
+            )
         if result.failed:
-            committed = tuple(e for e in plan.entries if e.entry_id not in result.failed)
             await self._handle_failed(source, entries, deliveries, result.failed, now_ms)
         self._account(committed, now_ms)
         self.metrics.batch.observe(time.perf_counter() - started)
@@ -365,7 +373,8 @@ class Router:
             again = await self._commit(
                 self.writer, BatchPlan(source, tuple(give_up)), self.table.settings.group
             )
-            self._account(tuple(e for e in give_up if e.entry_id not in again.failed), now_ms)
+            left = again.skipped | again.failed.keys()
+            self._account(tuple(e for e in give_up if e.entry_id not in left), now_ms)
         self.log.warning(
             "destination_refused",
             source=source,
