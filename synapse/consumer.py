@@ -481,19 +481,33 @@ class Router:
                 await self.process(source, entries, counts)
 
     async def delivery_counts(self, source: str, entries: Sequence[Entry]) -> dict[bytes, int]:
-        """Delivery counts of ``entries`` from the group's pending list."""
-        ids = [e[0] for e in entries]
-        reply = await wire.execute(
-            self.writer,
-            "XPENDING",
-            source,
-            self.table.settings.group,
-            min(ids, key=_id_key),
-            max(ids, key=_id_key),
-            len(ids) + 16,
-            self.consumer,
-        )
-        return {row[0]: int(row[3]) for row in reply}
+        """Delivery counts of ``entries`` from the group's pending list.
+
+        Pages through our pending entries between the lowest and highest id, so
+        other pending entries of ours in that range never hide a count.
+        """
+        wanted = {e[0] for e in entries}
+        counts: dict[bytes, int] = {}
+        start: bytes = min(wanted, key=_id_key)
+        end: bytes = max(wanted, key=_id_key)
+        page = max(len(wanted), 100)
+        while True:
+            reply = await wire.execute(
+                self.writer,
+                "XPENDING",
+                source,
+                self.table.settings.group,
+                start,
+                end,
+                page,
+                self.consumer,
+            )
+            for row in reply:
+                if row[0] in wanted:
+                    counts[row[0]] = int(row[3])
+            if len(reply) < page or len(counts) == len(wanted):
+                return counts
+            start = b"(" + reply[-1][0]
 
     async def reclaim(self) -> None:
         """Claim entries idle longer than claim_idle_ms from any consumer (ourselves too)."""
