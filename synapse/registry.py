@@ -26,13 +26,16 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from synapse import keys
 from synapse import log as logging
 from synapse.wire import Client
 
 DEFAULT_TTL_S = 15.0
+#: What a heartbeat survives: Redis errors, sockets, and a cluster with no node reachable
+#: (``RedisClusterException`` is not a ``RedisError``).
+FAILURES = (RedisError, RedisClusterException, OSError)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,6 +180,7 @@ class Heartbeat:
         self.interval_s = ttl_s / 3
         self.stopping = asyncio.Event()
         self.beats = 0
+        self.failures = 0
         self.log = logging.get("synapse.registry")
         self._last: ServiceInfo | None = None
 
@@ -194,14 +198,15 @@ class Heartbeat:
                 self._last = info
                 self.beats += 1
                 failing = False
-            except (RedisError, OSError) as exc:
+            except FAILURES as exc:
+                self.failures += 1
                 if not failing:
                     self.log.warning("registry_heartbeat_failed", error=str(exc))
                 failing = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.interval_s)
         if self._last is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*FAILURES):
                 await deregister(self.client, self._last)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from synapse.events import dead_letter_fields
 from tests.cluster.conftest import slot
 from tests.cluster.localcluster import LocalCluster
 from tests.cluster.routers import RouterProcess
-from tests.conftest import wait_sync, write_table
+from tests.conftest import wait_for, wait_sync, write_table
 
 
 def test_registry_keys_share_one_slot() -> None:
@@ -282,3 +283,17 @@ def test_tail_follow_on_a_cluster_in_a_real_process(curl: str, rc: RedisCluster)
             process.send_signal(signal.SIGINT)
             code = process.wait(10)
         assert code == 0, process.stderr.read()
+
+
+async def test_heartbeat_survives_a_cluster_with_no_node_reachable() -> None:
+    """A heartbeat on an unreachable cluster logs and retries; it never ends the router."""
+    client = cluster.connect_any(f"redis+cluster://127.0.0.1:{free_port()}", read_timeout_s=1)
+    beat = registry.Heartbeat(client, lambda: registry.ServiceInfo(name="r"), ttl_s=0.15)
+    task = asyncio.create_task(beat.run())
+    try:
+        await wait_for(lambda: beat.failures >= 2 or task.done(), 10, "two failed beats")
+        assert not task.done() and beat.beats == 0
+    finally:
+        beat.stop()
+        await task
+        await client.aclose()
