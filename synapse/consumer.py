@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from synapse import log as logging
@@ -135,7 +135,8 @@ class Router:
                 self.failure = exc
                 self.log.error("consumer_name_in_use", error=str(exc))
                 break
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError) as exc:
+                # RedisClusterException: no cluster node reachable (not a RedisError)
                 attempt += 1
                 self._down("connection", exc, attempt)
                 await self._sleep(self.backoff.delay_s(attempt))

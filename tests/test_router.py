@@ -129,3 +129,28 @@ async def test_delivery_counts_page_past_other_pending_entries(
     finally:
         await router.close()
     assert counts == {ids[0]: 1, ids[-1]: 2}
+
+
+async def test_unreachable_cluster_is_a_connection_outage(
+    table_from: Callable[..., RoutingTable],
+) -> None:
+    """No reachable cluster node counts as a connection error and backs off, not a crash."""
+    import asyncio
+
+    from synapse.consumer import Router
+    from synapse.embedded import free_port
+    from synapse.metrics import Metrics
+
+    table = table_from(BASIC, {"model.json": MODEL_SCHEMA})
+    metrics = Metrics()
+    router = Router(table, f"redis+cluster://127.0.0.1:{free_port()}", metrics)
+    task = asyncio.create_task(router.run())
+    errors = metrics.redis_errors
+    try:
+        await wait_for(lambda: errors.labels("connection")._value.get() >= 2, what="2 attempts")
+    finally:
+        router.stop()
+        await asyncio.wait_for(task, 10)
+        await router.close()
+    assert errors.labels("internal")._value.get() == 0
+    assert not router.ready
