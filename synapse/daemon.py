@@ -31,7 +31,6 @@ from synapse.notify import Notifier
 from synapse.registry import Heartbeat, ServiceInfo
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus= names it
-DRAIN_TIMEOUT_S = 30.0
 
 
 class Daemon:
