@@ -19,11 +19,11 @@ from synapse import cluster, keys, registry
 from synapse.cli.main import main
 from synapse.cli.replay import checkpoint_key, hashed_part, legacy_key
 from synapse.embedded import free_port
-from synapse.events import dead_letter_fields
 from tests.cluster.conftest import slot
 from tests.cluster.localcluster import LocalCluster
 from tests.cluster.routers import RouterProcess
 from tests.conftest import wait_for, wait_sync, write_table
+from tests.support.deadletters import dead_letter_entry
 
 
 def test_registry_keys_share_one_slot() -> None:
@@ -122,16 +122,7 @@ DLQ = "{orders}:dlq"
 
 def dead_letter(rc: RedisCluster, source: str, n: int) -> str:
     """A dead letter of ``source`` in {orders}:dlq, as the router writes it."""
-    fields = dead_letter_fields(
-        [b"type", b"order.new", b"n", str(n).encode()],
-        reason="schema_violation",
-        error="bad",
-        source=source.encode(),
-        entry_id=f"{n + 1}-0".encode(),
-        deliveries=1,
-        config_hash="abc",
-        now_ms=1_700_000_000_000,
-    )
+    fields = dead_letter_entry([b"type", b"order.new", b"n", str(n).encode()], n=n, source=source)
     return bytes(rc.execute_command("XADD", DLQ, "*", *fields)).decode()
 
 

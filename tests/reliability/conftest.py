@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from synapse.config import RoutingTable
 from synapse.embedded import EmbeddedServer
-from tests.reliability.harness import RouterProcess
+from tests.reliability.harness import DESTINATIONS, DLQ, GROUP, RouterProcess, mixed, write_routes
+from tests.reliability.ledger import Fields, Ledger, Report, check, produce, wait_quiescent
 
 
 def producer_client(url: str) -> redis.Redis:
@@ -49,3 +52,56 @@ def routers(tmp_path: Path) -> Iterator[Callable[..., RouterProcess]]:
     yield make
     for proc in made:
         proc.kill()
+
+
+@dataclass
+class Scenario:
+    """One fault test's server, client, routes.yaml and routers: the set-up they all share."""
+
+    server: EmbeddedServer
+    client: redis.Redis
+    folder: Path
+    make_router: Callable[..., RouterProcess]
+    config: Path = field(default_factory=Path)
+    table: RoutingTable | None = None
+
+    def routes(self, **settings: int) -> RoutingTable:
+        """Write routes.yaml (``write_routes`` settings) for the routers started after."""
+        self.config, self.table = write_routes(self.folder / "cfg", **settings)
+        return self.table
+
+    def router(self, consumer: str | None = None, *, wait_ready: bool = True) -> RouterProcess:
+        """Start a router on the test's server (default routes unless ``routes`` was called)."""
+        if self.table is None:
+            self.routes()
+        proc = self.make_router(self.config, self.server.url, consumer)
+        return proc.start(wait_ready=wait_ready)
+
+    def mixed(self, n: int, seed: int = 7) -> Iterator[tuple[Fields, frozenset[str]]]:
+        """``harness.mixed`` events for this scenario's table, into ``ingress``."""
+        assert self.table is not None, "routes() first"
+        return mixed(self.table, n, seed)
+
+    def produce(
+        self, ledger: Ledger, events: Iterable[tuple[Fields, Iterable[str]]], chunk: int = 500
+    ) -> int:
+        """``ledger.produce`` into ``ingress`` with the test's client."""
+        return produce(self.client, ledger, "ingress", events, chunk)
+
+    def settle(
+        self, ledger: Ledger, streams: Iterable[str] = DESTINATIONS, timeout_s: float = 60.0
+    ) -> Report:
+        """Wait until the group has routed everything, then check ``ledger`` (with the DLQ)."""
+        wait_quiescent(self.client, ["ingress"], GROUP, timeout_s)
+        return check(self.client, ledger, streams, DLQ)
+
+
+@pytest.fixture
+def scenario(
+    tmp_path: Path,
+    own_server: EmbeddedServer,
+    client: redis.Redis,
+    routers: Callable[..., RouterProcess],
+) -> Scenario:
+    """The test's own server and client, routes.yaml under tmp, routers killed at the end."""
+    return Scenario(server=own_server, client=client, folder=tmp_path, make_router=routers)

@@ -69,6 +69,7 @@ class Report:
     dead_lettered: int  # events found in the dead-letter stream
     lost: int
     duplicated: int
+    duplicated_in: dict[str, int]  # extra copies per stream (only streams that have some)
     unexpected: int
     examples: dict[str, list[str]]
 
@@ -143,6 +144,11 @@ def group_state(client: Any, source: str, group: str) -> tuple[int, bool] | None
     return None
 
 
+def quiescent(client: Any, sources: Iterable[str], group: str) -> bool:
+    """Whether every source's group has read everything and has nothing pending (no wait)."""
+    return all(group_state(client, s, group) == (0, True) for s in sources)
+
+
 def wait_quiescent(
     client: Any, sources: Iterable[str], group: str, timeout_s: float = 60.0
 ) -> None:
@@ -150,10 +156,10 @@ def wait_quiescent(
     names = list(sources)
     deadline = time.monotonic() + timeout_s
     while True:
-        states = {s: group_state(client, s, group) for s in names}
-        if all(st is not None and st[0] == 0 and st[1] for st in states.values()):
+        if quiescent(client, names, group):
             return
         if time.monotonic() > deadline:
+            states = {s: group_state(client, s, group) for s in names}
             raise AssertionError(f"not quiescent after {timeout_s}s: {states}")
         time.sleep(0.05)
 
@@ -185,12 +191,12 @@ def check(
     lost: list[str] = []
     duplicated: list[str] = []
     unexpected: list[str] = []
-    n_dup = 0
+    dup_in: Counter[str] = Counter()
     for stream, ids in seen.items():
         for lid, count in ids.items():
             sent = ledger.attempted.get(lid)
             if count > 1:
-                n_dup += count - 1
+                dup_in[stream] += count - 1
                 duplicated.append(f"{lid.decode()} x{count} in {stream}")
             if sent is None:
                 unexpected.append(f"{lid.decode()} (never produced) in {stream}")
@@ -209,7 +215,8 @@ def check(
         copies=sum(sum(ids.values()) for ids in seen.values()),
         dead_lettered=len(dlq),
         lost=len(lost),
-        duplicated=n_dup,
+        duplicated=sum(dup_in.values()),
+        duplicated_in=dict(dup_in),
         unexpected=len(unexpected),
         examples={"lost": lost[:5], "duplicated": duplicated[:5], "unexpected": unexpected[:5]},
     )

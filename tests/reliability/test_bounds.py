@@ -5,51 +5,38 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import psutil
 import pytest
 import redis
 
 from synapse.config import RoutingTable
-from synapse.embedded import EmbeddedServer
 from synapse.events import DLQ_FIELD_MAX
 from tests.conftest import running, wait_for
-from tests.reliability.harness import (
-    DESTINATIONS,
-    DLQ,
-    GROUP,
-    RouterProcess,
-    mixed,
-    wait_until,
-    write_routes,
-)
-from tests.reliability.ledger import Ledger, check, produce, wait_quiescent
+from tests.reliability.conftest import Scenario
+from tests.reliability.harness import DESTINATIONS, DLQ, GROUP, wait_until
+from tests.reliability.ledger import Ledger, check, quiescent, wait_quiescent
 
 BACKLOG = 120_000
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_memory_stays_flat_while_a_large_backlog_drains(
-    tmp_path: Path,
-    own_server: EmbeddedServer,
-    client: redis.Redis,
-    routers: Callable[..., RouterProcess],
-) -> None:
+def test_memory_stays_flat_while_a_large_backlog_drains(scenario: Scenario) -> None:
     """120k events queued far faster than routed: router RSS grows by a bounded amount only."""
-    config, table = write_routes(tmp_path / "cfg", batch=500)
-    router = routers(config, own_server.url).start()
+    scenario.routes(batch=500)
+    client = scenario.client
+    router = scenario.router()
     proc = psutil.Process(router.pid)
     baseline = proc.memory_info().rss
     ledger = Ledger()
-    produce(client, ledger, "ingress", mixed(table, 5_000, seed=11), chunk=1000)
+    scenario.produce(ledger, scenario.mixed(5_000, seed=11), chunk=1000)
     wait_quiescent(client, ["ingress"], GROUP)  # warm: imports, caches, first batches done
     warm = proc.memory_info().rss
-    produce(client, ledger, "ingress", mixed(table, BACKLOG, seed=12), chunk=2000)
+    scenario.produce(ledger, scenario.mixed(BACKLOG, seed=12), chunk=2000)
     samples = []
     wait_until(
-        lambda: samples.append(proc.memory_info().rss) or _drained(client),
+        lambda: samples.append(proc.memory_info().rss) or quiescent(client, ["ingress"], GROUP),
         timeout_s=120,
         what="backlog drained",
         step_s=0.1,
@@ -64,11 +51,6 @@ def test_memory_stays_flat_while_a_large_backlog_drains(
     assert report.clean, report.examples
     # Work in flight is one batch per source: the backlog (≈45 MB in Redis) never enters RSS.
     assert peak_growth_mb < 25, peak_growth_mb
-
-
-def _drained(client: redis.Redis) -> bool:
-    info = next(g for g in client.xinfo_groups("ingress") if g["name"] == GROUP.encode())
-    return info["pending"] == 0 and info.get("lag") == 0
 
 
 async def test_too_large_event_is_dead_lettered_truncated_with_its_sha256(

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.reliability.ledger import LEDGER_FIELD, Ledger, check, produce, wait_quiescent
+from tests.reliability.ledger import (
+    LEDGER_FIELD,
+    Ledger,
+    check,
+    produce,
+    quiescent,
+    wait_quiescent,
+)
 
 
 def test_checker_counts_lost_duplicated_unexpected(r: redis.Redis) -> None:
@@ -22,7 +29,22 @@ def test_checker_counts_lost_duplicated_unexpected(r: redis.Redis) -> None:
     r.xadd("synapse:dlq", {LEDGER_FIELD: ids[1] + b"x"})  # never produced
     report = check(r, ledger, ["dest-a", "dest-b"])
     assert (report.events, report.lost, report.duplicated, report.unexpected) == (4, 1, 1, 2)
+    assert report.duplicated_in == {"dest-a": 1}
     assert not report.clean
+
+
+def test_duplicates_are_counted_per_stream(r: redis.Redis) -> None:
+    """Extra copies are counted in the stream holding them, so a test can bound each route."""
+    ledger = Ledger()
+    produce(r, ledger, "src", [({"type": "t"}, {"dest-a", "dest-b"})] * 2)
+    first, second = (f[LEDGER_FIELD] for _, f in r.xrange("src"))
+    for lid in (first, first, first, second):
+        r.xadd("dest-a", {LEDGER_FIELD: lid})
+    for lid in (first, second, second):
+        r.xadd("dest-b", {LEDGER_FIELD: lid})
+    report = check(r, ledger, ["dest-a", "dest-b"])
+    assert report.duplicated_in == {"dest-a": 2, "dest-b": 1}
+    assert report.duplicated == 3 and report.lost == 0
 
 
 def test_dead_lettered_event_is_not_lost(r: redis.Redis) -> None:
@@ -42,5 +64,7 @@ def test_quiescence_waits_for_group_to_read_and_ack(r: redis.Redis) -> None:
     with pytest.raises(AssertionError, match="not quiescent"):
         wait_quiescent(r, ["src"], "g", timeout_s=0.2)
     [[_, [(eid, _)]]] = r.xreadgroup("g", "c", {"src": ">"})
+    assert not quiescent(r, ["src"], "g")  # read, still pending
     r.xack("src", "g", eid)
+    assert quiescent(r, ["src"], "g")
     wait_quiescent(r, ["src"], "g", timeout_s=2)

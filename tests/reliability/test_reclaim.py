@@ -5,23 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import redis
 
-from synapse.embedded import EmbeddedServer
-from tests.reliability.harness import (
-    DESTINATIONS,
-    DLQ,
-    GROUP,
-    RouterProcess,
-    mixed,
-    wait_until,
-    write_routes,
-)
-from tests.reliability.ledger import LEDGER_FIELD, Ledger, check, produce, wait_quiescent
+from tests.reliability.conftest import Scenario
+from tests.reliability.harness import DESTINATIONS, DLQ, GROUP, wait_until
+from tests.reliability.ledger import LEDGER_FIELD, Ledger
 
 WORKING = tuple(d for d in DESTINATIONS if d != "audit-events")  # audit-events: a string
 POISON = {"type": "audit.login", "data": json.dumps({"user": "u"})}
@@ -33,18 +23,14 @@ def pending_of(client: redis.Redis, consumer: str) -> list[bytes]:
 
 
 @pytest.mark.slow
-def test_survivor_reclaims_every_entry_of_a_killed_router(
-    tmp_path: Path,
-    own_server: EmbeddedServer,
-    client: redis.Redis,
-    routers: Callable[..., RouterProcess],
-) -> None:
+def test_survivor_reclaims_every_entry_of_a_killed_router(scenario: Scenario) -> None:
     """Two routers in one group; one dies holding pending entries; the other routes them all."""
-    config, table = write_routes(tmp_path / "cfg", claim_idle_ms=1000)
+    scenario.routes(claim_idle_ms=1000)
+    client = scenario.client
     ledger = Ledger()
-    produce(client, ledger, "ingress", mixed(table, 30_000), chunk=1000)
-    survivor = routers(config, own_server.url, consumer="survivor").start()
-    victim = routers(config, own_server.url, consumer="victim").start()
+    scenario.produce(ledger, scenario.mixed(30_000), chunk=1000)
+    survivor = scenario.router("survivor")
+    victim = scenario.router("victim")
     held: list[bytes] = []
     deadline = time.monotonic() + 30
     while not held:  # freeze the victim until it is caught holding entries, then kill it
@@ -57,8 +43,7 @@ def test_survivor_reclaims_every_entry_of_a_killed_router(
             time.sleep(0.01)
     victim.kill()
     assert pending_of(client, "victim") == held
-    wait_quiescent(client, ["ingress"], GROUP, timeout_s=60)
-    report = check(client, ledger, DESTINATIONS, DLQ)
+    report = scenario.settle(ledger)
     print(report.line("two_routers_one_killed"), f"held_by_victim={len(held)}")
     assert report.clean, report.examples
     assert pending_of(client, "victim") == []
@@ -72,22 +57,20 @@ def test_survivor_reclaims_every_entry_of_a_killed_router(
 
 @pytest.mark.slow
 def test_poison_dead_lettered_after_exactly_max_deliveries_while_rest_flows(
-    tmp_path: Path,
-    own_server: EmbeddedServer,
-    client: redis.Redis,
-    routers: Callable[..., RouterProcess],
+    scenario: Scenario,
 ) -> None:
     """A destination of the wrong type: DLQ after max_deliveries, reason destination_error."""
-    config, table = write_routes(tmp_path / "cfg", claim_idle_ms=1000, max_deliveries=3)
+    scenario.routes(claim_idle_ms=1000, max_deliveries=3)
+    client = scenario.client
     client.set("audit-events", "not a stream")
-    router = routers(config, own_server.url).start()
+    router = scenario.router()
     ledger = Ledger()
-    produce(client, ledger, "ingress", [(POISON, {DLQ})])
+    scenario.produce(ledger, [(POISON, {DLQ})])
     poison_id = client.xrange("ingress")[-1][0]
     flowed_before_dlq = 0
     seen: set[int] = set()
     while not poison_dead_lettered(client, poison_id):
-        produce(client, ledger, "ingress", mixed(table, 20, seed=flowed_before_dlq))
+        scenario.produce(ledger, scenario.mixed(20, seed=flowed_before_dlq))
         rows = client.xpending_range("ingress", GROUP, poison_id, poison_id, 1)
         if rows:
             seen.add(rows[0]["times_delivered"])
@@ -95,8 +78,7 @@ def test_poison_dead_lettered_after_exactly_max_deliveries_while_rest_flows(
         flowed_before_dlq += 20
         assert flowed_before_dlq < 20_000, "poison never dead-lettered"
         time.sleep(0.05)  # pacing of the producer: ~400 events/s alongside the poison
-    wait_quiescent(client, ["ingress"], GROUP)
-    report = check(client, ledger, WORKING, DLQ)
+    report = scenario.settle(ledger, WORKING)
     print(report.line("poison_destination"), f"flowed_meanwhile={flowed_before_dlq}")
     assert report.clean, report.examples
     [(_, dead)] = [e for e in client.xrange(DLQ) if e[1].get(b"synapse-id") == poison_id]
@@ -130,19 +112,17 @@ def wait_quiescent_except(client: redis.Redis, poison_id: bytes, timeout_s: floa
 
 @pytest.mark.slow
 def test_pending_entry_deleted_or_trimmed_from_source_is_acked_and_counted(
-    tmp_path: Path,
-    own_server: EmbeddedServer,
-    client: redis.Redis,
-    routers: Callable[..., RouterProcess],
+    scenario: Scenario,
 ) -> None:
     """XDEL and XTRIM of entries still pending: acknowledged, counted as deleted, no crash."""
-    config, table = write_routes(tmp_path / "cfg", claim_idle_ms=1000, max_deliveries=100)
+    scenario.routes(claim_idle_ms=1000, max_deliveries=100)
+    client = scenario.client
     client.set("audit-events", "not a stream")
-    router = routers(config, own_server.url).start()
+    router = scenario.router()
     ledger = Ledger()
-    produce(client, ledger, "ingress", [(POISON, set()), (POISON, set())])
+    scenario.produce(ledger, [(POISON, set()), (POISON, set())])
     first, second = (eid for eid, _ in client.xrange("ingress"))
-    produce(client, ledger, "ingress", mixed(table, 200))
+    scenario.produce(ledger, scenario.mixed(200))
     router.wait_metric("synapse_events_retried_total", lambda v: v >= 2, source="ingress")
     wait_until(
         lambda: (
@@ -158,9 +138,8 @@ def test_pending_entry_deleted_or_trimmed_from_source_is_acked_and_counted(
     router.wait_metric("synapse_events_dropped_total", lambda v: v == 2, reason="deleted")
     assert client.xpending("ingress", GROUP)["pending"] == 0
     assert router.alive() and router.readyz() == 200
-    produce(client, ledger, "ingress", mixed(table, 200, seed=9))
-    wait_quiescent(client, ["ingress"], GROUP)
-    report = check(client, ledger, WORKING, DLQ)
+    scenario.produce(ledger, scenario.mixed(200, seed=9))
+    report = scenario.settle(ledger, WORKING)
     print(report.line("pending_deleted"))
     # The events trimmed with the poison were routed before the trim: nothing is lost.
     assert report.clean, report.examples

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import redis
 
-from synapse.embedded import EmbeddedServer
-from tests.reliability.harness import (
-    DESTINATIONS,
-    DLQ,
-    GROUP,
-    RouterProcess,
-    mixed,
-    wait_until,
-    write_routes,
-)
-from tests.reliability.ledger import Ledger, check, group_state, produce, wait_quiescent
+from tests.reliability.conftest import Scenario
+from tests.reliability.harness import DLQ, GROUP, wait_until
+from tests.reliability.ledger import Ledger, group_state
 
 EVENTS = 50_000
 KILLS = 6
@@ -35,21 +25,17 @@ def lag_of(client: redis.Redis) -> tuple[int, int]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_router_killed_repeatedly_loses_and_duplicates_nothing(
-    tmp_path: Path,
-    own_server: EmbeddedServer,
-    client: redis.Redis,
-    routers: Callable[..., RouterProcess],
-) -> None:
+def test_router_killed_repeatedly_loses_and_duplicates_nothing(scenario: Scenario) -> None:
     """Six kill -9s at random points of a 50k drain: every event routed exactly once."""
-    config, table = write_routes(tmp_path / "cfg", claim_idle_ms=1000, max_deliveries=10)
+    scenario.routes(claim_idle_ms=1000, max_deliveries=10)
+    client = scenario.client
     ledger = Ledger()
-    produce(client, ledger, "ingress", mixed(table, EVENTS), chunk=1000)
+    scenario.produce(ledger, scenario.mixed(EVENTS), chunk=1000)
     rng = random.Random(1)
     targets = sorted(rng.uniform(0.05, 0.8) for _ in range(KILLS))
     kills_mid_batch = 0
     for target in targets:
-        router = routers(config, own_server.url).start(wait_ready=False)
+        router = scenario.router(wait_ready=False)
         wait_until(
             lambda t=target, p=router: 1 - lag_of(client)[0] / EVENTS >= t or not p.alive(),
             timeout_s=60,
@@ -62,10 +48,9 @@ def test_router_killed_repeatedly_loses_and_duplicates_nothing(
         assert lag > 0, "killed after the drain finished: the kill proves nothing"
         kills_mid_batch += pending > 0
     assert kills_mid_batch >= 2  # entries were in flight at (most) kills
-    final = routers(config, own_server.url).start()
-    wait_quiescent(client, ["ingress"], GROUP, timeout_s=120)
+    final = scenario.router()
+    report = scenario.settle(ledger, timeout_s=120)
     assert final.stop() == 0
-    report = check(client, ledger, DESTINATIONS, DLQ)
     print(report.line("router_kill9"), f"kills={KILLS} mid_batch={kills_mid_batch}")
     assert report.clean, report.examples
     assert report.events == EVENTS
