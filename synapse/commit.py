@@ -10,6 +10,13 @@ neither written nor acknowledged (it stays pending, is retried after
 ``destination_error``), while the rest of the batch commits. The ``#!lua``
 shebang (no ``allow-oom``) makes a server over ``maxmemory`` refuse the whole
 script before any write.
+
+Each entry is acknowledged before its copies are written, and written only if
+that XACK found it still pending: a commit is applied at most once per entry.
+So a commit whose reply was lost (timeout, dropped connection) may be re-run,
+and a router that stalled past ``claim_idle_ms`` while another one reclaimed and
+committed its entries writes nothing twice; such entries come back as
+``skipped``.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ local n = tonumber(ARGV[2])
 local f_source, source, f_id, f_route = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local types = {}
 local failed = {}
-local acks = {}
+local skipped = {}
 local i = 7
 for e = 1, n do
   local id = ARGV[i]
@@ -58,6 +65,8 @@ for e = 1, n do
   if bad then
     failed[#failed + 1] = id
     failed[#failed + 1] = bad
+  elseif redis.call('XACK', KEYS[1], group, id) == 0 then
+    skipped[#skipped + 1] = id -- committed already (a re-run, or a stale router)
   else
     i = first
     local fstart, fcount, copy = 0, 0, nil
@@ -95,13 +104,9 @@ for e = 1, n do
       end
       types[k] = 'stream'
     end
-    acks[#acks + 1] = id
   end
 end
-for s = 1, #acks, 1000 do
-  redis.call('XACK', KEYS[1], group, unpack(acks, s, math.min(s + 999, #acks)))
-end
-return failed
+return {failed, skipped}
 """
 
 COMMIT_SHA = hashlib.sha1(COMMIT_LUA.encode()).hexdigest()
@@ -109,9 +114,11 @@ COMMIT_SHA = hashlib.sha1(COMMIT_LUA.encode()).hexdigest()
 
 @dataclass(frozen=True, slots=True)
 class CommitResult:
-    """Entries the script could not write (left pending), with the reason."""
+    """Entries the script could not write (left pending), with the reason; and entries
+    it found acknowledged already (committed before: nothing written)."""
 
     failed: dict[bytes, str]
+    skipped: frozenset[bytes] = frozenset()
 
 
 def encode(plan: BatchPlan, group: str) -> tuple[list[bytes | str], list[bytes | str | int]]:
@@ -161,5 +168,6 @@ async def commit(client: wire.Client, plan: BatchPlan, group: str) -> CommitResu
         if "NOSCRIPT" not in str(exc):
             raise
         reply = await wire.execute(client, "EVAL", COMMIT_LUA, len(keys), *keys, *argv)
-    failed = {reply[i]: reply[i + 1].decode("utf-8", "replace") for i in range(0, len(reply), 2)}
-    return CommitResult(failed)
+    bad, skipped = reply
+    failed = {bad[i]: bad[i + 1].decode("utf-8", "replace") for i in range(0, len(bad), 2)}
+    return CommitResult(failed, frozenset(skipped))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from synapse import log as logging
@@ -151,7 +151,8 @@ class Router:
                 self.failure = exc
                 self.log.error("consumer_name_in_use", error=str(exc))
                 break
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError) as exc:
+                # RedisClusterException: no cluster node reachable (not a RedisError)
                 attempt += 1
                 self._down("connection", exc, attempt)
                 await self._sleep(self.backoff.delay_s(attempt))
@@ -413,8 +414,16 @@ class Router:
         source, entries, plan = batch.source, batch.entries, batch.plan
         self.metrics.consumed.labels(source).inc(len(entries))
         committed = plan.entries
+        if result.failed or result.skipped:
+            left = result.skipped | result.failed.keys()
+            committed = tuple(e for e in plan.entries if e.entry_id not in left)
+        if result.skipped:
+            # Acknowledged before this commit ran (another consumer reclaimed them while we
+            # stalled, or a lost reply was re-run): nothing was written twice.
+            self.log.warning(
+                "entries_already_committed", source=source, entries=len(result.skipped)
+            )
         if result.failed:
-            committed = tuple(e for e in plan.entries if e.entry_id not in result.failed)
             await self._handle_failed(
                 source, entries, batch.deliveries, result.failed, batch.now_ms
             )
@@ -451,7 +460,8 @@ class Router:
             again = await self._commit(
                 self.writer, BatchPlan(source, tuple(give_up)), self.table.settings.group
             )
-            self._account(tuple(e for e in give_up if e.entry_id not in again.failed), now_ms)
+            left = again.skipped | again.failed.keys()
+            self._account(tuple(e for e in give_up if e.entry_id not in left), now_ms)
         self.log.warning(
             "destination_refused",
             source=source,
@@ -567,19 +577,33 @@ class Router:
                 await self.process(source, entries, counts)
 
     async def delivery_counts(self, source: str, entries: Sequence[Entry]) -> dict[bytes, int]:
-        """Delivery counts of ``entries`` from the group's pending list."""
-        ids = [e[0] for e in entries]
-        reply = await wire.execute(
-            self.writer,
-            "XPENDING",
-            source,
-            self.table.settings.group,
-            min(ids, key=_id_key),
-            max(ids, key=_id_key),
-            len(ids) + 16,
-            self.consumer,
-        )
-        return {row[0]: int(row[3]) for row in reply}
+        """Delivery counts of ``entries`` from the group's pending list.
+
+        Pages through our pending entries between the lowest and highest id, so
+        other pending entries of ours in that range never hide a count.
+        """
+        wanted = {e[0] for e in entries}
+        counts: dict[bytes, int] = {}
+        start: bytes = min(wanted, key=_id_key)
+        end: bytes = max(wanted, key=_id_key)
+        page = max(len(wanted), 100)
+        while True:
+            reply = await wire.execute(
+                self.writer,
+                "XPENDING",
+                source,
+                self.table.settings.group,
+                start,
+                end,
+                page,
+                self.consumer,
+            )
+            for row in reply:
+                if row[0] in wanted:
+                    counts[row[0]] = int(row[3])
+            if len(reply) < page or len(counts) == len(wanted):
+                return counts
+            start = b"(" + reply[-1][0]
 
     async def reclaim(self) -> None:
         """Claim entries idle longer than claim_idle_ms from any consumer (ourselves too)."""

@@ -31,7 +31,6 @@ from synapse.notify import Notifier
 from synapse.registry import Heartbeat, ServiceInfo
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus= names it
-DRAIN_TIMEOUT_S = 30.0
 
 
 class Daemon:
@@ -148,9 +147,8 @@ class Daemon:
 
     async def _heartbeat(self, routing: asyncio.Task[None]) -> None:
         """Register in the service registry while routing runs (TTL heartbeat)."""
-        # The registry is typed for one server; on a cluster its MULTI spans slots (see
-        # docs/scaling.md, to be made cluster-safe by registry.py's owner).
-        beat = Heartbeat(self.router.writer, self.service_info)  # type: ignore[arg-type]
+        # On a cluster too: every registry key carries the {registry} hash tag (keys.py).
+        beat = Heartbeat(self.router.writer, self.service_info)
         beating = asyncio.ensure_future(beat.run())
         await asyncio.wait({routing, beating}, return_when=asyncio.FIRST_COMPLETED)
         beat.stop()

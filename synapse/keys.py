@@ -6,8 +6,10 @@ DEFAULT_DEAD_LETTER = "synapse:dlq"
 
 #: Service registry: a hash per service instance, with a TTL, and a sorted set
 #: (member: the hash's key, score: its expiry in ms) to list them without SCAN.
-REGISTRY_PREFIX = "synapse:service:"
-REGISTRY_INDEX = "synapse:services"
+#: The ``{registry}`` hash tag keeps every registry key in one slot, so the MULTI that
+#: writes a hash and its index entry together is allowed on Redis Cluster too.
+REGISTRY_PREFIX = "synapse:{registry}:service:"
+REGISTRY_INDEX = "synapse:{registry}:services"
 
 #: Consumer-name leases: one key per (group, consumer name) held by the live router using it.
 CONSUMER_LEASE_PREFIX = "synapse:consumer:"
@@ -19,7 +21,8 @@ def consumer_lease(group: str, consumer: str) -> str:
 
 
 #: ``synapse replay`` checkpoint: a hash per (source, destination, filter) holding the
-#: last source id copied, written atomically with each batch of copies.
+#: last source id copied, written atomically with each batch of copies; the key is
+#: ``<prefix>{<destination's hashed part>}:...`` so it shares the destination's cluster slot.
 REPLAY_PREFIX = "synapse:replay:"
 
 # Provenance fields added to every destination copy.

@@ -1,9 +1,12 @@
 """The service registry: who produces and consumes which streams, alive by heartbeat.
 
-Each instance is one hash ``synapse:service:<name>:<instance>`` that expires after
-its TTL unless a heartbeat renews it, so a dead instance disappears by itself. A
-sorted set ``synapse:services`` indexes the hashes by expiry time, so listing never
-scans the keyspace; stale index members are pruned as they are read.
+Each instance is one hash ``synapse:{registry}:service:<name>:<instance>`` that
+expires after its TTL unless a heartbeat renews it, so a dead instance disappears by
+itself. A sorted set ``synapse:{registry}:services`` indexes the hashes by expiry
+time, so listing never scans the keyspace; stale index members are pruned as they
+are read. The ``{registry}`` hash tag puts every registry key in one slot: the
+register/deregister transactions work unchanged on Redis Cluster (a client from
+``synapse.cluster.connect_any``).
 
     info = ServiceInfo(name="trainer", instance="host-1", version="2.3",
                        produces=("training-events",), consumes=("model-events",))
@@ -23,13 +26,16 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from synapse import keys
 from synapse import log as logging
+from synapse.wire import Client
 
 DEFAULT_TTL_S = 15.0
+#: What a heartbeat survives: Redis errors, sockets, and a cluster with no node reachable
+#: (``RedisClusterException`` is not a ``RedisError``).
+FAILURES = (RedisError, RedisClusterException, OSError)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,7 +88,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def register(client: aioredis.Redis, info: ServiceInfo, ttl_s: float = DEFAULT_TTL_S) -> None:
+async def register(client: Client, info: ServiceInfo, ttl_s: float = DEFAULT_TTL_S) -> None:
     """Write (or renew) ``info`` with a TTL; one atomic transaction."""
     now = _now_ms()
     ttl_ms = max(1, int(ttl_s * 1000))
@@ -106,14 +112,14 @@ async def register(client: aioredis.Redis, info: ServiceInfo, ttl_s: float = DEF
         await pipe.execute()
 
 
-async def deregister(client: aioredis.Redis, info: ServiceInfo) -> None:
+async def deregister(client: Client, info: ServiceInfo) -> None:
     async with client.pipeline(transaction=True) as pipe:
         pipe.delete(info.key)
         pipe.zrem(keys.REGISTRY_INDEX, info.key)
         await pipe.execute()
 
 
-async def list_services(client: aioredis.Redis) -> list[Registration]:
+async def list_services(client: Client) -> list[Registration]:
     """Every live registration, by name then instance; expired index members pruned."""
     now = _now_ms()
     await client.zremrangebyscore(keys.REGISTRY_INDEX, "-inf", now)
@@ -164,7 +170,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         info: Callable[[], ServiceInfo],
         ttl_s: float = DEFAULT_TTL_S,
     ) -> None:
@@ -174,6 +180,7 @@ class Heartbeat:
         self.interval_s = ttl_s / 3
         self.stopping = asyncio.Event()
         self.beats = 0
+        self.failures = 0
         self.log = logging.get("synapse.registry")
         self._last: ServiceInfo | None = None
 
@@ -191,20 +198,21 @@ class Heartbeat:
                 self._last = info
                 self.beats += 1
                 failing = False
-            except (RedisError, OSError) as exc:
+            except FAILURES as exc:
+                self.failures += 1
                 if not failing:
                     self.log.warning("registry_heartbeat_failed", error=str(exc))
                 failing = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.interval_s)
         if self._last is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*FAILURES):
                 await deregister(self.client, self._last)
 
 
 @contextlib.asynccontextmanager
 async def registered(
-    client: aioredis.Redis, info: ServiceInfo, ttl_s: float = DEFAULT_TTL_S
+    client: Client, info: ServiceInfo, ttl_s: float = DEFAULT_TTL_S
 ) -> AsyncIterator[Heartbeat]:
     """Register ``info`` now and keep it alive for the block; deregister on exit."""
     await register(client, info, ttl_s)

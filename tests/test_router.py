@@ -109,3 +109,48 @@ async def test_wrongtype_destination_never_acks_partial_fan_out(
         pending = r.xpending_range("ingress", "synapse-router", "-", "+", 10)
     assert [p["message_id"] for p in pending] == [poison]
     assert xlen(r, "model-events") == 0  # no partial fan-out
+
+
+async def test_delivery_counts_page_past_other_pending_entries(
+    table_from: Callable[..., RoutingTable], url: str, r: redis.Redis
+) -> None:
+    """Counts come from XPENDING even when many other pending entries lie between the ids."""
+    from synapse.consumer import Router
+    from synapse.metrics import Metrics
+
+    table = table_from(BASIC, {"model.json": MODEL_SCHEMA})
+    router = Router(table, url, Metrics(), consumer="me")
+    try:
+        r.xgroup_create("ingress", "synapse-router", "0", mkstream=True)
+        ids = [r.xadd("ingress", {"n": str(i)}) for i in range(300)]
+        r.xreadgroup("synapse-router", "me", {"ingress": ">"}, count=300)
+        r.xclaim("ingress", "synapse-router", "me", 0, [ids[-1]])  # a second delivery
+        counts = await router.delivery_counts("ingress", [(ids[0], []), (ids[-1], [])])
+    finally:
+        await router.close()
+    assert counts == {ids[0]: 1, ids[-1]: 2}
+
+
+async def test_unreachable_cluster_is_a_connection_outage(
+    table_from: Callable[..., RoutingTable],
+) -> None:
+    """No reachable cluster node counts as a connection error and backs off, not a crash."""
+    import asyncio
+
+    from synapse.consumer import Router
+    from synapse.embedded import free_port
+    from synapse.metrics import Metrics
+
+    table = table_from(BASIC, {"model.json": MODEL_SCHEMA})
+    metrics = Metrics()
+    router = Router(table, f"redis+cluster://127.0.0.1:{free_port()}", metrics)
+    task = asyncio.create_task(router.run())
+    errors = metrics.redis_errors
+    try:
+        await wait_for(lambda: errors.labels("connection")._value.get() >= 2, what="2 attempts")
+    finally:
+        router.stop()
+        await asyncio.wait_for(task, 10)
+        await router.close()
+    assert errors.labels("internal")._value.get() == 0
+    assert not router.ready

@@ -22,13 +22,19 @@ from typing import Any, ClassVar, TypeVar
 
 import click
 import redis
-from redis.exceptions import RedisError
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import MovedError, RedisClusterException, RedisError
 
-from synapse import settings
+from synapse import cluster, settings
 from synapse.config import DEFAULT_CONFIG, RoutingTable, load_table
 from synapse.errors import ConfigError, SynapseError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: A sync client: one server, or Redis Cluster for a ``redis+cluster://`` URL.
+Client = redis.Redis | RedisCluster
+#: Replies the CLI reads raw: entries stay flat [f1, v1, ...] (duplicates and order kept).
+RAW_COMMANDS = ("XRANGE", "XREVRANGE", "XREAD")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -65,7 +71,7 @@ def connection_options(func: F) -> F:
         "--redis-url",
         expose_value=False,
         callback=_store("redis_url"),
-        help="redis://, rediss:// or unix:// URL (env SYNAPSE_REDIS_URL).",
+        help="redis://, rediss://, unix:// or redis+cluster:// URL (env SYNAPSE_REDIS_URL).",
     )(func)
     return func
 
@@ -113,22 +119,42 @@ def redis_url() -> str:
     )
 
 
-def connect() -> redis.Redis:
-    """A sync client on the resolved URL (password from SYNAPSE_REDIS_PASSWORD)."""
+def connect() -> Client:
+    """A sync client on the resolved URL (password from SYNAPSE_REDIS_PASSWORD).
+
+    ``redis+cluster://`` / ``rediss+cluster://`` give a Redis Cluster client seeded
+    by that node (the scheme mapped by ``synapse.cluster.node_url``).
+    """
     url = redis_url()
     ctx = click.get_current_context()
     ctx.meta["synapse.resolved_url"] = url
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 30, "protocol": 2}
     password = settings.password()
     if password:
         kwargs["password"] = password
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=5, socket_timeout=30, protocol=2, **kwargs
-    )
-    # Entries stay flat [f1, v1, ...] lists: duplicates and order are kept, as the router does.
-    for command in ("XRANGE", "XREVRANGE", "XREAD"):
-        client.set_response_callback(command, _raw_reply)
+    client: Client
+    if cluster.is_cluster_url(url):
+        client = RawCluster.from_url(cluster.node_url(url), require_full_coverage=False, **kwargs)
+    else:
+        client = _raw(redis.Redis.from_url(url, **kwargs))
     ctx.call_on_close(client.close)
+    return client
+
+
+class RawCluster(RedisCluster):
+    """A sync cluster client whose stream reads come back flat, as on one server.
+
+    Replies are parsed by each node's own client (created as the slot map changes),
+    so the raw callbacks are set on the node client every time one is handed out.
+    """
+
+    def get_redis_connection(self, node: ClusterNode) -> redis.Redis:
+        return _raw(super().get_redis_connection(node))
+
+
+def _raw(client: redis.Redis) -> redis.Redis:
+    for command in RAW_COMMANDS:
+        client.set_response_callback(command, _raw_reply)
     return client
 
 
@@ -136,7 +162,7 @@ def _raw_reply(response: Any, **options: Any) -> Any:
     return response or []
 
 
-def call(client: redis.Redis, *args: Any) -> Any:
+def call(client: Client, *args: Any) -> Any:
     """One raw command (entries come back flat, see connect)."""
     return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
@@ -144,13 +170,13 @@ def call(client: redis.Redis, *args: Any) -> Any:
 Entry = tuple[bytes, list[bytes]]
 
 
-def xrange(client: redis.Redis, stream: str, start: str, end: str, count: int) -> list[Entry]:
+def xrange(client: Client, stream: str, start: str, end: str, count: int) -> list[Entry]:
     reply = call(client, "XRANGE", stream, start, end, "COUNT", count)
     return [(e[0], list(e[1] or [])) for e in reply]
 
 
 def scan_range(
-    client: redis.Redis, stream: str, start: str = "-", end: str = "+", page: int = 500
+    client: Client, stream: str, start: str = "-", end: str = "+", page: int = 500
 ) -> Iterator[Entry]:
     """Every entry of ``stream`` from ``start`` to ``end`` (inclusive), page by page."""
     while True:
@@ -161,7 +187,7 @@ def scan_range(
         start = next_id(batch[-1][0])
 
 
-def last_id(client: redis.Redis, stream: str) -> str | None:
+def last_id(client: Client, stream: str) -> str | None:
     reply = call(client, "XREVRANGE", stream, "+", "-", "COUNT", 1)
     return text(reply[0][0]) if reply else None
 
@@ -210,12 +236,16 @@ class SynapseGroup(click.Group):
 def describe(exc: BaseException, ctx: click.Context) -> str:
     """One line for an error; never the password."""
     text = " ".join(str(exc).split()) or type(exc).__name__
+    url = ctx.meta.get("synapse.resolved_url")
+    where = f" at {settings.redact(url)}" if url else ""
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        url = ctx.meta.get("synapse.resolved_url")
-        where = f" at {settings.redact(url)}" if url else ""
         return f"cannot reach Redis{where}: {text}"
+    if isinstance(exc, MovedError):
+        return f"Redis said: MOVED {text}: a cluster node; use redis+cluster://host:port"
     if isinstance(exc, redis.AuthenticationError | redis.ResponseError | RedisError):
         return f"Redis said: {text}"
+    if isinstance(exc, RedisClusterException):  # no node reachable, not a cluster...
+        return f"Redis Cluster{where}: {text}"
     if isinstance(exc, SynapseError | OSError):
         return text
     return f"{type(exc).__name__}: {text} (run with --debug for the traceback)"

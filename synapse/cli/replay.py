@@ -2,10 +2,15 @@
 
 Each copy carries ``synapse-replay-of`` (the source id) and ``synapse-replay-source``.
 Safe to rerun: every page of copies is written by one Lua script together with a
-checkpoint (``synapse:replay:<source>|<dest>|<filter hash>``: the last source id
-considered), so a replay killed at any instant, rerun, copies each entry exactly
+checkpoint (``synapse:replay:{<dest>}:<source>|<dest>|<filter hash>``: the last source
+id considered), so a replay killed at any instant, rerun, copies each entry exactly
 once. ``--restart`` forgets the checkpoint (to replay the same range again on
 purpose). Checkpoints expire after 30 days.
+
+The checkpoint carries the destination's hash tag (its ``{tag}``, else its whole
+name), so on Redis Cluster it lives in the destination's slot and the script stays
+atomic. A checkpoint written before the tag (``synapse:replay:<source>|...``) is still
+read once, so an interrupted replay resumes across the upgrade.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from typing import Any
 
 import click
 import yaml
+from redis.cluster import RedisCluster
 
 from synapse import keys
 from synapse.cli import common
 from synapse.cli.progress import Progress
+from synapse.cluster import slot_of
 from synapse.errors import InvalidEvent, UsageError
 from synapse.events import Limits, parse, strip_fields
 from synapse.matching import Filter, WhereError, compile_glob, compile_where
@@ -50,8 +57,22 @@ return ids
 
 
 def checkpoint_key(source: str, dest: str, type_glob: str | None, where: str | None) -> str:
+    """The checkpoint's key, in ``dest``'s hash slot (unless ``dest`` has stray braces)."""
+    tag = hashed_part(dest)
+    return f"{keys.REPLAY_PREFIX}{{{tag}}}:{legacy_key(source, dest, type_glob, where)}"
+
+
+def legacy_key(source: str, dest: str, type_glob: str | None, where: str | None) -> str:
+    """The key before the hash tag (the part after the prefix): read to resume an older run."""
     digest = hashlib.sha256(f"{type_glob or ''}\0{where or ''}".encode()).hexdigest()[:12]
-    return f"{keys.REPLAY_PREFIX}{source}|{dest}|{digest}"
+    return f"{source}|{dest}|{digest}"
+
+
+def hashed_part(key: str) -> str:
+    """The part of ``key`` Redis Cluster hashes: its first ``{tag}``, else all of it."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if 0 <= start < end - 1 else key
 
 
 def compile_filter(where: str | None) -> Filter | None:
@@ -112,9 +133,18 @@ def replay(
     start = common.parse_when(since) if since else "-"
     end = common.parse_when(until) if until else (common.last_id(client, source) or "0-0")
     ckpt = checkpoint_key(source, dest, type_glob, where)
+    if isinstance(client, RedisCluster) and slot_of(ckpt) != slot_of(dest):
+        raise UsageError(
+            f"--to {dest!r}: braces that are not a hash tag leave no key in its cluster "
+            "slot for the checkpoint; rename the destination"
+        )
+    legacy = keys.REPLAY_PREFIX + legacy_key(source, dest, type_glob, where)
     if restart and not dry_run:
         client.delete(ckpt)
-    resumed = None if restart else common.text(client.hget(ckpt, "last")) or None
+        client.delete(legacy)
+    resumed = None
+    if not restart:
+        resumed = common.text(client.hget(ckpt, "last") or client.hget(legacy, "last")) or None
     if resumed and (start == "-" or common.id_key(resumed) >= common.id_key(start)):
         start = common.next_id(resumed)
     else:

@@ -6,16 +6,14 @@ import asyncio
 import time
 
 import click
-import redis.asyncio as aioredis
 
-from synapse import registry, settings
+from synapse import cluster, registry, settings
 from synapse.cli import common
 
 
 async def fetch(url: str) -> list[registry.Registration]:
-    client = aioredis.Redis.from_url(
-        url, socket_connect_timeout=5, socket_timeout=30, password=settings.password()
-    )
+    """The registry at ``url`` (one server, or a cluster for ``redis+cluster://``)."""
+    client = cluster.connect_any(url, read_timeout_s=30, password=settings.password())
     try:
         return await registry.list_services(client)
     finally:

@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 import orjson
-import redis
 
 from synapse.cli import common
 from synapse.errors import InvalidEvent
@@ -15,12 +14,12 @@ from synapse.events import Limits, pairs, parse
 from synapse.matching import compile_glob
 
 
-def stream_names(client: redis.Redis, match: str = "*") -> list[str]:
+def stream_names(client: common.Client, match: str = "*") -> list[str]:
     names = {common.text(k) for k in client.scan_iter(match=match, count=1000, _type="stream")}
     return sorted(names)
 
 
-def groups_of(client: redis.Redis, name: str) -> list[dict[str, Any]]:
+def groups_of(client: common.Client, name: str) -> list[dict[str, Any]]:
     """XINFO GROUPS with each group's consumers, as plain JSON-able dicts."""
     out = []
     for g in client.xinfo_groups(name):
@@ -47,7 +46,7 @@ def groups_of(client: redis.Redis, name: str) -> list[dict[str, Any]]:
     return out
 
 
-def info_of(client: redis.Redis, name: str) -> dict[str, Any]:
+def info_of(client: common.Client, name: str) -> dict[str, Any]:
     """Length, first/last entry, groups; raises Failure when there is no such stream."""
     if client.type(name) != b"stream":
         raise common.Failure(f"no stream {name!r}")

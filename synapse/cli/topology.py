@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import redis
 
 from synapse.cli import common
 from synapse.cli.services import live_services
@@ -36,11 +35,11 @@ class Graph:
         self.edges.append({"from": src, "to": dst, **attrs})
 
 
-def _length(client: redis.Redis, name: str) -> int | None:
+def _length(client: common.Client, name: str) -> int | None:
     return int(client.xlen(name)) if client.type(name) == b"stream" else None
 
 
-def build(table: RoutingTable, client: redis.Redis) -> Graph:
+def build(table: RoutingTable, client: common.Client) -> Graph:
     g = Graph()
     s = table.settings
     excluded = table.destinations | {s.dead_letter}
@@ -117,7 +116,7 @@ def _streams_for(pattern: str, g: Graph) -> list[str]:
     return found or [g.node("stream", pattern, role="external", length=None)]
 
 
-def _groups(client: redis.Redis, name: str) -> list[dict[str, Any]]:
+def _groups(client: common.Client, name: str) -> list[dict[str, Any]]:
     if client.type(name) != b"stream":
         return []
     return groups_of(client, name)

@@ -10,8 +10,8 @@ import redis
 import redis.asyncio as aioredis
 
 from synapse import keys, registry
-from synapse.events import dead_letter_fields
 from tests.cli.conftest import Invoke, as_json
+from tests.support.deadletters import dead_letter_entry
 
 GOOD = json.dumps({"model_id": "m1", "version": "1.0"})
 
@@ -28,16 +28,7 @@ def dead_letter(
     original = [b"type", b"model.ready", b"data", b'{"model_id": 1}', b"n", str(n).encode()]
     for name, value in extra.items():
         original += [name.encode(), value]
-    fields = dead_letter_fields(
-        original,
-        reason=reason,
-        error="bad",
-        source=source.encode(),
-        entry_id=f"{n + 1}-0".encode(),
-        deliveries=1,
-        config_hash="abc",
-        now_ms=1_700_000_000_000,
-    )
+    fields = dead_letter_entry(original, n=n, source=source, reason=reason)
     return bytes(r.xadd("synapse:dlq", dict(zip(fields[::2], fields[1::2], strict=True))))
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from synapse.events import dead_letter_fields
 from tests.cli.conftest import ROOT, SHIPPED
 from tests.conftest import wait_sync
+from tests.support.deadletters import dead_letter_entry
 
 SYNAPSE = str(Path(sys.executable).parent / "synapse")
 ROUTER = str(Path(sys.executable).parent / "synapse-router")
@@ -79,16 +79,8 @@ def test_tail_follow_stops_cleanly_on_ctrl_c(url: str, r: redis.Redis) -> None:
 def _dead_letters(r: redis.Redis, count: int) -> None:
     pipe = r.pipeline()
     for n in range(count):
-        fields = dead_letter_fields(
-            [b"type", b"a.b", b"n", str(n).encode()],
-            reason="destination_error",
-            error="x",
-            source=b"ingress",
-            entry_id=b"1-1",
-            deliveries=5,
-            config_hash="h",
-            now_ms=0,
-        )
+        original = [b"type", b"a.b", b"n", str(n).encode()]
+        fields = dead_letter_entry(original, n=n, reason="destination_error")
         pipe.xadd("synapse:dlq", dict(zip(fields[::2], fields[1::2], strict=True)))
     pipe.execute()
 

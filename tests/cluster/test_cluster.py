@@ -12,8 +12,8 @@ from synapse import cluster
 from synapse.config import RoutingTable
 from synapse.plan import EntryPlan, Write
 from tests.cluster.conftest import slot
-from tests.cluster.ledger import Ledger
 from tests.conftest import running, wait_for
+from tests.reliability.ledger import Ledger, check, expect_of, produce, quiescent
 
 SPREAD = """
     version: 1
@@ -27,6 +27,7 @@ SPREAD = """
         match: "job.*"
         to: [job-events, all-events]
 """
+GROUP = "synapse-router"
 
 TAGGED = """
     version: 1
@@ -74,22 +75,17 @@ async def test_routes_across_slots(
     table = table_from(SPREAD)
     assert len({slot(k) for k in ("ingress", "other", "model-events", "job-events")}) == 4
     ledger = Ledger()
+    sources = ["ingress", "other", "in:x"]
     async with running(table, curl) as router:
         assert router.cluster
-        ids: dict[str, list[bytes]] = {"ingress": [], "other": [], "in:x": []}
         for i in range(150):
-            for source in ids:
-                kind = "model.ready" if i % 2 else "job.done"
-                ids[source].append(rc.xadd(source, {"type": kind, "n": str(i)}))
-        await wait_for(lambda: rc.exists("in:x") and _drained(rc, list(ids)), 20, "drained")
-    for source, got in ids.items():
-        ledger.expect("model-events", source, got[1::2])
-        ledger.expect("job-events", source, got[0::2])
-        ledger.expect("all-events", source, got)
-    for dest in ("model-events", "job-events", "all-events"):
-        ledger.scan(rc, dest)
-    assert ledger.summary()["LOST"] == {}
-    assert ledger.duplicated() == {} and ledger.unexpected() == {}
+            for source in sources:
+                fields = {"type": "model.ready" if i % 2 else "job.done", "n": str(i)}
+                produce(rc, ledger, source, [(fields, expect_of(table, source, fields))])
+        await wait_for(lambda: quiescent(rc, sources, GROUP), 20, "drained")
+    report = check(rc, ledger, ["model-events", "job-events", "all-events"])
+    assert report.clean, report.examples
+    assert report.events == 450
     assert rc.xlen("all-events") == 450
 
 
@@ -102,11 +98,11 @@ async def test_hash_tagged_route_is_atomic(
     async with running(table, curl):
         rc.xadd("{orders}:in", {"type": "order.placed"})
         await wait_for(lambda: _delivered(rc, "{orders}:in") >= 1, what="read")
-        await wait_for(lambda: rc.xpending("{orders}:in", "synapse-router")["pending"] == 1)
+        await wait_for(lambda: rc.xpending("{orders}:in", GROUP)["pending"] == 1)
         assert not rc.exists("{orders}:billing")  # nothing written: the commit is all or nothing
         rc.delete("{orders}:shipping")
         await wait_for(lambda: rc.exists("{orders}:shipping"), 10, "retried after claim_idle_ms")
-        await wait_for(lambda: _drained(rc, ["{orders}:in"]))
+        await wait_for(lambda: quiescent(rc, ["{orders}:in"], GROUP))
     assert rc.xlen("{orders}:billing") == 1
     assert rc.xlen("{orders}:shipping") == 1
 
@@ -120,9 +116,9 @@ async def test_spread_route_writes_then_acks(
     async with running(table, curl):
         rc.xadd("ingress", {"type": "job.done"})
         await wait_for(lambda: rc.exists("all-events"), what="the writable copy")
-        assert rc.xpending("ingress", "synapse-router")["pending"] == 1  # not acked
+        assert rc.xpending("ingress", GROUP)["pending"] == 1  # not acked
         rc.delete("job-events")
-        await wait_for(lambda: _drained(rc, ["ingress"]), 10, "acked after the retry")
+        await wait_for(lambda: quiescent(rc, ["ingress"], GROUP), 10, "acked after the retry")
     assert rc.xlen("job-events") == 1
     assert rc.xlen("all-events") == 2  # at-least-once: the retry wrote this copy again
     copies = [f[b"synapse-id"] for _, f in rc.xrange("all-events")]
@@ -134,15 +130,15 @@ async def test_hash_tagged_events_neither_lost_nor_duplicated(
 ) -> None:
     """Many batches through a hash-tagged route: the ledger shows no loss and no duplicate."""
     table = table_from(TAGGED)
-    async with running(table, curl):
-        ids = [rc.xadd("{orders}:in", {"type": "order.placed", "n": str(i)}) for i in range(500)]
-        rc.xadd("{orders}:in", {"type": "nobody.cares"})
-        await wait_for(lambda: _drained(rc, ["{orders}:in"]), 20, "drained")
     ledger = Ledger()
-    for dest in ("{orders}:billing", "{orders}:shipping"):
-        ledger.expect(dest, "{orders}:in", ids)
-        ledger.scan(rc, dest)
-    assert ledger.lost() == {} and ledger.duplicated() == {} and ledger.unexpected() == {}
+    async with running(table, curl):
+        fanout = {"{orders}:billing", "{orders}:shipping"}
+        events = [({"type": "order.placed", "n": str(i)}, fanout) for i in range(500)]
+        produce(rc, ledger, "{orders}:in", events)
+        rc.xadd("{orders}:in", {"type": "nobody.cares"})
+        await wait_for(lambda: quiescent(rc, ["{orders}:in"], GROUP), 20, "drained")
+    report = check(rc, ledger, fanout, dead_letter="{orders}:dlq")
+    assert report.clean and report.events == 500, report.examples
     [(_, dead)] = rc.xrange("{orders}:dlq")
     assert dead[b"synapse-reason"] == b"no_route"
 
@@ -150,15 +146,6 @@ async def test_hash_tagged_events_neither_lost_nor_duplicated(
 def _delivered(rc: RedisCluster, source: str) -> int:
     groups = rc.xinfo_groups(source)
     return int(groups[0]["entries-read"] or 0) if groups else 0
-
-
-def _drained(rc: RedisCluster, sources: list[str]) -> bool:
-    """Every entry of ``sources`` read and acknowledged by the group."""
-    for source in sources:
-        groups = rc.xinfo_groups(source) if rc.exists(source) else []
-        if not groups or groups[0]["pending"] or groups[0]["lag"]:
-            return False
-    return True
 
 
 async def test_stream_reads_are_routed_by_their_own_slot() -> None:

@@ -13,9 +13,9 @@ import redis
 from synapse import keys, membership
 from synapse.config import RoutingTable
 from synapse.errors import ConsumerInUse
-from tests.cluster.ledger import Ledger
 from tests.cluster.routers import RouterProcess
 from tests.conftest import running, wait_for, wait_sync, write_table
+from tests.reliability.ledger import Ledger, check, produce, quiescent
 
 TABLE = """
     version: 1
@@ -27,6 +27,7 @@ TABLE = """
         to: [out-a, out-b]
 """
 GROUP = "synapse-router"
+BOTH = {"out-a", "out-b"}
 
 
 def consumers(r: redis.Redis, source: str = "ingress") -> dict[str, int]:
@@ -34,9 +35,9 @@ def consumers(r: redis.Redis, source: str = "ingress") -> dict[str, int]:
     return {c["name"].decode(): int(c["pending"]) for c in r.xinfo_consumers(source, GROUP)}
 
 
-def drained(r: redis.Redis, source: str = "ingress") -> bool:
-    groups = r.xinfo_groups(source) if r.exists(source) else []
-    return bool(groups) and not groups[0]["pending"] and not groups[0]["lag"]
+def drained(r: redis.Redis) -> bool:
+    """Every ingress entry read and acknowledged by the group."""
+    return quiescent(r, ["ingress"], GROUP)
 
 
 @pytest.mark.slow
@@ -46,9 +47,10 @@ def test_two_router_processes_share_a_group(tmp_path: Path, url: str, r: redis.R
     routers = [RouterProcess.start(config, url, name, tmp_path) for name in ("r1", "r2")]
     try:
         wait_sync(lambda: all(r.exists(keys.consumer_lease(GROUP, n)) for n in ("r1", "r2")))
-        ids = []
+        ledger = Ledger()
         for burst in range(40):
-            ids += [r.xadd("ingress", {"type": "t", "n": f"{burst}.{i}"}) for i in range(25)]
+            events = [({"type": "t", "n": f"{burst}.{i}"}, BOTH) for i in range(25)]
+            produce(r, ledger, "ingress", events)
             wait_sync(lambda: drained(r), 10, "burst routed")
         assert {"r1", "r2"} <= set(consumers(r))
         routed = {str(p.process.args[-1]): p.consumed() for p in routers}
@@ -56,12 +58,8 @@ def test_two_router_processes_share_a_group(tmp_path: Path, url: str, r: redis.R
         codes = [p.stop() for p in routers]
     assert codes == [0, 0]
     assert all(n > 0 for n in routed.values()), routed
-    ledger = Ledger()
-    for dest in ("out-a", "out-b"):
-        ledger.expect(dest, "ingress", ids)
-        ledger.scan(r, dest)
-    assert ledger.summary()["LOST"] == {} and ledger.duplicated() == {}
-    assert ledger.unexpected() == {}
+    report = check(r, ledger, BOTH)
+    assert report.clean and report.events == 1000, report.examples
     assert not r.keys("synapse:consumer:*")  # clean stops free their names
     assert consumers(r) == {}  # and leave the group (nothing pending)
 
@@ -135,16 +133,15 @@ async def test_dead_routers_pending_entries_are_reclaimed(
 ) -> None:
     """Entries a dead consumer read but never committed are claimed and routed by a live one."""
     r.xgroup_create("ingress", GROUP, "0", mkstream=True)
-    ids = [r.xadd("ingress", {"type": "t", "n": str(i)}) for i in range(30)]
+    ledger = Ledger()
+    produce(r, ledger, "ingress", [({"type": "t", "n": str(i)}, BOTH) for i in range(30)])
     r.xreadgroup(GROUP, "dead", {"ingress": ">"}, count=30)
     assert consumers(r)["dead"] == 30
     async with running(table_from(TABLE), url, consumer="alive"):
         await wait_for(lambda: drained(r), 10, "reclaimed")
     assert r.xlen("out-a") == 30
-    ledger = Ledger()
-    ledger.expect("out-a", "ingress", ids)
-    ledger.scan(r, "out-a")
-    assert ledger.lost() == {} and ledger.duplicated() == {}
+    report = check(r, ledger, BOTH)
+    assert report.clean, report.examples
 
 
 async def test_idle_consumers_without_pending_are_forgotten(

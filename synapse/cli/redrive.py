@@ -1,0 +1,251 @@
+"""``synapse dlq redrive``: re-publish dead letters, each deleted once its copy is written.
+
+Redrive re-publishes a dead letter's ORIGINAL fields (every ``synapse-*`` field the
+router added is stripped) to its original source, or ``--to``, and deletes the dead
+letter in the same Lua script, after the write succeeded: a kill at any instant
+loses nothing and duplicates nothing, and a rerun picks up where it stopped. Each
+redrive bumps ``synapse-redrives``; entries at the limit are refused unless
+``--force``. Truncated dead letters are refused: their original is gone.
+
+On Redis Cluster a script may only touch one hash slot: a target in the dead-letter
+stream's slot (hash tags) is redriven by the same script; any other target is
+written first and the dead letter deleted after (``apart``): still nothing lost,
+but a kill between the two leaves the dead letter, so a rerun writes it again.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+from redis.cluster import RedisCluster
+from redis.exceptions import ResponseError
+
+from synapse import keys
+from synapse.cli import common
+from synapse.cli.deadletter import (
+    DeadLetter,
+    Selection,
+    dlq_options,
+    select,
+    selection_options,
+    stream_name,
+)
+from synapse.cli.progress import Progress
+from synapse.cluster import slot_of
+
+DEFAULT_MAX_REDRIVES = 3
+BATCH = 50
+
+# KEYS[1]: the dead-letter stream; KEYS[1+e]: entry e's target.
+# ARGV: count, then per entry: dead-letter id, field count, fields...
+# A dead letter already gone is skipped (a rerun, a concurrent redrive); a refused
+# XADD (WRONGTYPE...) writes nothing and keeps the dead letter.
+REDRIVE_LUA = """
+local out = {}
+local i = 2
+for e = 1, tonumber(ARGV[1]) do
+  local id, n = ARGV[i], tonumber(ARGV[i + 1])
+  local fields = {}
+  for k = 1, n do fields[k] = ARGV[i + 1 + k] end
+  i = i + 2 + n
+  if #redis.call('XRANGE', KEYS[1], id, id) == 0 then
+    out[e] = {'gone', ''}
+  else
+    local r = redis.pcall('XADD', KEYS[1 + e], '*', unpack(fields))
+    if type(r) == 'table' and r.err then
+      out[e] = {'error', r.err}
+    else
+      redis.call('XDEL', KEYS[1], id)
+      out[e] = {'ok', r}
+    end
+  end
+end
+return out
+"""
+
+
+@click.command("redrive")
+@dlq_options
+@selection_options
+@click.option("--id", "ids", multiple=True, help="Only this dead-letter id (repeat).")
+@click.option("--to", "target", help="Publish here instead of the original source.")
+@click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
+@click.option("--rate", type=float, help="At most N entries per second.")
+@click.option("--limit", type=int, help="At most N entries.")
+@click.option("--force", is_flag=True, help="Redrive entries past --max-redrives too.")
+@click.option("--max-redrives", default=DEFAULT_MAX_REDRIVES, show_default=True)
+def redrive_cmd(
+    config_path: Path,
+    as_json: bool,
+    stream: str | None,
+    chosen: Selection,
+    ids: tuple[str, ...],
+    target: str | None,
+    dry_run: bool,
+    rate: float | None,
+    limit: int | None,
+    force: bool,
+    max_redrives: int,
+) -> None:
+    """Re-publish dead letters to their source (or --to), deleting each after its write.
+
+    Exit 1 when any entry was refused (truncated, over the redrive limit, no source).
+    """
+    name = stream_name(stream, config_path)
+    client = common.connect()
+    letters = select(client, name, chosen, ids)
+    script = client.register_script(REDRIVE_LUA)
+    tally: Counter[str] = Counter()
+    refused: list[dict[str, str]] = []
+    moved: list[dict[str, str]] = []
+    pacer = common.Pacer(rate)
+    batch_size = max(1, min(BATCH, int(rate) // 10)) if rate else BATCH
+    pending: list[tuple[DeadLetter, str, list[bytes]]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        if dry_run:
+            for letter, dest, _ in pending:
+                moved.append({"id": letter.entry_id, "to": dest, "new_id": ""})
+                tally["would_redrive"] += 1
+        else:
+            together = [i for i, p in enumerate(pending) if not apart(client, name, p[1])]
+            replies: list[tuple[Any, Any]] = [("", "")] * len(pending)
+            if together:
+                argv: list[Any] = [len(together)]
+                for i in together:
+                    letter, _, fields = pending[i]
+                    argv += [letter.entry_id, len(fields), *fields]
+                found = script(keys=[name, *(pending[i][1] for i in together)], args=argv)
+                for i, reply in zip(together, found, strict=True):
+                    replies[i] = (reply[0], reply[1])
+            for i, (letter, dest, fields) in enumerate(pending):
+                if i not in together:
+                    replies[i] = write_then_delete(client, name, letter, dest, fields)
+                    tally["apart"] += 1
+            for (letter, dest, _), (status, detail) in zip(pending, replies, strict=True):
+                status_s, detail_s = common.text(status), common.text(detail)
+                if status_s == "ok":
+                    tally["redriven"] += 1
+                    moved.append({"id": letter.entry_id, "to": dest, "new_id": detail_s})
+                elif status_s == "gone":
+                    tally["gone"] += 1
+                else:
+                    tally["failed"] += 1
+                    refused.append({"id": letter.entry_id, "why": f"{dest}: {detail_s}"})
+        progress.advance(len(pending))
+        pacer.wait(len(pending))
+        pending.clear()
+
+    total = len(ids) if ids else int(client.xlen(name)) if client.exists(name) else 0
+    if limit is not None:
+        total = min(total, limit)
+    with Progress("redriving", as_json, total=total) as progress:
+        try:
+            for letter in letters:
+                if limit is not None and tally["selected"] >= limit:
+                    break
+                tally["selected"] += 1
+                why = _refusal(letter, target, max_redrives, force)
+                if why:
+                    tally["refused"] += 1
+                    refused.append({"id": letter.entry_id, "why": why})
+                    progress.advance(1)
+                    continue
+                dest = target or letter.get(keys.F_SOURCE)
+                fields = [*letter.original(), keys.F_REDRIVES, str(letter.redrives + 1).encode()]
+                pending.append((letter, dest, fields))
+                if len(pending) >= batch_size:
+                    flush()
+            flush()
+        except KeyboardInterrupt:
+            tally["interrupted"] = 1
+    _report("redrive", name, tally, refused, moved, as_json, dry_run)
+    if tally["interrupted"]:
+        sys.exit(common.EXIT_INTERRUPTED)
+    sys.exit(common.EXIT_FAILED if refused else common.EXIT_OK)
+
+
+def apart(client: common.Client, stream: str, dest: str) -> bool:
+    """Whether redriving to ``dest`` cannot be one script: a cluster, another slot."""
+    return isinstance(client, RedisCluster) and slot_of(dest) != slot_of(stream)
+
+
+def write_then_delete(
+    client: common.Client, stream: str, letter: DeadLetter, dest: str, fields: list[bytes]
+) -> tuple[str, str]:
+    """The script's steps as separate commands: XADD to ``dest``, then XDEL the dead letter.
+
+    Nothing is lost (the dead letter goes only after its copy is written); a kill
+    between the two leaves it in place, and a rerun writes it again.
+    """
+    if not common.xrange(client, stream, letter.entry_id, letter.entry_id, 1):
+        return "gone", ""
+    try:
+        new_id = common.call(client, "XADD", dest, "*", *fields)
+    except ResponseError as exc:  # WRONGTYPE...: nothing written, the dead letter stays
+        return "error", str(exc)
+    common.call(client, "XDEL", stream, letter.entry_id)
+    return "ok", common.text(new_id)
+
+
+def _refusal(letter: DeadLetter, target: str | None, max_redrives: int, force: bool) -> str:
+    truncated = letter.get(keys.F_TRUNCATED)
+    if truncated:
+        return f"truncated ({truncated}): the original is gone; see dlq show {letter.entry_id}"
+    if letter.redrives >= max_redrives and not force:
+        return f"already redriven {letter.redrives} times (limit {max_redrives}; --force)"
+    if not (target or letter.get(keys.F_SOURCE)):
+        return "no synapse-source field; pass --to"
+    return ""
+
+
+def _report(
+    what: str,
+    stream: str,
+    tally: Counter[str],
+    refused: list[dict[str, str]],
+    moved: list[dict[str, str]],
+    as_json: bool,
+    dry_run: bool,
+) -> None:
+    if as_json:
+        common.emit_json(
+            {
+                "stream": stream,
+                "dry_run": dry_run,
+                "interrupted": bool(tally["interrupted"]),
+                "selected": tally["selected"],
+                "redriven": tally["redriven"],
+                "would_redrive": tally["would_redrive"],
+                "already_gone": tally["gone"],
+                "not_atomic": tally["apart"],
+                "refused": refused,
+                "entries": moved,
+            }
+        )
+        return
+    if dry_run:
+        for item in moved:
+            click.echo(f"would redrive {item['id']} -> {item['to']}")
+    for item in refused:
+        click.echo(f"refused {item['id']}: {item['why']}", err=True)
+    done = tally["would_redrive"] if dry_run else tally["redriven"]
+    verb = "would redrive" if dry_run else "redriven"
+    parts = [f"{verb} {done}", f"refused {len(refused)}"]
+    if tally["gone"]:
+        parts.append(f"already gone {tally['gone']}")
+    if tally["apart"]:
+        click.echo(
+            f"note: {tally['apart']} written then deleted, not atomically (target not in "
+            f"{stream}'s cluster hash slot): a kill between the two would redrive one twice",
+            err=True,
+        )
+    if tally["interrupted"]:
+        parts.append("interrupted: rerun to continue (nothing lost)")
+    click.echo(f"{what} {stream}: {', '.join(parts)}")
