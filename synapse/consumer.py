@@ -96,8 +96,7 @@ class Router:
         self.backoff = backoff or Backoff()
         self.on_progress = on_progress or (lambda: None)
         self.log = logging.get("synapse.router").bind(consumer=self.consumer)
-        block_s = table.settings.block_ms / 1000
-        self.reader = connect(url, read_timeout_s=block_s + 5.0, password=password)
+        self.reader = self._connect_reader(table)
         self.writer = connect(url, read_timeout_s=COMMIT_TIMEOUT_S, password=password)
         # Redis Cluster: one XREADGROUP per slot, and a per-slot commit (cluster.py).
         self.cluster = is_cluster_url(url)
@@ -119,6 +118,11 @@ class Router:
         self._last_claim = 0.0
         self._last_stats = 0.0
         self.batches = 0
+
+    def _connect_reader(self, table: RoutingTable) -> wire.Client:
+        """The blocking-read client: its read timeout outlasts BLOCK by 5 s."""
+        block_s = table.settings.block_ms / 1000
+        return connect(self.url, read_timeout_s=block_s + 5.0, password=self.password)
 
     # -- control (called from the daemon) -------------------------------------------------
 
@@ -142,7 +146,7 @@ class Router:
         while not self.stopping.is_set():
             try:
                 if self._next_table is not None:
-                    self._apply_table(self._next_table)
+                    await self._apply_table(self._next_table)
                 if self._needs_setup:
                     await self.setup()
                 await self.turn()
@@ -200,9 +204,14 @@ class Router:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
-    def _apply_table(self, table: RoutingTable) -> None:
+    async def _apply_table(self, table: RoutingTable) -> None:
         old = self.table
         self.table, self.planner, self._next_table = table, Planner(table), None
+        if old.settings.block_ms != table.settings.block_ms:
+            # The read timeout must outlast the new BLOCK time: a new reader connection.
+            await self._slot_reads.cancel()
+            retired, self.reader = self.reader, self._connect_reader(table)
+            await retired.aclose()
         if old.settings.group != table.settings.group:
             self.lease = membership.ConsumerLease(
                 table.settings.group, self.consumer, self.lease_ttl_ms

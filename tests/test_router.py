@@ -154,3 +154,22 @@ async def test_unreachable_cluster_is_a_connection_outage(
         await router.close()
     assert errors.labels("internal")._value.get() == 0
     assert not router.ready
+
+
+async def test_reload_with_longer_block_gets_a_reader_that_outlasts_it(
+    table_from: Callable[..., RoutingTable], url: str, r: redis.Redis
+) -> None:
+    """A new table with a longer block_ms replaces the reader; routing goes on."""
+    table = table_from(BASIC, {"model.json": MODEL_SCHEMA})
+    longer = table_from(
+        BASIC.replace("block_ms: 100", "block_ms: 9000"), {"model.json": MODEL_SCHEMA}
+    )
+    async with running(table, url) as router:
+        before = router.reader
+        router.swap_table(longer)
+        await wait_for(lambda: router.table is longer, what="swap")
+        r.xadd("ingress", {"type": "app.error", "data": "{}"})
+        await wait_for(lambda: xlen(r, "error-events") == 1, what="routed after swap")
+        timeout = router.reader.get_connection_kwargs()["socket_timeout"]
+    assert router.reader is not before
+    assert timeout > 9.0
