@@ -174,6 +174,10 @@ class MetricsServer:
         self._cached: tuple[float, bytes] = (0.0, b"")
         self._render_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        # Connections still reading their request head, oldest first: when every slot is
+        # held, a new connection evicts the oldest of these, so idle or slow clients can
+        # never lock a scrape out (a real request reads its head in microseconds).
+        self._reading: dict[asyncio.StreamWriter, None] = {}
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
@@ -195,13 +199,20 @@ class MetricsServer:
             return body
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._slots.locked():
-            writer.close()
+        if self._slots.locked() and self._reading:
+            oldest = next(iter(self._reading))
+            del self._reading[oldest]
+            oldest.transport.abort()
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.read_timeout_s)
+        except TimeoutError:  # every slot busy answering: refuse rather than queue
+            writer.transport.abort()
             return
-        async with self._slots:
+        self._reading[writer] = None
+        try:
             try:
                 status, body, ctype = await asyncio.wait_for(
-                    self._respond(reader), self.read_timeout_s
+                    self._respond(reader, writer), self.read_timeout_s
                 )
             except (asyncio.LimitOverrunError, ValueError):  # the head passed the reader's limit
                 status, body, ctype = (
@@ -211,6 +222,8 @@ class MetricsServer:
                 )
             except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 status, body, ctype = ("408 Request Timeout", b"request timeout\n", "text/plain")
+            if writer.transport.is_closing():  # evicted, or the client went away
+                return
             try:
                 head = (
                     f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
@@ -222,9 +235,15 @@ class MetricsServer:
                 pass
             finally:
                 writer.close()
+        finally:
+            self._reading.pop(writer, None)
+            self._slots.release()
 
-    async def _respond(self, reader: asyncio.StreamReader) -> tuple[str, bytes, str]:
+    async def _respond(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[str, bytes, str]:
         head = await reader.readuntil(b"\r\n\r\n")
+        self._reading.pop(writer, None)  # a whole head: no longer evictable
         if len(head) > MAX_REQUEST_BYTES:
             return "431 Request Header Fields Too Large", b"too large\n", "text/plain"
         parts = head.split(b"\r\n", 1)[0].split(b" ")

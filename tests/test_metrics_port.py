@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from synapse.metrics import MAX_REQUEST_BYTES, Metrics, MetricsServer
+from tests.conftest import wait_for
 
 TIMEOUT_S = 1.0
 
@@ -134,3 +135,23 @@ async def test_exposition_is_cached(port: Port) -> None:
     port.server.cache_s = 0
     third = (await request(port, get("/metrics")))[1]
     assert b'source="later"' in third
+
+
+async def test_idle_connections_never_lock_a_scrape_out(port: Port) -> None:
+    """With every slot held by silent clients, a scrape evicts the oldest and is served at once."""
+    from synapse.metrics import MAX_CONNECTIONS
+
+    idle = [
+        await asyncio.open_connection("127.0.0.1", port.server.port)
+        for _ in range(MAX_CONNECTIONS + 8)
+    ]
+    try:
+        # every slot is held by a silent client before the scrape arrives
+        await wait_for(lambda: len(port.server._reading) == MAX_CONNECTIONS, what="slots full")
+        started = time.monotonic()
+        status, _ = await asyncio.wait_for(request(port, get("/healthz")), TIMEOUT_S / 2)
+        assert status == "HTTP/1.1 200 OK"
+        assert time.monotonic() - started < TIMEOUT_S / 2
+    finally:
+        for _, writer in idle:
+            writer.close()
