@@ -21,7 +21,7 @@ import jsonschema
 
 from synapse import keys
 from synapse.errors import ConfigError, Problem
-from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where
+from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where, is_glob
 from synapse.schemas import SchemaRegistry, load_registry
 from synapse.yamlfile import LineMap, line_of, read_yaml
 
@@ -163,6 +163,16 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
 
     routes: list[Route] = []
     seen_names: set[str] = set()
+    literal_sources = {src for src in data["sources"] if not is_glob(src)}
+    for i, src in enumerate(data["sources"]):
+        if src == settings.dead_letter:  # globs never pick it (nor destinations) up
+            problems.append(
+                Problem(
+                    name,
+                    line_of(lines, ("sources", i)),
+                    f"source {src!r} is the dead-letter stream: dead letters would be routed again",
+                )
+            )
     for i, spec in enumerate(data.get("routes") or []):
         at: tuple[str | int, ...] = ("routes", i)
         if spec["name"] in seen_names:
@@ -189,6 +199,15 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
                         name,
                         line_of(lines, (*at, "to", j)),
                         f"route {spec['name']!r} writes to the dead-letter stream",
+                    )
+                )
+            elif dest in literal_sources:
+                problems.append(
+                    Problem(
+                        name,
+                        line_of(lines, (*at, "to", j)),
+                        f"route {spec['name']!r} writes to source {dest!r}: every copy would be "
+                        "routed again (a loop)",
                     )
                 )
         routes.append(

@@ -74,6 +74,8 @@ def line_of(text: str, needle: str) -> int:
         (BASE + "    where:\n      any: []\n", "any:", "should be non-empty"),
         (BASE + "  - name: models\n    match: x\n    to: y\n", "- name: models\n    match: x", ""),
         (BASE.replace("[model-events]", "[synapse:dlq]"), "to:", "dead-letter stream"),
+        (BASE.replace("[model-events]", "[ingress]"), "to:", "writes to source 'ingress'"),
+        (BASE.replace("[ingress]", "[ingress, synapse:dlq]"), "sources:", "is the dead-letter"),
     ],
 )
 def test_shape_errors_name_file_and_line(
