@@ -1,0 +1,104 @@
+"""The sources of a table on the server: names and globs resolved, groups, gauges.
+
+Literal source names are always sources (their group is created with MKSTREAM);
+globs match existing streams (SCAN TYPE stream), never a destination nor the
+dead-letter stream. Group creation treats BUSYGROUP as success. Per-source lag
+and pending gauges come from XINFO GROUPS, on an interval, not per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from synapse import wire
+from synapse.config import RouterSettings, RoutingTable
+from synapse.matching import is_glob
+from synapse.metrics import Metrics
+
+
+async def discover(
+    client: wire.Client,
+    table: RoutingTable,
+    known: Sequence[str],
+    *,
+    create: bool,
+    metrics: Metrics,
+    log: Any,
+) -> list[str]:
+    """Resolve source names and globs to streams; create missing groups; the sources found.
+
+    With ``create``, every found source's group is ensured; else only new ones'.
+    """
+    excluded = table.destinations | {table.settings.dead_letter}
+    found: list[str] = []
+    for pattern in table.sources:
+        if not is_glob(pattern):
+            found.append(pattern)
+            continue
+        async for key in client.scan_iter(match=pattern, count=1000, _type="stream"):
+            name = key.decode("utf-8", "replace")
+            if name not in excluded:
+                found.append(name)
+    found = list(dict.fromkeys(found))
+    new = [s for s in found if s not in known]
+    if create:
+        new = found
+    literal = {p for p in table.sources if not is_glob(p)}
+    for source in new:
+        await ensure_group(
+            client, table.settings, source, mkstream=source in literal, metrics=metrics, log=log
+        )
+    if new and not create:
+        log.info("sources_added", sources=new)
+    gone = [s for s in known if s not in found]
+    if gone:
+        log.info("sources_removed", sources=gone)
+    metrics.sources.set(len(found))
+    return found
+
+
+async def ensure_group(
+    client: wire.Client,
+    settings: RouterSettings,
+    source: str,
+    *,
+    mkstream: bool,
+    metrics: Metrics,
+    log: Any,
+) -> None:
+    """Create the group on ``source`` at the ``start`` policy; an existing group is fine."""
+    start = "0" if settings.start == "earliest" else "$"
+    args: list[Any] = ["XGROUP", "CREATE", source, settings.group, start]
+    if mkstream:
+        args.append("MKSTREAM")
+    try:
+        await wire.execute(client, *args)
+    except ResponseError as exc:
+        if "BUSYGROUP" in str(exc):
+            return
+        if "requires the key to exist" in str(exc):
+            return  # a globbed stream deleted since the scan
+        raise
+    metrics.group_recreated.labels(source).inc()
+    log.info("group_created", source=source, group=settings.group, start=settings.start)
+
+
+async def refresh_stats(
+    client: wire.Client, sources: Sequence[str], group: str, metrics: Metrics
+) -> None:
+    """Per-source lag and pending from XINFO GROUPS (on an interval, not per batch)."""
+    name = group.encode()
+    for source in sources:
+        try:
+            groups = await client.xinfo_groups(source)
+        except ResponseError:
+            continue
+        for info in groups:
+            if info.get("name") == name:
+                metrics.pending.labels(source).set(info.get("pending") or 0)
+                lag = info.get("lag")
+                if lag is not None:
+                    metrics.lag.labels(source).set(lag)
