@@ -42,7 +42,6 @@ from synapse.reads import Reads
 
 STATS_INTERVAL_S = 5.0
 COMMIT_TIMEOUT_S = 30.0
-CONNECT_TIMEOUT_S = 5.0
 
 
 def default_consumer_name() -> str:
