@@ -173,13 +173,19 @@ class Planner:
             targets = destinations_of(decision.routes, body)
         if not targets:
             return self.unrouted(src, entry_id, fields, event_type, deliveries, now_ms)
-        return EntryPlan(
-            entry_id,
-            ROUTED,
-            self.copies(src, entry_id, fields, targets),
-            targets,
-            event_type=event_type,
-        )
+        return self.routed(src, entry_id, fields, targets, event_type)
+
+    def routed(
+        self,
+        src: bytes,
+        entry_id: bytes,
+        fields: list[bytes],
+        targets: tuple[tuple[str, str], ...],
+        event_type: str,
+    ) -> EntryPlan:
+        """The plan of an entry copied to ``targets`` ((destination, route) pairs)."""
+        copies = self.copies(src, entry_id, fields, targets)
+        return EntryPlan(entry_id, ROUTED, copies, targets, event_type=event_type)
 
     def copies(
         self, src: bytes, entry_id: bytes, fields: list[bytes], targets: Sequence[tuple[str, str]]
@@ -216,13 +222,7 @@ class Planner:
                 event_type=event_type,
             )
         targets = ((policy, "unrouted"),)
-        return EntryPlan(
-            entry_id,
-            ROUTED,
-            self.copies(src, entry_id, fields, targets),
-            targets,
-            event_type=event_type,
-        )
+        return self.routed(src, entry_id, fields, targets, event_type)
 
     def dead_letter(
         self,
