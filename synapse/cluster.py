@@ -252,9 +252,7 @@ async def _write_then_ack(
         for stream, copy_id in undo:
             dels.execute_command("XDEL", stream, copy_id)
         await dels.execute(raise_on_error=False)
-    failed = {
-        eid: next(f"{d}: {e}" for d, e in dests.items()) for eid, dests in refused.items()
-    }
+    failed = {eid: next(f"{d}: {e}" for d, e in dests.items()) for eid, dests in refused.items()}
     return CommitResult(failed, frozenset(skipped), refused)
 
 

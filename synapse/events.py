@@ -134,10 +134,25 @@ def with_provenance(
 
 
 def provenance_base(fields: list[bytes]) -> list[bytes]:
-    """``fields`` without provenance fields an earlier router added (usually ``fields`` itself)."""
-    if keys.F_SOURCE in fields or keys.F_ID in fields or keys.F_ROUTE in fields:
-        return strip_fields(fields, keys.PROVENANCE_FIELDS)
+    """``fields`` without any ``synapse-*`` field (usually ``fields`` itself).
+
+    The ``synapse-`` namespace is Synapse's: whatever a producer (or an earlier
+    router, or a redrive) put there is replaced on every copy and dead letter, so
+    no field a producer controls can pass for provenance, a reason or a count.
+    """
+    for i in range(0, len(fields), 2):
+        if fields[i][:8] == b"synapse-":
+            return strip_ours(fields)
     return fields
+
+
+def strip_ours(fields: Sequence[bytes]) -> list[bytes]:
+    """``fields`` without the pairs whose name starts with ``synapse-``."""
+    out: list[bytes] = []
+    for i in range(0, len(fields) - 1, 2):
+        if not fields[i].startswith(b"synapse-"):
+            out += (fields[i], fields[i + 1])
+    return out
 
 
 def strip_fields(fields: Sequence[bytes], names: frozenset[bytes]) -> list[bytes]:
@@ -160,15 +175,22 @@ def dead_letter_fields(
     config_hash: str,
     now_ms: int,
     max_fields: int = 1000,
+    destination: tuple[bytes, bytes] | None = None,
 ) -> list[bytes]:
-    """The dead-letter entry: original fields (large ones truncated, with a sha256) + why."""
+    """The dead-letter entry: original fields (large ones truncated, with a sha256) + why.
+
+    Every ``synapse-*`` field of the original is dropped (a producer's, or a redriven
+    dead letter's old verdict) and Synapse's own are written. ``destination``
+    (stream, route) marks the dead letter of one refused destination: it records
+    ``synapse-destination`` and ``synapse-route``, and a redrive writes it there only.
+    """
     out: list[bytes] = []
     truncated: list[str] = []
     pairs = len(fields) // 2
     for i in range(0, min(len(fields) - 1, 2 * max_fields), 2):
         name, value = fields[i], fields[i + 1]
-        if name.startswith(b"synapse-") and name not in keys.PROVENANCE_FIELDS | {keys.F_REDRIVES}:
-            continue  # a redriven dead letter: its old verdict is replaced by the new one
+        if name.startswith(b"synapse-"):
+            continue  # ours alone: a producer's is dropped, a redriven verdict replaced
         if len(value) > DLQ_FIELD_MAX:
             out += (
                 name,
@@ -181,7 +203,8 @@ def dead_letter_fields(
             out += (name, value)
     if pairs > max_fields:
         truncated.append(f"fields:{pairs}")
-    out = strip_fields(out, keys.PROVENANCE_FIELDS)
+    if destination is not None:
+        out += (keys.F_DESTINATION, destination[0], keys.F_ROUTE, destination[1])
     out += (
         keys.F_REASON,
         reason.encode(),

@@ -17,6 +17,7 @@ from synapse.config import RoutingTable, destinations_of
 from synapse.errors import InvalidEvent
 from synapse.events import Limits, dead_letter_fields, parse, provenance_base
 from synapse.keys import F_ID, F_ROUTE, F_SOURCE
+from synapse.retry import DELIVERED, GIVE_UP, verdict
 
 ROUTED = "routed"
 DEAD_LETTER = "dead_letter"
@@ -143,7 +144,14 @@ class Planner:
         if fields is None:
             return EntryPlan(entry_id, DELETED, ())
         settings = self.table.settings
-        if deliveries > settings.max_deliveries:
+        # A first delivery is always planned; a redelivery asks the retry policy.
+        if (
+            deliveries != 1
+            and verdict(
+                DELIVERED, deliveries=deliveries, max_deliveries=settings.max_deliveries
+            ).action
+            == GIVE_UP
+        ):
             return self.dead_letter(
                 src,
                 entry_id,
@@ -191,9 +199,9 @@ class Planner:
         self, src: bytes, entry_id: bytes, fields: list[bytes], targets: Sequence[tuple[str, str]]
     ) -> tuple[Write, ...]:
         resolved = self._targets[tuple(targets)]
-        if not self._provenance:
-            return tuple([Write(dest, fields, maxlen) for dest, maxlen, _ in resolved])
         base = provenance_base(fields)
+        if not self._provenance:
+            return tuple([Write(dest, base, maxlen) for dest, maxlen, _ in resolved])
         return tuple(
             [Write(dest, base, maxlen, (src, entry_id, route)) for dest, maxlen, route in resolved]
         )
@@ -250,6 +258,57 @@ class Planner:
         return EntryPlan(
             entry_id, DEAD_LETTER, (write,), reason=reason, error=error, event_type=event_type
         )
+
+
+def give_up(
+    planner: Planner,
+    src: bytes,
+    entry: EntryPlan,
+    fields: list[bytes],
+    refused: Mapping[str, str],
+    deliveries: int,
+    now_ms: int,
+) -> EntryPlan:
+    """An entry out of attempts because of ``refused`` destinations (name -> error): its
+    other copies, and one dead letter per refused destination (``destination_error``,
+    ``synapse-destination``); the dead letter of a refused dead-letter write stays as is."""
+    writes: list[Write] = []
+    routes: list[tuple[str, str]] = []
+    route_of = {dest: route for dest, route in entry.routes}
+    table = planner.table
+    for write in entry.writes:
+        error = refused.get(write.stream)
+        if error is None:
+            writes.append(write)
+            if write.stream in route_of:
+                routes.append((write.stream, route_of[write.stream]))
+            continue
+        route = route_of.get(write.stream)
+        if route is None:
+            continue  # a dead-letter write that was refused: nothing else to write it to
+        dlq_fields = dead_letter_fields(
+            fields,
+            reason="destination_error",
+            error=f"{write.stream}: {error}",
+            source=src,
+            entry_id=entry.entry_id,
+            deliveries=deliveries,
+            config_hash=table.hash,
+            now_ms=now_ms,
+            max_fields=table.settings.max_fields,
+            destination=(write.stream.encode(), route.encode()),
+        )
+        dead_letter = table.settings.dead_letter
+        writes.append(Write(dead_letter, dlq_fields, table.maxlen_for(dead_letter)))
+    return EntryPlan(
+        entry.entry_id,
+        ROUTED if routes else DEAD_LETTER,
+        tuple(writes),
+        tuple(routes),
+        reason="destination_error",
+        error=next(iter(refused.values()), None),
+        event_type=entry.event_type,
+    )
 
 
 def explain_body(

@@ -25,6 +25,9 @@ from synapse.events import pairs
 class DeadLetter:
     entry_id: str
     fields: list[bytes]
+    #: Times its event was redriven before, from the redrive-count hash (``counted``):
+    #: never from a field, which the producer of the event could have set.
+    redrives: int = 0
 
     @property
     def meta(self) -> dict[bytes, bytes]:
@@ -34,11 +37,9 @@ class DeadLetter:
         return common.text(self.meta.get(name))
 
     @property
-    def redrives(self) -> int:
-        try:
-            return int(self.get(keys.F_REDRIVES) or 0)
-        except ValueError:
-            return 0
+    def count_field(self) -> bytes:
+        """Its entry's field in the redrive-count hash: ``<source>\\0<source id>``."""
+        return self.get(keys.F_SOURCE).encode() + b"\0" + self.get(keys.F_ID).encode()
 
     def original(self) -> list[bytes]:
         """The fields as the producer wrote them: every synapse-* field stripped."""
@@ -59,6 +60,7 @@ class DeadLetter:
             "type": self.get(b"type") or None,
             "deliveries": int(self.get(keys.F_DELIVERIES) or 0),
             "redrives": self.redrives,
+            "destination": self.get(keys.F_DESTINATION) or None,
             "config": self.get(keys.F_CONFIG),
             "truncated": self.get(keys.F_TRUNCATED) or None,
         }
@@ -113,6 +115,23 @@ def _scan(
         if chosen.sources and letter.get(keys.F_SOURCE) not in chosen.sources:
             continue
         yield letter
+
+
+def counted(client: common.Client, stream: str, letters: list[DeadLetter]) -> list[DeadLetter]:
+    """``letters`` with their redrive counts from ``stream``'s redrive-count hash."""
+    if not letters:
+        return letters
+    found = common.call(
+        client, "HMGET", keys.redrive_counts(stream), *(x.count_field for x in letters)
+    )
+    out = []
+    for letter, raw in zip(letters, found, strict=True):
+        try:
+            count = int(raw or 0)
+        except ValueError:
+            count = 0
+        out.append(DeadLetter(entry_id=letter.entry_id, fields=letter.fields, redrives=count))
+    return out
 
 
 def stream_name(stream: str | None, config_path: Path) -> str:
