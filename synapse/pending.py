@@ -151,9 +151,21 @@ class Pending:
                     *chunk,
                 )
                 live = [e for e in claimed if e and e[1] is not None]
+                await self._count_deleted(source, set(chunk) - {e[0] for e in live})
                 if live:
                     counts = await self.delivery_counts(source, settings.group, live)
                     await self.process(source, live, counts)
+
+    async def _count_deleted(self, source: str, missing: set[bytes]) -> None:
+        """Of the ids XCLAIM did not return, count those deleted from the stream (XCLAIM
+        drops them from the pending list); the others were committed or claimed meanwhile."""
+        deleted = 0
+        for entry_id in missing:
+            if not await wire.execute(self.client, "XRANGE", source, entry_id, entry_id):
+                deleted += 1
+        if deleted:
+            self.metrics.dropped.labels("deleted").inc(deleted)
+            self.log.warning("pending_entries_deleted", source=source, count=deleted)
 
     async def delivery_counts(
         self, source: str, group: str, entries: Sequence[Entry]
