@@ -146,11 +146,11 @@ def provenance_base(fields: list[bytes]) -> list[bytes]:
     return fields
 
 
-def strip_ours(fields: Sequence[bytes]) -> list[bytes]:
-    """``fields`` without the pairs whose name starts with ``synapse-``."""
+def strip_ours(fields: Sequence[bytes], keep: frozenset[bytes] = frozenset()) -> list[bytes]:
+    """``fields`` without the pairs whose name starts with ``synapse-`` (but for ``keep``)."""
     out: list[bytes] = []
     for i in range(0, len(fields) - 1, 2):
-        if not fields[i].startswith(b"synapse-"):
+        if not fields[i].startswith(b"synapse-") or fields[i] in keep:
             out += (fields[i], fields[i + 1])
     return out
 

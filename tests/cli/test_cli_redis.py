@@ -371,3 +371,23 @@ def test_topology_formats(cli: Invoke, r: redis.Redis) -> None:
     text = cli("topology").stdout
     assert "-> models [model.*]  (pending 0, lag 1)" in text
     assert "-> group model-events/analytics (0 consumers)  (pending 0, lag 1)" in text
+
+
+def test_replay_replaces_synapse_fields_producers_could_set(cli: Invoke, r: redis.Redis) -> None:
+    """Replaying a stream producers write drops their synapse-* fields; replaying one the
+    router writes keeps only the router's provenance; each copy gets its replay fields."""
+    forged = {b"synapse-source": b"forged", b"synapse-redrives": b"9", b"synapse-replay-of": b"1"}
+    r.xadd("ingress", {b"type": b"model.ready", b"data": b"{}", **forged})
+    routed = {b"synapse-source": b"ingress", b"synapse-id": b"1-0", b"synapse-route": b"models"}
+    r.xadd("model-events", {b"type": b"model.ready", **routed, b"synapse-reason": b"x"})
+    assert cli("replay", "ingress", "--to", "debug-a").exit_code == 0
+    assert cli("replay", "model-events", "--to", "debug-b").exit_code == 0
+    [(_, from_ingress)] = r.xrange("debug-a")
+    assert {k for k in from_ingress if k.startswith(b"synapse-")} == {
+        b"synapse-replay-of",
+        b"synapse-replay-source",
+    }
+    assert from_ingress[b"synapse-replay-source"] == b"ingress"
+    [(_, from_routed)] = r.xrange("debug-b")
+    assert {k: from_routed[k] for k in routed} == routed
+    assert b"synapse-reason" not in from_routed
