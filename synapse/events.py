@@ -24,6 +24,9 @@ from synapse.errors import InvalidEvent
 DLQ_FIELD_MAX = 4096
 #: synapse-error text is capped at this many characters.
 ERROR_TEXT_MAX = 1024
+#: Most fields any copy or dead letter can have, whatever ``max_fields`` says: the commit
+#: script passes a copy's fields to XADD as Lua values, and Lua passes at most ~8000.
+LUA_MAX_FIELDS = 3900
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +190,13 @@ def dead_letter_fields(
     out: list[bytes] = []
     truncated: list[str] = []
     pairs = len(fields) // 2
+    max_fields = min(max_fields, LUA_MAX_FIELDS)
     for i in range(0, min(len(fields) - 1, 2 * max_fields), 2):
         name, value = fields[i], fields[i + 1]
+        if len(out) + (4 if len(value) > DLQ_FIELD_MAX else 2) > 2 * max_fields:
+            # a sha256 field per cut value counts too: the dead letter must fit the commit
+            truncated.append(f"fields:{pairs}")
+            break
         if name.startswith(b"synapse-"):
             continue  # ours alone: a producer's is dropped, a redriven verdict replaced
         if len(value) > DLQ_FIELD_MAX:
@@ -201,7 +209,7 @@ def dead_letter_fields(
             truncated.append(f"{name.decode('utf-8', 'replace')}:{len(value)}")
         else:
             out += (name, value)
-    if pairs > max_fields:
+    if pairs > max_fields and f"fields:{pairs}" not in truncated:
         truncated.append(f"fields:{pairs}")
     if destination is not None:
         out += (keys.F_DESTINATION, destination[0], keys.F_ROUTE, destination[1])

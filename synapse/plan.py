@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from synapse.config import RoutingTable, destinations_of
 from synapse.errors import InvalidEvent
-from synapse.events import Limits, dead_letter_fields, parse, provenance_base
+from synapse.events import LUA_MAX_FIELDS, Limits, dead_letter_fields, parse, provenance_base
 from synapse.keys import F_ID, F_ROUTE, F_SOURCE
 from synapse.retry import DELIVERED, GIVE_UP, verdict
 
@@ -99,7 +99,7 @@ def limits_of(table: RoutingTable) -> Limits:
         data_field=s.data_field.encode(),
         max_event_bytes=s.max_event_bytes,
         max_depth=s.max_depth,
-        max_fields=s.max_fields,
+        max_fields=min(s.max_fields, LUA_MAX_FIELDS),
     )
 
 

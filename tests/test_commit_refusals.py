@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis
 
 from synapse import wire
 from synapse.commit import commit
+from synapse.config import RoutingTable
 from synapse.consumer import connect
-from synapse.plan import ROUTED, BatchPlan, EntryPlan, Write
+from synapse.plan import ROUTED, BatchPlan, EntryPlan, Planner, Write
 
 MAX_ID = "18446744073709551615-18446744073709551615"
 
@@ -111,3 +112,34 @@ async def test_retention_trims_after_the_batch_and_never_a_rolled_back_copy(
     assert again.skipped == frozenset(ids)
     assert r.xlen("capped") == length
     assert [f.get(b"n") for _, f in r.xrange("capped")][-3:] == [b"x"] * 3
+
+
+async def test_widest_events_allowed_still_commit_or_dead_letter(
+    table_from: Callable[..., RoutingTable], r: redis.Redis, aclient: wire.Client
+) -> None:
+    """max_fields at its maximum: an event too wide for the script's Lua stack is
+    dead-lettered too_large (its dead letter fits), and its batch-mate commits."""
+    table = table_from(
+        """
+        version: 1
+        router: {max_fields: 4000, max_event_bytes: 104857600}
+        sources: [in]
+        routes: [{name: all, match: "*", to: [out-a, out-b]}]
+        """
+    )
+    wide: dict[str, str | bytes] = {f"f{k}": "v" for k in range(3998)}
+    wide["type"] = "t"
+    blobs: dict[str, str | bytes] = {f"b{k}": b"x" * 5000 for k in range(3998)}
+    blobs["type"] = "t"
+    ids = [r.xadd("in", wide), r.xadd("in", blobs), r.xadd("in", {"type": "t"})]
+    r.xgroup_create("in", "g", "0")
+    entries = (await wire.execute(aclient, "XREADGROUP", "GROUP", "g", "c", "STREAMS", "in", ">"))[
+        0
+    ][1]
+    plan = Planner(table).plan_batch("in", entries, 0)
+    assert [e.reason for e in plan.entries[:2]] == ["too_large", "too_large"]
+    result = await commit(aclient, plan, "g")
+    assert result.failed == {}
+    assert [f[b"synapse-id"] for _, f in r.xrange("synapse:dlq")] == ids[:2]
+    assert [f[b"synapse-id"] for _, f in r.xrange("out-a")] == [ids[2]]
+    assert pending_ids(r) == []
