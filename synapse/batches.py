@@ -228,10 +228,10 @@ class Batches:
             left = again.skipped | again.failed.keys()
             done = [e for e in entries if e.entry_id not in left]
             account(self.metrics, done, batch.now_ms)
-            for e in done:
+            for e in done:  # counted per event (account() counts the all-refused ones)
                 letters = sum(1 for w in e.writes if w.stream == settings.dead_letter)
                 if e.outcome != DEAD_LETTER and letters:
-                    self.metrics.dead_lettered.labels("destination_error").inc(letters)
+                    self.metrics.dead_lettered.labels("destination_error").inc()
                 dead += letters
             refused_of = {
                 eid: {**refused_of[eid], **again.refused.get(eid, {})} for eid in again.failed

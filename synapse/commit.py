@@ -57,6 +57,7 @@ local group = ARGV[1]
 local n = tonumber(ARGV[2])
 local f_source, source, f_id, f_route = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local types = {}
+local fresh = {}
 local trims = {}
 local failed = {}
 local skipped = {}
@@ -94,6 +95,7 @@ for e = 1, n do
           t = KEYS[k] .. ' holds a ' .. t .. ', not a stream'
         end
         types[k] = t
+        fresh[k] = (t == 'none')
       end
       local r
       if t ~= 'stream' and t ~= 'none' then
@@ -133,9 +135,15 @@ for e = 1, n do
       end
     end
     if acked == 0 then
-      -- not acknowledged by this script: none of its copies may stay
+      -- not acknowledged by this script: none of its copies may stay (nor a stream
+      -- that only this entry's copy created)
       for x = 1, #written, 2 do
-        redis.pcall('XDEL', KEYS[written[x]], written[x + 1])
+        local k = written[x]
+        redis.pcall('XDEL', KEYS[k], written[x + 1])
+        if fresh[k] and redis.call('XLEN', KEYS[k]) == 0 then
+          redis.call('DEL', KEYS[k])
+          types[k] = 'none'
+        end
       end
     end
   end
