@@ -19,9 +19,9 @@ from typing import Any
 
 import jsonschema
 
-from synapse import keys
+from synapse import keys, loops
 from synapse.errors import ConfigError, Problem
-from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where, is_glob
+from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where
 from synapse.schemas import SchemaRegistry, load_registry
 from synapse.yamlfile import LineMap, line_of, read_yaml
 
@@ -163,16 +163,6 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
 
     routes: list[Route] = []
     seen_names: set[str] = set()
-    literal_sources = {src for src in data["sources"] if not is_glob(src)}
-    for i, src in enumerate(data["sources"]):
-        if src == settings.dead_letter:  # globs never pick it (nor destinations) up
-            problems.append(
-                Problem(
-                    name,
-                    line_of(lines, ("sources", i)),
-                    f"source {src!r} is the dead-letter stream: dead letters would be routed again",
-                )
-            )
     for i, spec in enumerate(data.get("routes") or []):
         at: tuple[str | int, ...] = ("routes", i)
         if spec["name"] in seen_names:
@@ -201,15 +191,6 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
                         f"route {spec['name']!r} writes to the dead-letter stream",
                     )
                 )
-            elif dest in literal_sources:
-                problems.append(
-                    Problem(
-                        name,
-                        line_of(lines, (*at, "to", j)),
-                        f"route {spec['name']!r} writes to source {dest!r}: every copy would be "
-                        "routed again (a loop)",
-                    )
-                )
         routes.append(
             Route(
                 name=spec["name"],
@@ -224,6 +205,11 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
             )
         )
 
+    problems.extend(
+        loops.check(
+            data, lines, name, loops.write_targets(data, settings.dead_letter, settings.unrouted)
+        )
+    )
     retention = tuple(
         (glob, compile_glob(glob), int(rule["maxlen"]))
         for glob, rule in (data.get("retention") or {}).items()
