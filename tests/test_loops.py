@@ -38,7 +38,7 @@ def _table(sources: str, router: str, to: str) -> str:
 def test_every_written_stream_a_source_reads_is_refused_at_load(
     tmp_path: Path, sources: str, router: str, to: str, needle: str, message: str
 ) -> None:
-    """Routes' to, router.unrouted and the dead-letter stream read by a source name or glob: file:line."""
+    """Routes' to, router.unrouted, the dead letter read by a source name or glob: file:line."""
     text = _table(sources, router, to)
     path = write_table(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
@@ -106,7 +106,7 @@ def _with_unrouted(table: RoutingTable, stream: str) -> RoutingTable:
 async def test_stream_name_not_utf8_is_skipped_and_routing_goes_on(
     table_from: Callable[..., RoutingTable], url: str, r: redis.Redis
 ) -> None:
-    """`XADD "ingress:\\xff\\xfe"` under a glob: skipped with a warning and a metric; others route."""
+    """`XADD "ingress:\\xff\\xfe"` under a glob: skipped, warned, counted; others route."""
     table = table_from(
         """
         version: 1
