@@ -23,7 +23,7 @@ from synapse import keys, loops
 from synapse.errors import ConfigError, Problem
 from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where
 from synapse.schemas import SchemaRegistry, load_registry
-from synapse.yamlfile import LineMap, line_of, read_yaml
+from synapse.yamlfile import LineMap, line_of, read_yaml_raw
 
 DEFAULT_CONFIG = Path("config/routes.yaml")
 
@@ -151,8 +151,8 @@ def config_schema() -> dict[str, Any]:
 def load_table(path: Path | str = DEFAULT_CONFIG) -> RoutingTable:
     """Read, check and compile routes.yaml and its schemas; raise ConfigError on any problem."""
     path = Path(path)
-    data, lines = read_yaml(path)
-    return compile_table(data, lines, path, path.read_bytes())
+    data, lines, raw = read_yaml_raw(path)
+    return compile_table(data, lines, path, raw)
 
 
 def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingTable:

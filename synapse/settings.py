@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from synapse.files import read_small_text
+
 DEFAULT_STATE_DIR = Path(".synapse")
 URL_FILE = "redis.url"
 
@@ -33,7 +35,7 @@ def password() -> str | None:
     if creds:
         path = Path(creds) / "redis-password"
         if path.exists():
-            return path.read_text().strip() or None
+            return read_small_text(path) or None
     return None
 
 
@@ -53,6 +55,6 @@ def url_from_state(state: Path) -> str | None:
     """The embedded server's URL as the router wrote it, if any."""
     path = state / URL_FILE
     if path.exists():
-        text = path.read_text().strip()
+        text = read_small_text(path)
         return text or None
     return None
