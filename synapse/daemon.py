@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from synapse import __version__, gctune, launch, settings
 from synapse import log as logging
@@ -81,10 +82,10 @@ class Daemon:
         if launch.hup_pending():  # a SIGHUP during start-up: reload once running
             self.reload_requested.set()
 
-        host, _, port = self.metrics_addr.rpartition(":")
+        host, port = settings.host_port(self.metrics_addr)
         server = MetricsServer(self.metrics, lambda: self.router.ready)
         try:
-            await server.start(host or "127.0.0.1", int(port))
+            await server.start(host, port)
         except OSError as exc:
             self.log.error("metrics_port_unavailable", addr=self.metrics_addr, error=str(exc))
             return 1
@@ -96,7 +97,7 @@ class Daemon:
             config=str(self.config),
             config_hash=self.table.hash,
             redis=settings.redact(self.url),
-            metrics=f"http://{host}:{server.port}/metrics",
+            metrics=f"http://{settings.url_host(host)}:{server.port}/metrics",
             consumer=self.router.consumer,
         )
         self.notifier.status("connecting to Redis")
@@ -195,9 +196,10 @@ def _run_loop(coro: Any) -> int:
 
 def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Check HOST:PORT at the command line, so a typo is a usage error, not a traceback."""
-    _, sep, port = value.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    try:
+        settings.host_port(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     return value
 
 
@@ -259,10 +261,16 @@ def main(
     launch.install_early_hup()  # already done by the console script; here for direct calls
     logging.configure(log_format, log_level)
     log = logging.get("synapse.daemon")
+    source = click.get_current_context().get_parameter_source("redis_url")
+    if redis_url and source is ParameterSource.COMMANDLINE and settings.has_password(redis_url):
+        log.warning("redis_password_on_command_line", hint=settings.PASSWORD_HINT)
     try:
         table = load_table(config_path)
     except ConfigError as exc:
         log.error("config_invalid", config=str(config_path), errors=[str(p) for p in exc.problems])
+        sys.exit(EXIT_CONFIG)
+    except Exception as exc:  # a table no check foresaw: still no restart loop, no traceback
+        log.error("config_invalid", config=str(config_path), errors=[repr(exc)])
         sys.exit(EXIT_CONFIG)
     embedded: EmbeddedServer | None = None
     url = redis_url
