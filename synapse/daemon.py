@@ -27,9 +27,11 @@ from synapse.config import DEFAULT_CONFIG, RoutingTable, diff, load_table
 from synapse.consumer import Router
 from synapse.embedded import EmbeddedServer
 from synapse.errors import ConfigError, SynapseError
+from synapse.files import read_small_text
 from synapse.metrics import Metrics, MetricsServer
 from synapse.notify import Notifier
 from synapse.registry import Heartbeat, ServiceInfo
+from synapse.statelock import StateLock
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus= names it
 
@@ -275,8 +277,10 @@ def main(
     embedded: EmbeddedServer | None = None
     url = redis_url
     state = settings.state_dir(state_dir)
+    lock = StateLock(state)
     try:
         if not url:
+            lock.acquire()  # before anything in the folder is read, stopped or written
             embedded = _start_embedded(state, log)
             url = embedded.url
         daemon = Daemon(
@@ -297,13 +301,14 @@ def main(
             with contextlib.suppress(OSError):
                 (state / settings.URL_FILE).unlink()
             log.info("embedded_server_stopped")
+        lock.release()
     sys.exit(code)
 
 
 def _start_embedded(state: Path, log: Any) -> EmbeddedServer:
     data = state / "data"
     pidfile = state / "server.pid"
-    _stop_stale(pidfile, log)
+    _stop_stale(pidfile, data, log)
     server = EmbeddedServer(data_dir=data, extra_args=("--pidfile", str(pidfile.resolve())))
     state.mkdir(parents=True, exist_ok=True)
     server.start()
@@ -317,17 +322,22 @@ def _start_embedded(state: Path, log: Any) -> EmbeddedServer:
     return server
 
 
-def _stop_stale(pidfile: Path, log: Any) -> None:
-    """A server left behind by a router killed with SIGKILL would share our AOF: stop it."""
+def _stop_stale(pidfile: Path, data: Path, log: Any) -> None:
+    """A server left behind by a router killed with SIGKILL would share our AOF: stop it.
+
+    Only called with the state lock held (statelock.py), so no live router owns that
+    server; and only a process whose working directory is our data folder (the server
+    chdirs to its --dir) is ours: a reused pid is never signalled.
+    """
     try:
-        pid = int(pidfile.read_text().strip())
+        pid = int(read_small_text(pidfile))
     except (OSError, ValueError):
         return
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return
-    if b"server" not in cmdline:
+    if cwd != str(data.resolve()):
         return
     log.warning("stale_embedded_server", pid=pid)
     os.kill(pid, signal.SIGTERM)
