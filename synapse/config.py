@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 
 from synapse import keys, loops
+from synapse.boundedcache import BoundedCache
 from synapse.errors import ConfigError, Problem
 from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where
 from synapse.schemas import SchemaRegistry, load_registry
@@ -93,8 +94,12 @@ class RoutingTable:
     retention: tuple[tuple[str, GlobTest, int], ...]
     hash: str
     spec: Mapping[str, Any]
-    _decisions: dict[tuple[str, str], Decision] = field(default_factory=dict, compare=False)
-    _maxlens: dict[str, int | None] = field(default_factory=dict, compare=False)
+    _decisions: BoundedCache[tuple[str, str], Decision] = field(
+        default_factory=BoundedCache, compare=False
+    )
+    _maxlens: BoundedCache[str, tuple[int | None]] = field(
+        default_factory=BoundedCache, compare=False
+    )
 
     def decide(self, source: str, event_type: str) -> Decision:
         """The candidate routes for (source, type), cached: most events read no body."""
@@ -107,18 +112,17 @@ class RoutingTable:
         if all(r.where is None for r in routes):
             fixed = destinations_of(routes, None)
         decision = Decision(routes, fixed)
-        if len(self._decisions) < 100_000:  # bounded: types are a small set in practice
-            self._decisions[key] = decision
+        self._decisions.put(key, decision)  # bounded in bytes: types come from producers
         return decision
 
     def maxlen_for(self, stream: str) -> int | None:
         """The retention cap of a destination (first matching glob), or None."""
-        try:
-            return self._maxlens[stream]
-        except KeyError:
-            found = next((n for _, test, n in self.retention if test(stream)), None)
-            self._maxlens[stream] = found
-            return found
+        cached = self._maxlens.get(stream)
+        if cached is not None:
+            return cached[0]
+        found = next((n for _, test, n in self.retention if test(stream)), None)
+        self._maxlens.put(stream, (found,))
+        return found
 
     @property
     def destinations(self) -> frozenset[str]:

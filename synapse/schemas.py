@@ -29,6 +29,7 @@ import referencing.exceptions
 import referencing.jsonschema
 
 from synapse import refs, regexes
+from synapse.boundedcache import BoundedCache
 from synapse.errors import ConfigError, Problem
 from synapse.files import TooLarge, read_bounded
 from synapse.matching import GlobTest, compile_glob
@@ -82,16 +83,16 @@ class SchemaRegistry:
     rules: tuple[tuple[str, GlobTest, CompiledSchema], ...]
     files: Mapping[str, CompiledSchema]
     digest: str
-    _cache: dict[str, CompiledSchema | None] = field(default_factory=dict, compare=False)
+    _cache: BoundedCache[str, tuple[CompiledSchema | None]] = field(
+        default_factory=BoundedCache, compare=False
+    )
 
     def schema_for(self, event_type: str) -> CompiledSchema | None:
-        try:
-            return self._cache[event_type]
-        except KeyError:
-            pass
+        cached = self._cache.get(event_type)
+        if cached is not None:
+            return cached[0]
         found = next((s for _, test, s in self.rules if test(event_type)), None)
-        if len(self._cache) < 100_000:
-            self._cache[event_type] = found
+        self._cache.put(event_type, (found,))  # bounded in bytes: types come from producers
         return found
 
 
