@@ -23,7 +23,7 @@ V = TypeVar("V")
 ENTRY_OVERHEAD_BYTES = 128
 
 #: What each of the router's caches may hold by default.
-DEFAULT_MAX_BYTES = 8 << 20
+DEFAULT_MAX_BYTES = 4 << 20
 
 
 def key_bytes(key: object) -> int:
