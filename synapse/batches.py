@@ -20,15 +20,15 @@ from typing import Any
 from synapse import wire
 from synapse.commit import CommitResult
 from synapse.errors import Outage
+from synapse.giveup import give_up as plan_give_up
 from synapse.metrics import Metrics, observe_many
 from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, BatchPlan, Entry, Planner
-from synapse.plan import give_up as plan_give_up
 from synapse.retry import GIVE_UP, OUTAGE, REFUSED, RETRY_BACKOFF, verdict
 
 #: Longest stretch of read-ahead pipelining before the loop returns to its chores.
 PIPELINE_MAX_S = 1.0
 
-#: Applies a plan for a group: ``commit.commit`` or ``cluster.commit_cluster``.
+#: Applies a plan for a group: ``commit.commit`` or ``clustercommit.commit_cluster``.
 Commit = Callable[[wire.Client, BatchPlan, str], Awaitable[CommitResult]]
 #: Asks for one refused entry of a source to be retried after a delay in seconds.
 Schedule = Callable[[str, bytes, float], None]

@@ -34,7 +34,8 @@ from synapse import log as logging
 from synapse import membership, sources, wire
 from synapse.backoff import Backoff
 from synapse.batches import Batches
-from synapse.cluster import commit_cluster, connect_any, is_cluster_url
+from synapse.cluster import connect_any, is_cluster_url
+from synapse.clustercommit import commit_cluster
 from synapse.commit import commit
 from synapse.config import RoutingTable
 from synapse.errors import ConsumerInUse, Outage

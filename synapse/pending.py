@@ -217,6 +217,8 @@ class Pending:
                 )
                 cursor, claimed = reply[0], reply[1]
                 deleted = reply[2] if len(reply) > 2 else []
+                for entry in (*claimed, *((d, None) for d in deleted)):
+                    self.due.pop((source, entry[0]), None)  # handled here, not by a retry
                 if deleted:
                     # Trimmed or deleted before they were processed: acknowledge, count.
                     await wire.execute(self.client, "XACK", source, s.group, *deleted)

@@ -18,6 +18,7 @@ import click
 
 from synapse import keys
 from synapse.cli import common
+from synapse.config import RoutingTable
 from synapse.events import pairs
 
 
@@ -132,6 +133,51 @@ def counted(client: common.Client, stream: str, letters: list[DeadLetter]) -> li
             count = 0
         out.append(DeadLetter(entry_id=letter.entry_id, fields=letter.fields, redrives=count))
     return out
+
+
+def target_of(
+    letter: DeadLetter, target: str | None, table: RoutingTable | None
+) -> tuple[str, str]:
+    """Where the dead letter goes, or why it cannot go anywhere without ``--to``.
+
+    A dead letter's fields are only as trustworthy as whoever wrote the dead-letter
+    stream, so without ``--to`` it goes only to a stream the table consumes
+    (``synapse-source``) or, for the dead letter of one refused destination, to a
+    destination the table writes (``synapse-destination``).
+    """
+    if target:
+        return target, ""
+    destination = letter.get(keys.F_DESTINATION)
+    source = letter.get(keys.F_SOURCE)
+    if table is None:
+        return "", "no routing table (--config) to check where it goes; pass --to"
+    if destination:
+        if destination not in written_by(table):
+            return "", f"synapse-destination {destination!r} is not a destination of the table"
+        return destination, ""
+    if not source:
+        return "", "no synapse-source field; pass --to"
+    if not any(test(source) for test in table.source_globs):
+        return "", f"synapse-source {source!r} is not a stream the table consumes; pass --to"
+    return source, ""
+
+
+def written_by(table: RoutingTable) -> frozenset[str]:
+    """Every stream the table copies events to (routes' destinations, the unrouted one)."""
+    unrouted = table.settings.unrouted
+    extra = {unrouted} if unrouted not in ("dead-letter", "drop") else set()
+    return table.destinations | extra
+
+
+def redrive_fields(letter: DeadLetter, target: str | None) -> list[bytes]:
+    """What a redrive writes: the original fields; to the recorded destination, with the
+    provenance the router would have added; to a source, with the new redrive count."""
+    original = letter.original()
+    if not target and letter.get(keys.F_DESTINATION):
+        meta = letter.meta
+        provenance = (keys.F_SOURCE, keys.F_ID, keys.F_ROUTE)
+        return [*original, *(x for f in provenance for x in (f, meta.get(f, b"")))]
+    return original
 
 
 def stream_name(stream: str | None, config_path: Path) -> str:

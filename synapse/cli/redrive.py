@@ -31,13 +31,14 @@ from synapse.cli.deadletter import (
     Selection,
     counted,
     dlq_options,
+    redrive_fields,
     select,
     selection_options,
     stream_name,
+    target_of,
 )
 from synapse.cli.progress import Progress
 from synapse.cluster import slot_of
-from synapse.config import RoutingTable
 
 DEFAULT_MAX_REDRIVES = 3
 BATCH = 50
@@ -166,14 +167,14 @@ def redrive_cmd(
                     break
                 tally["selected"] += 1
                 [letter] = counted(client, name, [letter])
-                dest, why = _target(letter, target, table)
+                dest, why = target_of(letter, target, table)
                 why = why or _refusal(letter, max_redrives, force)
                 if why:
                     tally["refused"] += 1
                     refused.append({"id": letter.entry_id, "why": why})
                     progress.advance(1)
                     continue
-                pending.append((letter, dest, _fields(letter, target), letter.redrives + 1))
+                pending.append((letter, dest, redrive_fields(letter, target), letter.redrives + 1))
                 if len(pending) >= batch_size:
                     flush()
             flush()
@@ -216,49 +217,6 @@ def write_then_delete(
     common.call(client, "PEXPIRE", key, COUNTS_TTL_MS)
     common.call(client, "XDEL", stream, letter.entry_id)
     return "ok", common.text(new_id)
-
-
-def _target(letter: DeadLetter, target: str | None, table: RoutingTable | None) -> tuple[str, str]:
-    """Where the dead letter goes, or why it cannot go anywhere without ``--to``.
-
-    A dead letter's fields are only as trustworthy as whoever wrote the dead-letter
-    stream, so without ``--to`` it goes only to a stream the table consumes
-    (``synapse-source``) or, for the dead letter of one refused destination, to a
-    destination the table writes (``synapse-destination``).
-    """
-    if target:
-        return target, ""
-    destination = letter.get(keys.F_DESTINATION)
-    source = letter.get(keys.F_SOURCE)
-    if table is None:
-        return "", "no routing table (--config) to check where it goes; pass --to"
-    if destination:
-        if destination not in written_by(table):
-            return "", f"synapse-destination {destination!r} is not a destination of the table"
-        return destination, ""
-    if not source:
-        return "", "no synapse-source field; pass --to"
-    if not any(test(source) for test in table.source_globs):
-        return "", f"synapse-source {source!r} is not a stream the table consumes; pass --to"
-    return source, ""
-
-
-def written_by(table: RoutingTable) -> frozenset[str]:
-    """Every stream the table copies events to (routes' destinations, the unrouted one)."""
-    unrouted = table.settings.unrouted
-    extra = {unrouted} if unrouted not in ("dead-letter", "drop") else set()
-    return table.destinations | extra
-
-
-def _fields(letter: DeadLetter, target: str | None) -> list[bytes]:
-    """What a redrive writes: the original fields; to the recorded destination, with the
-    provenance the router would have added; to a source, with the new redrive count."""
-    original = letter.original()
-    if not target and letter.get(keys.F_DESTINATION):
-        meta = letter.meta
-        provenance = (keys.F_SOURCE, keys.F_ID, keys.F_ROUTE)
-        return [*original, *(x for f in provenance for x in (f, meta.get(f, b"")))]
-    return original
 
 
 def _refusal(letter: DeadLetter, max_redrives: int, force: bool) -> str:

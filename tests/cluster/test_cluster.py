@@ -8,7 +8,7 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from synapse import cluster
+from synapse import cluster, clustercommit
 from synapse.config import RoutingTable
 from synapse.plan import BatchPlan, EntryPlan, Write
 from tests.cluster.conftest import slot
@@ -61,9 +61,9 @@ def test_atomicity_is_decided_by_slots() -> None:
     same = EntryPlan(b"1-0", "routed", (Write("{o}:a", [], None), Write("{o}:b", [], None)))
     apart = EntryPlan(b"1-0", "routed", (Write("{o}:a", [], None), Write("b", [], None)))
     assert slot("{o}:in") == slot("{o}:a") != slot("b")
-    assert cluster.is_atomic("{o}:in", same)
-    assert not cluster.is_atomic("{o}:in", apart)
-    assert cluster.is_atomic("x", EntryPlan(b"1-0", "dropped", ()))
+    assert clustercommit.is_atomic("{o}:in", same)
+    assert not clustercommit.is_atomic("{o}:in", apart)
+    assert clustercommit.is_atomic("x", EntryPlan(b"1-0", "dropped", ()))
     groups = cluster.group_by_slot(["{o}:in", "b", "{o}:x"])
     assert groups == [("{o}:in", "{o}:x"), ("b",)]
 
@@ -152,8 +152,8 @@ async def test_rerun_cluster_commit_reports_every_entry_skipped(
     )
     client = cluster.connect_any(curl, read_timeout_s=5)
     try:
-        first = await cluster.commit_cluster(client, plan, GROUP)
-        again = await cluster.commit_cluster(client, plan, GROUP)
+        first = await clustercommit.commit_cluster(client, plan, GROUP)
+        again = await clustercommit.commit_cluster(client, plan, GROUP)
     finally:
         await client.aclose()
     assert first.failed == {} and first.skipped == frozenset()
