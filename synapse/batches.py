@@ -246,6 +246,8 @@ class Batches:
                     del refused_of[eid]
             if not refused_of:
                 break
+        for eid in refused_of:  # still refused after every round: try again later
+            self.schedule(source, eid, RETRY_BACKOFF.cap_s)
         return dead
 
 
