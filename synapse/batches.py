@@ -1,39 +1,31 @@
-"""One batch: plan it, commit it atomically, handle refused entries, count it.
+"""One batch: plan it, commit it through the backend, handle refused entries, count it.
 
-The router hands each source's entries here (``Batches.process``), or a whole
-read (``Batches.route``). A batch is planned and committed on the planner, and
-so the table, it started with. Entries whose destination refused are left
-pending, or dead-lettered once their delivery count (from the pending list)
-reaches ``max_deliveries``. Metrics are counted per batch, grouped by value.
+The router hands each batch here: ``process`` plans and commits one batch and
+waits for it; ``feed`` / ``flush`` pipeline a backlog, so the router plans batch
+k+1 while the store applies batch k (one commit in flight, in read order, each
+atomic). A batch is planned and committed on the planner, and so the table, it
+started with. Entries a destination refused are handed back to the backend for a
+retry after a backoff (``Backend.retry_later``), or given up once their delivery
+count reaches ``max_deliveries`` (``retry.py``). Metrics are counted per batch,
+grouped by value.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from synapse import wire
+from synapse.backend import Backend, Batch
 from synapse.commit import CommitResult
 from synapse.errors import Outage
 from synapse.giveup import give_up as plan_give_up
 from synapse.metrics import Metrics, observe_many
 from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, BatchPlan, Entry, Planner
 from synapse.retry import GIVE_UP, OUTAGE, REFUSED, RETRY_BACKOFF, verdict
-
-#: Longest stretch of read-ahead pipelining before the loop returns to its chores.
-PIPELINE_MAX_S = 1.0
-
-#: Applies a plan for a group: ``commit.commit`` or ``clustercommit.commit_cluster``.
-Commit = Callable[[wire.Client, BatchPlan, str], Awaitable[CommitResult]]
-#: Asks for one refused entry of a source to be retried after a delay in seconds.
-Schedule = Callable[[str, bytes, float], None]
-#: Given a read's reply, the next non-blocking read already sent, or None (no backlog).
-ReadMore = Callable[[Any], "asyncio.Future[Any] | None"]
 
 
 @dataclass(slots=True)
@@ -42,7 +34,7 @@ class _InFlight:
 
     source: str
     entries: Sequence[Entry]
-    deliveries: dict[bytes, int] | None
+    deliveries: Mapping[bytes, int] | None
     plan: BatchPlan
     planner: Planner
     now_ms: int
@@ -51,93 +43,57 @@ class _InFlight:
 
 
 class Batches:
-    """Plans and commits batches on the writer connection; counts them in ``count``."""
+    """Plans batches and commits them through ``backend``; counts them in ``count``."""
 
     def __init__(
         self,
-        writer: wire.Client,
-        commit: Commit,
+        backend: Backend,
         metrics: Metrics,
         log: Any,
         on_progress: Callable[[], None],
-        schedule: Schedule,
     ) -> None:
-        self.writer = writer
-        self.schedule = schedule
-        self._commit = commit
+        self.backend = backend
         self.metrics = metrics
         self.log = log
         self.on_progress = on_progress
         self.count = 0
+        self._inflight: _InFlight | None = None
 
-    async def process(
-        self,
-        planner: Planner,
-        source: str,
-        entries: Sequence[Entry],
-        deliveries: dict[bytes, int] | None,
-    ) -> None:
-        """Plan one source's entries and commit them; account in metrics."""
-        if not entries:
-            return
-        await self._finish(self._send(self._plan(planner, source, entries, deliveries)))
+    async def process(self, planner: Planner, batch: Batch) -> None:
+        """Plan one batch and commit it; account in metrics (nothing left in flight)."""
+        await self.flush()
+        if batch.entries:
+            await self._finish(self._send(self._plan(planner, batch)))
 
-    async def route(self, planner: Planner, reply: Any, read_more: ReadMore) -> None:
-        """Plan and commit ``reply``; while reads come back full, keep the server busy.
+    async def feed(self, planner: Planner, batch: Batch) -> None:
+        """Plan ``batch``, wait for the commit in flight, then send this one's.
 
-        With a backlog, the next (non-blocking) read is sent before this batch is
-        planned, and a commit is awaited only once the next batch is planned, so
-        the router plans batch k+1 while the server applies batch k. Commits keep
-        the read order with one in flight, each atomic; nothing is in flight when
-        this returns (the chores, a table swap and a stop act between turns).
-        Entries read ahead but not committed after an error stay in our pending
-        list: the set-up after the error re-processes them first.
+        The commit sent is awaited only by the next ``feed`` or by ``flush``: the
+        store applies it while the caller reads or plans the next batch.
         """
-        deadline = time.monotonic() + PIPELINE_MAX_S
-        inflight: _InFlight | None = None
-        ahead: asyncio.Future[Any] | None = None
-        try:
-            while reply:
-                if time.monotonic() < deadline:
-                    ahead = read_more(reply)
-                    if ahead is not None:
-                        await asyncio.sleep(0)  # on the wire before we plan, not after
-                for stream, entries in reply:
-                    if not entries:
-                        continue
-                    planned = self._plan(planner, stream.decode(), entries, None)
-                    if inflight is not None:
-                        done, inflight = inflight, None
-                        await self._finish(done)
-                    inflight = self._send(planned)
-                    await asyncio.sleep(0)  # the server applies it while we plan the next
-                if ahead is None:
-                    break
-                reply, ahead = await ahead, None
-        finally:
-            if ahead is not None:
-                ahead.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await ahead
-            if inflight is not None:
-                await self._finish(inflight)
+        if not batch.entries:
+            return
+        planned = self._plan(planner, batch)
+        await self.flush()
+        self._inflight = self._send(planned)
+        await asyncio.sleep(0)  # on the wire while the next batch is planned
 
-    def _plan(
-        self,
-        planner: Planner,
-        source: str,
-        entries: Sequence[Entry],
-        deliveries: dict[bytes, int] | None,
-    ) -> _InFlight:
+    async def flush(self) -> None:
+        """Wait for the commit in flight, if any (before chores, a swap or a stop)."""
+        if self._inflight is not None:
+            done, self._inflight = self._inflight, None
+            await self._finish(done)
+
+    def _plan(self, planner: Planner, batch: Batch) -> _InFlight:
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
+        source, entries, deliveries = batch.source, batch.entries, batch.deliveries
         plan = planner.plan_batch(source, entries, now_ms, deliveries)
         return _InFlight(source, entries, deliveries, plan, planner, now_ms, started)
 
     def _send(self, batch: _InFlight) -> _InFlight:
         """Start the batch's commit (it runs to the end even if the router is stopped)."""
-        group = batch.planner.table.settings.group
-        batch.commit = asyncio.ensure_future(self._commit(self.writer, batch.plan, group))
+        batch.commit = self.backend.commit(batch.plan, batch.planner.table.settings.group)
         return batch
 
     async def _finish(self, batch: _InFlight) -> None:
@@ -190,7 +146,7 @@ class Batches:
             else:  # a retry; or the dead-letter stream refuses: never given up (kept)
                 self.metrics.retried.labels(source).inc()
                 delay_s = verdicts[0].delay_s or RETRY_BACKOFF.cap_s
-                self.schedule(source, entry_id, delay_s)
+                self.backend.retry_later(source, entry_id, delay_s)
         dead_lettered = await self._give_up(batch, give_up) if give_up else 0
         self.log.warning(
             "destination_refused",
@@ -224,7 +180,7 @@ class Batches:
                 )
                 for eid, refused in refused_of.items()
             )
-            again = await self._commit(self.writer, BatchPlan(source, entries), settings.group)
+            again = await self.backend.commit(BatchPlan(source, entries), settings.group)
             left = again.skipped | again.failed.keys()
             done = [e for e in entries if e.entry_id not in left]
             account(self.metrics, done, batch.now_ms)
@@ -242,12 +198,12 @@ class Batches:
                     self.log.error(
                         "dead_letter_refused", source=source, error=refused[settings.dead_letter]
                     )
-                    self.schedule(source, eid, RETRY_BACKOFF.cap_s)
+                    self.backend.retry_later(source, eid, RETRY_BACKOFF.cap_s)
                     del refused_of[eid]
             if not refused_of:
                 break
         for eid in refused_of:  # still refused after every round: try again later
-            self.schedule(source, eid, RETRY_BACKOFF.cap_s)
+            self.backend.retry_later(source, eid, RETRY_BACKOFF.cap_s)
         return dead
 
 

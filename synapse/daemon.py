@@ -30,7 +30,7 @@ from synapse.errors import ConfigError, SynapseError
 from synapse.files import read_small_text
 from synapse.metrics import Metrics, MetricsServer
 from synapse.notify import Notifier
-from synapse.registry import Heartbeat, ServiceInfo
+from synapse.registry import ServiceInfo
 from synapse.statelock import StateLock
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus= names it
@@ -150,8 +150,7 @@ class Daemon:
 
     async def _heartbeat(self, routing: asyncio.Task[None]) -> None:
         """Register in the service registry while routing runs (TTL heartbeat)."""
-        # On a cluster too: every registry key carries the {registry} hash tag (keys.py).
-        beat = Heartbeat(self.router.writer, self.service_info)
+        beat = self.router.backend.presence(self.service_info)
         beating = asyncio.ensure_future(beat.run())
         await asyncio.wait({routing, beating}, return_when=asyncio.FIRST_COMPLETED)
         beat.stop()

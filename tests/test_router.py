@@ -125,7 +125,10 @@ async def test_delivery_counts_page_past_other_pending_entries(
         ids = [r.xadd("ingress", {"n": str(i)}) for i in range(300)]
         r.xreadgroup("synapse-router", "me", {"ingress": ">"}, count=300)
         r.xclaim("ingress", "synapse-router", "me", 0, [ids[-1]])  # a second delivery
-        counts = await router.delivery_counts("ingress", [(ids[0], []), (ids[-1], [])])
+        pending = router.backend.pending  # type: ignore[attr-defined]
+        counts = await pending.delivery_counts(
+            "ingress", "synapse-router", [(ids[0], []), (ids[-1], [])]
+        )
     finally:
         await router.close()
     assert counts == {ids[0]: 1, ids[-1]: 2}
@@ -165,11 +168,12 @@ async def test_reload_with_longer_block_gets_a_reader_that_outlasts_it(
         BASIC.replace("block_ms: 100", "block_ms: 9000"), {"model.json": MODEL_SCHEMA}
     )
     async with running(table, url) as router:
-        before = router.reader
+        before = router.backend.reads.client  # type: ignore[attr-defined]
         router.swap_table(longer)
         await wait_for(lambda: router.table is longer, what="swap")
         r.xadd("ingress", {"type": "app.error", "data": "{}"})
         await wait_for(lambda: xlen(r, "error-events") == 1, what="routed after swap")
-        timeout = router.reader.get_connection_kwargs()["socket_timeout"]
-    assert router.reader is not before
+        reader = router.backend.reads.client  # type: ignore[attr-defined]
+        timeout = reader.get_connection_kwargs()["socket_timeout"]
+    assert reader is not before
     assert timeout > 9.0

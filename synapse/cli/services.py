@@ -7,13 +7,13 @@ import time
 
 import click
 
-from synapse import cluster, registry, settings
+from synapse import registry, settings, wire
 from synapse.cli import common
 
 
 async def fetch(url: str) -> list[registry.Registration]:
     """The registry at ``url`` (one server, or a cluster for ``redis+cluster://``)."""
-    client = cluster.connect_any(url, read_timeout_s=30, password=settings.password())
+    client = wire.connect_any(url, read_timeout_s=30, password=settings.password())
     try:
         return await registry.list_services(client)
     finally:

@@ -15,7 +15,7 @@ import redis
 from click.testing import CliRunner, Result
 from redis.cluster import RedisCluster
 
-from synapse import cluster, keys, registry
+from synapse import keys, registry, wire
 from synapse.cli.main import main
 from synapse.cli.replay import checkpoint_key, hashed_part, legacy_key
 from synapse.embedded import free_port
@@ -34,7 +34,7 @@ def test_registry_keys_share_one_slot() -> None:
 
 async def test_registry_transactions_work_on_a_cluster_client(curl: str, rc: RedisCluster) -> None:
     """register / list / deregister run on a connect_any cluster client, atomically."""
-    client = cluster.connect_any(curl, read_timeout_s=5)
+    client = wire.connect_any(curl, read_timeout_s=5)
     info = registry.ServiceInfo(name="trainer", instance="t-1", consumes=("model-events",))
     try:
         await registry.register(client, info, ttl_s=30)
@@ -286,7 +286,7 @@ def test_tail_follow_on_a_cluster_in_a_real_process(curl: str, rc: RedisCluster)
 
 async def test_heartbeat_survives_a_cluster_with_no_node_reachable() -> None:
     """A heartbeat on an unreachable cluster logs and retries; it never ends the router."""
-    client = cluster.connect_any(f"redis+cluster://127.0.0.1:{free_port()}", read_timeout_s=1)
+    client = wire.connect_any(f"redis+cluster://127.0.0.1:{free_port()}", read_timeout_s=1)
     beat = registry.Heartbeat(client, lambda: registry.ServiceInfo(name="r"), ttl_s=0.15)
     task = asyncio.create_task(beat.run())
     try:

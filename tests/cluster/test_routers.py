@@ -122,10 +122,10 @@ async def test_router_stops_when_its_name_is_taken(
     """A router whose lease is taken by another process stops routing and reports the failure."""
     table = table_from(TABLE)
     async with running(table, url, consumer="mine", lease_ttl_ms=600) as router:
-        r.set(router.lease.key, b"elsewhere 1 tok", px=60_000)
+        r.set(router.backend.lease.key, b"elsewhere 1 tok", px=60_000)
         await wait_for(lambda: router.failure is not None, 5, "renewal notices")
         assert isinstance(router.failure, ConsumerInUse)
-    assert r.get(router.lease.key) == b"elsewhere 1 tok"  # never released: not ours
+    assert r.get(router.backend.lease.key) == b"elsewhere 1 tok"  # never released: not ours
 
 
 async def test_dead_routers_pending_entries_are_reclaimed(

@@ -11,7 +11,7 @@ from pathlib import Path
 import redis
 
 from synapse.backoff import Backoff
-from synapse.consumer import COMMIT_TIMEOUT_S
+from synapse.backends.redis import COMMIT_TIMEOUT_S
 from synapse.daemon import EXIT_CONFIG
 from synapse.embedded import EmbeddedServer
 from tests.conftest import ROOT, write_table

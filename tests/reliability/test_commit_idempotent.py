@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from synapse import wire
 from synapse.commit import commit
 from synapse.config import RoutingTable
-from synapse.consumer import connect
+from synapse.wire import connect_any as connect
 from synapse.plan import Planner
 
 TABLE = """

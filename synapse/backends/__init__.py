@@ -1,0 +1,39 @@
+"""The stores the router can route on, behind ``synapse.backend.Backend``: pick one by URL."""
+
+from __future__ import annotations
+
+import asyncio
+
+from synapse.backend import Backend
+from synapse.metrics import Metrics
+from synapse.wire import is_cluster_url
+
+
+def open_backend(
+    url: str,
+    *,
+    consumer: str,
+    password: str | None,
+    block_ms: int,
+    metrics: Metrics,
+    stopping: asyncio.Event,
+    log: object,
+    lease_ttl_ms: int,
+    forget_idle_ms: int,
+) -> Backend:
+    """The backend for ``url``: Redis Cluster for ``redis+cluster://``, else single Redis."""
+    from synapse.backends.cluster import ClusterBackend
+    from synapse.backends.redis import RedisBackend
+
+    kind = ClusterBackend if is_cluster_url(url) else RedisBackend
+    return kind(
+        url,
+        consumer=consumer,
+        password=password,
+        block_ms=block_ms,
+        metrics=metrics,
+        stopping=stopping,
+        log=log,
+        lease_ttl_ms=lease_ttl_ms,
+        forget_idle_ms=forget_idle_ms,
+    )
