@@ -10,8 +10,8 @@ from pathlib import Path
 
 import redis
 
-from synapse.backoff import Backoff
 from synapse.backends.redis import COMMIT_TIMEOUT_S
+from synapse.backoff import Backoff
 from synapse.daemon import EXIT_CONFIG
 from synapse.embedded import EmbeddedServer
 from tests.conftest import ROOT, write_table
