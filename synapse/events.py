@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from synapse import keys
-from synapse.errors import InvalidEvent
+from synapse.errors import InvalidEvent, Reason, json_reason
 
 #: A dead-letter copy keeps at most this many bytes of any one field value.
 DLQ_FIELD_MAX = 4096
@@ -82,12 +82,12 @@ def _parse_json(raw: bytes, max_depth: int) -> Any:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        text = str(exc)
-        if "UTF-8" in text or "surrogate" in text:
-            raise InvalidEvent("invalid_encoding", f"data is not UTF-8: {exc}") from None
-        if "recursion" in text or "depth limit" in text:  # orjson's own limit (1024)
-            raise InvalidEvent("too_deep", f"nesting deeper than {max_depth}") from None
-        raise InvalidEvent("invalid_json", f"data is not JSON: {exc}") from None
+        reason = json_reason(exc)
+        detail = {
+            Reason.INVALID_ENCODING: f"data is not UTF-8: {exc}",
+            Reason.TOO_DEEP: f"nesting deeper than {max_depth}",
+        }.get(reason, f"data is not JSON: {exc}")
+        raise InvalidEvent(reason, detail) from None
     # Depth can only exceed the limit if there are that many brackets at all.
     if raw.count(b"{") + raw.count(b"[") > max_depth and depth_exceeds(body, max_depth):
         raise InvalidEvent("too_deep", f"nesting deeper than {max_depth}")

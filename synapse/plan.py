@@ -17,12 +17,14 @@ from synapse.config import RoutingTable, destinations_of
 from synapse.errors import InvalidEvent
 from synapse.events import LUA_MAX_FIELDS, Limits, dead_letter_fields, parse, provenance_base
 from synapse.keys import F_ID, F_ROUTE, F_SOURCE
-from synapse.retry import DELIVERED, GIVE_UP, verdict
+from synapse.retry import DELIVERED, GIVE_UP, PROCESS, Verdict, verdict
 
 ROUTED = "routed"
 DEAD_LETTER = "dead_letter"
 DROPPED = "dropped"
 DELETED = "deleted"
+
+_FIRST = Verdict(PROCESS)  # a first delivery is always planned
 
 #: A raw entry as read: (id, flat fields), fields None when it was deleted from the source.
 Entry = tuple[bytes, list[bytes] | None]
@@ -145,18 +147,17 @@ class Planner:
             return EntryPlan(entry_id, DELETED, ())
         settings = self.table.settings
         # A first delivery is always planned; a redelivery asks the retry policy.
-        if (
-            deliveries != 1
-            and verdict(
-                DELIVERED, deliveries=deliveries, max_deliveries=settings.max_deliveries
-            ).action
-            == GIVE_UP
-        ):
+        judged = (
+            _FIRST
+            if deliveries == 1
+            else verdict(DELIVERED, deliveries=deliveries, max_deliveries=settings.max_deliveries)
+        )
+        if judged.action == GIVE_UP and judged.reason is not None:
             return self.dead_letter(
                 src,
                 entry_id,
                 fields,
-                "max_deliveries",
+                judged.reason,
                 f"delivered {deliveries} times without being committed "
                 f"(max_deliveries={settings.max_deliveries})",
                 deliveries,
