@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from synapse.config import RoutingTable, destinations_of
+from synapse.config import RoutingTable
 from synapse.errors import InvalidEvent
 from synapse.events import LUA_MAX_FIELDS, Limits, dead_letter_fields, parse, provenance_base
 from synapse.keys import F_ID, F_ROUTE, F_SOURCE
 from synapse.retry import DELIVERED, GIVE_UP, PROCESS, Verdict, verdict
+from synapse.routing import Routing
 
 ROUTED = "routed"
 DEAD_LETTER = "dead_letter"
@@ -83,9 +84,9 @@ Resolved = tuple[tuple[str, int | None, bytes], ...]
 class _Targets(dict[tuple[tuple[str, str], ...], Resolved]):
     """(destination, route) pairs -> (destination, maxlen, route as bytes), resolved once."""
 
-    def __init__(self, table: RoutingTable) -> None:
+    def __init__(self, routing: Routing) -> None:
         super().__init__()
-        self.maxlen_for = table.maxlen_for
+        self.maxlen_for = routing.maxlen_for
 
     def __missing__(self, targets: tuple[tuple[str, str], ...]) -> Resolved:
         resolved = tuple((dest, self.maxlen_for(dest), route.encode()) for dest, route in targets)
@@ -106,15 +107,17 @@ def limits_of(table: RoutingTable) -> Limits:
 
 
 class Planner:
-    """Plans batches on one table; holds only what is derived from the table."""
+    """Plans batches on one table; holds only what is derived from the table (its
+    ``routing``, which decides and caches)."""
 
     def __init__(self, table: RoutingTable) -> None:
         self.table = table
+        self.routing = Routing(table)
         self.limits = limits_of(table)
         self._dead_letter = table.settings.dead_letter
-        self._dead_letter_maxlen = table.maxlen_for(table.settings.dead_letter)
+        self._dead_letter_maxlen = self.routing.maxlen_for(table.settings.dead_letter)
         self._provenance = table.settings.provenance
-        self._targets = _Targets(table)
+        self._targets = _Targets(self.routing)
 
     def plan_batch(
         self,
@@ -165,7 +168,7 @@ class Planner:
             )
         try:
             event_type, body = parse(fields, self.limits)
-            schema = self.table.schemas.schema_for(event_type)
+            schema = self.routing.schema_for(event_type)
             if schema is not None:
                 problem = schema.error(body)
                 if problem is not None:
@@ -176,10 +179,7 @@ class Planner:
             return self.dead_letter(
                 src, entry_id, fields, exc.reason, exc.detail, deliveries, now_ms
             )
-        decision = self.table.decide(source, event_type)
-        targets = decision.fixed
-        if targets is None:
-            targets = destinations_of(decision.routes, body)
+        targets = self.routing.targets(source, event_type, body)
         if not targets:
             return self.unrouted(src, entry_id, fields, event_type, deliveries, now_ms)
         return self.routed(src, entry_id, fields, targets, event_type)
@@ -259,24 +259,3 @@ class Planner:
         return EntryPlan(
             entry_id, DEAD_LETTER, (write,), reason=reason, error=error, event_type=event_type
         )
-
-
-def explain_body(
-    table: RoutingTable, source: str, event_type: str, body: Any
-) -> list[dict[str, Any]]:
-    """For each route: matched or not, and why not (the glob, or the failing clause)."""
-    out: list[dict[str, Any]] = []
-    for route in table.routes:
-        why: str | None = None
-        if not route.matches_type(event_type):
-            why = f"type {event_type!r} does not match {route.type_glob!r}"
-        elif route.matches_source is not None and not route.matches_source(source):
-            why = f"source {source!r} does not match {route.source_glob!r}"
-        elif route.where is not None:
-            failing = route.where.why_not(body)
-            if failing is not None:
-                why = f"where: {failing}"
-        out.append(
-            {"route": route.name, "matched": why is None, "why_not": why, "to": list(route.to)}
-        )
-    return out

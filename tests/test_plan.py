@@ -12,7 +12,7 @@ import pytest
 
 from synapse.config import RoutingTable
 from synapse.events import pairs
-from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, EntryPlan, Planner, explain_body
+from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, EntryPlan, Planner
 
 TableFrom = Callable[..., RoutingTable]
 NOW_MS = 1_700_000_000_000
@@ -178,8 +178,8 @@ def test_retention_maxlen_by_first_matching_glob(table_from: TableFrom) -> None:
         "all-events": 1000,
         "platform-events": 1000,
     }
-    assert t.maxlen_for("other") is None
-    assert t.maxlen_for("other") is None  # cached answer is the same
+    assert planner.routing.maxlen_for("other") is None
+    assert planner.routing.maxlen_for("other") is None  # cached answer is the same
     [dlq] = plan_one(planner, entry(None, {"model_id": "m"})).writes
     assert (dlq.stream, dlq.maxlen) == ("synapse:dlq", 77)
 
@@ -322,18 +322,19 @@ def test_decision_cache_matches_uncached(table_from: TableFrom) -> None:
         fields = entry(event_type, body)
         planned = planner.plan_batch(source, [(str(i).encode(), fields)], NOW_MS).entries[0]
         assert [d for d, _ in planned.routes] == reference_routes(t, source, event_type, body)
-    assert len(t._decisions) == len(list(itertools.product(sources, types)))
-    first = t.decide("ingress", "model.ready")
-    assert t.decide("ingress", "model.ready") is first  # served from the cache
+    routing = planner.routing
+    assert len(routing._candidates) == len(list(itertools.product(sources, types)))
+    first = routing.candidates("ingress", "model.ready")
+    assert routing.candidates("ingress", "model.ready") is first  # served from the cache
     assert first.fixed is None  # a where filter reads the body: no fixed answer
-    assert t.decide("ingress", "app.error").fixed == (("error-events", "errors"),)
+    assert routing.candidates("ingress", "app.error").fixed == (("error-events", "errors"),)
 
 
-def test_explain_body(table_from: TableFrom) -> None:
-    """explain_body says, per route, whether it matched and why not."""
+def test_explain(table_from: TableFrom) -> None:
+    """Routing.explain says, per route, whether it matched and why not."""
     t = table(table_from)
     body = {"stage": "staging"}
-    got = {e["route"]: e for e in explain_body(t, "ingress", "model.ready", body)}
+    got = {e["route"]: e for e in Planner(t).routing.explain("ingress", "model.ready", body)}
     assert got["models"]["matched"] is True and got["models"]["why_not"] is None
     assert got["prod"]["matched"] is False
     assert "stage eq 'production'" in got["prod"]["why_not"]
