@@ -117,23 +117,26 @@ def _fields_body(fields: Sequence[bytes]) -> dict[str, str]:
         raise InvalidEvent("invalid_encoding", f"a field is not UTF-8: {exc.reason}") from None
 
 
-def with_provenance(
-    fields: list[bytes], source: bytes, entry_id: bytes, route: bytes
-) -> list[bytes]:
-    """The destination copy: every source field, then the provenance fields.
+#: A copy's provenance: (source stream, source entry id, route name), in field order.
+Provenance = tuple[bytes, bytes, bytes]
 
-    Provenance fields the entry already carries (an event routed twice) are
-    replaced, so each name appears once.
+
+def copy_fields(base: list[bytes], provenance: Provenance | None) -> list[bytes]:
+    """The layout of a destination copy: every commit path writes exactly this.
+
+    ``base`` is the entry's fields with no ``synapse-*`` field (``provenance_base``:
+    order, duplicates and bytes kept); then, unless provenance is off, the
+    provenance fields ``synapse-source``, ``synapse-id``, ``synapse-route`` in that
+    order, so each name appears once even for an event routed twice. ``plan.Write``
+    is the copy (its ``fields`` are this); the cluster path XADDs ``Write.fields``;
+    the Lua commit receives ``base`` once per entry and appends the same three
+    pairs (``commit.encode`` sends the names; tests/test_commit_encoding.py pins
+    what it writes to ``Write.fields``); another backend writes this list too.
     """
-    return [
-        *provenance_base(fields),
-        keys.F_SOURCE,
-        source,
-        keys.F_ID,
-        entry_id,
-        keys.F_ROUTE,
-        route,
-    ]
+    if provenance is None:
+        return base
+    source, entry_id, route = provenance
+    return [*base, keys.F_SOURCE, source, keys.F_ID, entry_id, keys.F_ROUTE, route]
 
 
 def provenance_base(fields: list[bytes]) -> list[bytes]:

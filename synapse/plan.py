@@ -15,8 +15,15 @@ from typing import NamedTuple
 
 from synapse.config import RoutingTable
 from synapse.errors import InvalidEvent
-from synapse.events import LUA_MAX_FIELDS, Limits, dead_letter_fields, parse, provenance_base
-from synapse.keys import F_ID, F_ROUTE, F_SOURCE
+from synapse.events import (
+    LUA_MAX_FIELDS,
+    Limits,
+    Provenance,
+    copy_fields,
+    dead_letter_fields,
+    parse,
+    provenance_base,
+)
 from synapse.retry import DELIVERED, GIVE_UP, PROCESS, Verdict, verdict
 from synapse.routing import Routing
 
@@ -47,15 +54,12 @@ class Write(NamedTuple):
     stream: str
     base: list[bytes]
     maxlen: int | None
-    provenance: tuple[bytes, bytes, bytes] | None = None
+    provenance: Provenance | None = None
 
     @property
     def fields(self) -> list[bytes]:
-        """The fields as written: ``base``, then the provenance fields if any."""
-        if self.provenance is None:
-            return self.base
-        source, entry_id, route = self.provenance
-        return [*self.base, F_SOURCE, source, F_ID, entry_id, F_ROUTE, route]
+        """The fields as written (``events.copy_fields``: the layout of every copy)."""
+        return copy_fields(self.base, self.provenance)
 
 
 class EntryPlan(NamedTuple):

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from synapse import keys
 from synapse.config import RoutingTable
-from synapse.events import pairs
+from synapse.events import copy_fields, pairs
 from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, EntryPlan, Planner
 
 TableFrom = Callable[..., RoutingTable]
@@ -328,6 +329,35 @@ def test_decision_cache_matches_uncached(table_from: TableFrom) -> None:
     assert routing.candidates("ingress", "model.ready") is first  # served from the cache
     assert first.fixed is None  # a where filter reads the body: no fixed answer
     assert routing.candidates("ingress", "app.error").fixed == (("error-events", "errors"),)
+
+
+def test_a_copy_is_every_source_field_then_provenance(table_from: TableFrom) -> None:
+    """A planned copy: the source fields byte for byte (order, duplicates), then provenance."""
+    fields = [*entry("app.error", {}), b"blob", b"\x00\xff\xfe", b"dup", b"1", b"dup", b"2"]
+    [copy] = plan_one(Planner(table(table_from)), fields).writes
+    assert copy.fields == copy_fields(fields, (b"ingress", b"1-1", b"errors"))
+    assert copy.fields[: len(fields)] == fields
+    assert copy.fields[len(fields) :] == [
+        b"synapse-source",
+        b"ingress",
+        b"synapse-id",
+        b"1-1",
+        b"synapse-route",
+        b"errors",
+    ]
+
+
+def test_provenance_replaced_when_routed_twice(table_from: TableFrom) -> None:
+    """A copy of a copy (or a producer's synapse-* fields) gets new values, each name once."""
+    planner = Planner(table(table_from))
+    [first] = plan_one(planner, [*entry("app.error", {}), keys.F_TIME, b"forged"]).writes
+    second = plan_one(planner, first.fields, source="ingress:eu1").writes[0]
+    assert second.fields.count(b"synapse-source") == 1 and keys.F_TIME not in second.fields
+    got = pairs(second.fields)
+    assert got[b"synapse-source"] == b"ingress:eu1"
+    assert got[b"synapse-id"] == b"1-1"
+    assert got[b"synapse-route"] == b"any-source-errors"  # its first target's route
+    assert got[b"type"] == b"app.error"
 
 
 def test_explain(table_from: TableFrom) -> None:
