@@ -24,9 +24,10 @@ with the committed offset), never from the router's memory; the exception is the
 short backoff of a refused entry (``retry_later``), which a restart forgets
 safely because the entry is then re-delivered and counted.
 
-What a backend raises goes to ``errors.classify`` in the loop: a lost connection
-or a server-wide refusal backs off and marks the router not ready; a missing
-group asks for ``setup`` again; anything else counts as a redelivery.
+What a backend raises, the loop hands back to its ``classify`` (an
+``errors.Failure``), and ``retry.verdict`` decides: a lost connection or a
+server-wide refusal backs off and marks the router not ready; a missing group
+asks for ``setup`` again; anything else counts as a redelivery.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from synapse.commit import CommitResult
 from synapse.config import RouterSettings, RoutingTable
+from synapse.errors import Failure
 from synapse.plan import BatchPlan, Entry
 
 if TYPE_CHECKING:  # the registry is Redis I/O: only its data type is named here
@@ -144,6 +146,11 @@ class Backend(Protocol):
 
     async def refresh_stats(self, settings: RouterSettings, sources: Sequence[str]) -> None:
         """Per-source lag and pending gauges."""
+        ...
+
+    def classify(self, exc: BaseException) -> Failure:
+        """The kind of failure ``exc`` (raised by this backend) is; ``INTERNAL`` if not
+        the store's or the network's."""
         ...
 
     def presence(self, info: Callable[[], ServiceInfo]) -> Presence:

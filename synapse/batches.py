@@ -21,11 +21,11 @@ from typing import Any
 
 from synapse.backend import Backend, Batch
 from synapse.commit import CommitResult
-from synapse.errors import Outage
+from synapse.errors import Outage, classify_reply
 from synapse.giveup import give_up as plan_give_up
 from synapse.metrics import Metrics, observe_many
 from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, BatchPlan, Entry, Planner
-from synapse.retry import GIVE_UP, OUTAGE, REFUSED, RETRY_BACKOFF, verdict
+from synapse.retry import GIVE_UP, OUTAGE, REFUSED, REGIVEN, verdict
 
 
 @dataclass(slots=True)
@@ -135,18 +135,20 @@ class Batches:
                 continue
             count = (batch.deliveries or {}).get(entry_id, 1)
             refused = result.refused.get(entry_id) or {"?": result.failed[entry_id]}
-            verdicts = [
-                verdict(REFUSED, deliveries=count, max_deliveries=settings.max_deliveries, error=e)
-                for e in refused.values()
-            ]
-            if any(v.action == OUTAGE for v in verdicts):
+            judged = verdict(
+                REFUSED,
+                deliveries=count,
+                max_deliveries=settings.max_deliveries,
+                refusals=[classify_reply(e) for e in refused.values()],
+                dead_letter_refused=settings.dead_letter in refused,
+            )
+            if judged.action == OUTAGE:
                 outage = outage or result.failed[entry_id]
-            elif verdicts[0].action == GIVE_UP and settings.dead_letter not in refused:
+            elif judged.action == GIVE_UP:
                 give_up[entry_id] = refused
-            else:  # a retry; or the dead-letter stream refuses: never given up (kept)
+            else:
                 self.metrics.retried.labels(source).inc()
-                delay_s = verdicts[0].delay_s or RETRY_BACKOFF.cap_s
-                self.backend.retry_later(source, entry_id, delay_s)
+                self.backend.retry_later(source, entry_id, judged.delay_s)
         dead_lettered = await self._give_up(batch, give_up) if give_up else 0
         self.log.warning(
             "destination_refused",
@@ -167,7 +169,9 @@ class Batches:
         fields_of = dict(batch.entries)
         counts = batch.deliveries or {}
         dead = 0
-        for _ in range(4):  # each round only adds refused destinations: a few at most
+        round = 0
+        while refused_of:
+            round += 1
             entries = tuple(
                 plan_give_up(
                     planner,
@@ -193,17 +197,17 @@ class Batches:
                 eid: {**refused_of[eid], **again.refused.get(eid, {})} for eid in again.failed
             }
             for eid, refused in list(refused_of.items()):
-                if settings.dead_letter in refused:
-                    # The dead-letter stream itself refuses: nothing can be given up now.
+                judged = verdict(
+                    REGIVEN, dead_letter_refused=settings.dead_letter in refused, round=round
+                )
+                if judged.action == GIVE_UP:
+                    continue  # another round, with the new refusers
+                if settings.dead_letter in refused:  # nothing can be given up now
                     self.log.error(
                         "dead_letter_refused", source=source, error=refused[settings.dead_letter]
                     )
-                    self.backend.retry_later(source, eid, RETRY_BACKOFF.cap_s)
-                    del refused_of[eid]
-            if not refused_of:
-                break
-        for eid in refused_of:  # still refused after every round: try again later
-            self.backend.retry_later(source, eid, RETRY_BACKOFF.cap_s)
+                self.backend.retry_later(source, eid, judged.delay_s)
+                del refused_of[eid]
         return dead
 
 

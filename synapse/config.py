@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from typing import Any
 import jsonschema
 
 from synapse import keys, loops
-from synapse.boundedcache import BoundedCache
 from synapse.errors import ConfigError, Problem
 from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where
 from synapse.schemas import SchemaRegistry, load_registry
@@ -66,25 +65,11 @@ class Route:
     line: int | None
     spec: Mapping[str, Any]
 
-    def matches(self, source: str, event_type: str) -> bool:
-        """Whether type and source globs match (``where`` is checked apart)."""
-        if not self.matches_type(event_type):
-            return False
-        return self.matches_source is None or self.matches_source(source)
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What routing a (source, type) pair needs: fixed destinations, or filters to run."""
-
-    routes: tuple[Route, ...]
-    #: (destination, route name) pairs when no candidate route has a ``where``; else None.
-    fixed: tuple[tuple[str, str], ...] | None
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoutingTable:
-    """Everything the router needs to decide, compiled; immutable once built."""
+    """Everything the router needs to decide, compiled: plain data, immutable once built.
+    Deciding on it (and the caches that makes fast) is ``routing.Routing``'s."""
 
     path: Path
     settings: RouterSettings
@@ -94,35 +79,6 @@ class RoutingTable:
     retention: tuple[tuple[str, GlobTest, int], ...]
     hash: str
     spec: Mapping[str, Any]
-    _decisions: BoundedCache[tuple[str, str], Decision] = field(
-        default_factory=BoundedCache, compare=False
-    )
-    _maxlens: BoundedCache[str, tuple[int | None]] = field(
-        default_factory=BoundedCache, compare=False
-    )
-
-    def decide(self, source: str, event_type: str) -> Decision:
-        """The candidate routes for (source, type), cached: most events read no body."""
-        key = (source, event_type)
-        found = self._decisions.get(key)
-        if found is not None:
-            return found
-        routes = tuple(r for r in self.routes if r.matches(source, event_type))
-        fixed: tuple[tuple[str, str], ...] | None = None
-        if all(r.where is None for r in routes):
-            fixed = destinations_of(routes, None)
-        decision = Decision(routes, fixed)
-        self._decisions.put(key, decision)  # bounded in bytes: types come from producers
-        return decision
-
-    def maxlen_for(self, stream: str) -> int | None:
-        """The retention cap of a destination (first matching glob), or None."""
-        cached = self._maxlens.get(stream)
-        if cached is not None:
-            return cached[0]
-        found = next((n for _, test, n in self.retention if test(stream)), None)
-        self._maxlens.put(stream, (found,))
-        return found
 
     @property
     def destinations(self) -> frozenset[str]:
@@ -131,17 +87,6 @@ class RoutingTable:
     @property
     def source_globs(self) -> tuple[GlobTest, ...]:
         return tuple(compile_glob(s) for s in self.sources)
-
-
-def destinations_of(routes: tuple[Route, ...], body: Any) -> tuple[tuple[str, str], ...]:
-    """Union of destinations of ``routes`` whose filter holds, each once, first route named."""
-    seen: dict[str, str] = {}
-    for route in routes:
-        if route.where is not None and (body is None or not route.where.holds(body)):
-            continue
-        for dest in route.to:
-            seen.setdefault(dest, route.name)
-    return tuple(seen.items())
 
 
 @cache

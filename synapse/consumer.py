@@ -25,10 +25,6 @@ import socket
 import time
 from collections.abc import Callable
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from synapse import log as logging
 from synapse import membership
 from synapse.backend import Backend, Pages, Read
@@ -37,10 +33,10 @@ from synapse.backoff import Backoff
 from synapse.batches import Batches
 from synapse.chores import every
 from synapse.config import RoutingTable
-from synapse.errors import ConsumerInUse, Outage
+from synapse.errors import ConsumerInUse, Failure
 from synapse.metrics import Metrics
 from synapse.plan import Planner
-from synapse.retry import OUTAGE, RAISED, REDELIVER, error_text, verdict
+from synapse.retry import OUTAGE, RAISED, REDELIVER, SETUP, Action, verdict
 from synapse.wire import is_cluster_url
 
 STATS_INTERVAL_S = 5.0
@@ -136,35 +132,23 @@ class Router:
                 self.failure = exc
                 self.log.error("consumer_name_in_use", error=str(exc))
                 break
-            except Outage as exc:  # a server-wide refusal inside a commit: not the entries'
+            except Exception as exc:  # what happens next is retry.verdict's, by its kind
                 attempt += 1
-                self._down("outage", exc, attempt)
-                await self._sleep(self.backoff.delay_s(attempt))
-            except (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError) as exc:
-                # RedisClusterException: no cluster node reachable (not a RedisError)
-                attempt += 1
-                self._down("connection", exc, attempt)
-                await self._sleep(self.backoff.delay_s(attempt))
-            except ResponseError as exc:
-                attempt += 1
-                if "NOGROUP" in str(exc):
-                    self.metrics.redis_errors.labels("nogroup").inc()
+                failure = self.backend.classify(exc)
+                judged = verdict(RAISED, failure=failure)
+                if judged.action == SETUP:
+                    self.metrics.redis_errors.labels(Failure.NO_GROUP).inc()
                     self.log.warning(
                         "group_missing", error=str(exc), group=self.table.settings.group
                     )
                     self._needs_setup = True
                     await self._sleep(self.backoff.delay_s(attempt) if attempt > 1 else 0)
-                else:
-                    judged = verdict(RAISED, error=error_text(exc))
-                    if judged.action == REDELIVER:
-                        self._count_redelivery = True
-                    self._down("outage" if judged.action == OUTAGE else "response", exc, attempt)
-                    await self._sleep(self.backoff.delay_s(attempt))
-            except Exception as exc:  # a bug must not stop routing for good: log, back off
-                attempt += 1
-                self._count_redelivery = True
-                self.log.exception("router_error", error=repr(exc), attempt=attempt)
-                self._down("internal", exc, attempt)
+                    continue
+                if failure == Failure.INTERNAL:  # a bug must not stop routing for good
+                    self.log.exception("router_error", error=repr(exc), attempt=attempt)
+                if judged.action == REDELIVER:
+                    self._count_redelivery = True
+                self._down(_label(failure, judged.action), exc, attempt)
                 await self._sleep(self.backoff.delay_s(attempt))
         await self._farewell()
 
@@ -321,3 +305,10 @@ class Router:
     async def refresh_stats(self) -> None:
         """Per-source lag and pending gauges (on an interval, not per batch)."""
         await self.backend.refresh_stats(self.table.settings, self.sources)
+
+
+def _label(failure: Failure, action: Action) -> str:
+    """The ``kind`` of ``synapse_redis_errors_total`` for a failed turn."""
+    if failure in (Failure.CONNECTION, Failure.INTERNAL):
+        return failure
+    return Failure.OUTAGE if action == OUTAGE else Failure.RESPONSE

@@ -33,7 +33,7 @@ from synapse.notify import Notifier
 from synapse.registry import ServiceInfo
 from synapse.statelock import StateLock
 
-EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus= names it
+EXIT_CONFIG = ConfigError.exit_code  # systemd's RestartPreventExitStatus= names it
 
 
 class Daemon:
@@ -269,7 +269,7 @@ def main(
         table = load_table(config_path)
     except ConfigError as exc:
         log.error("config_invalid", config=str(config_path), errors=[str(p) for p in exc.problems])
-        sys.exit(EXIT_CONFIG)
+        sys.exit(exc.exit_code)
     except Exception as exc:  # a table no check foresaw: still no restart loop, no traceback
         log.error("config_invalid", config=str(config_path), errors=[repr(exc)])
         sys.exit(EXIT_CONFIG)

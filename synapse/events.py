@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from synapse import keys
-from synapse.errors import InvalidEvent
+from synapse.errors import InvalidEvent, Reason, json_reason
 
 #: A dead-letter copy keeps at most this many bytes of any one field value.
 DLQ_FIELD_MAX = 4096
@@ -82,12 +82,12 @@ def _parse_json(raw: bytes, max_depth: int) -> Any:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        text = str(exc)
-        if "UTF-8" in text or "surrogate" in text:
-            raise InvalidEvent("invalid_encoding", f"data is not UTF-8: {exc}") from None
-        if "recursion" in text or "depth limit" in text:  # orjson's own limit (1024)
-            raise InvalidEvent("too_deep", f"nesting deeper than {max_depth}") from None
-        raise InvalidEvent("invalid_json", f"data is not JSON: {exc}") from None
+        reason = json_reason(exc)
+        detail = {
+            Reason.INVALID_ENCODING: f"data is not UTF-8: {exc}",
+            Reason.TOO_DEEP: f"nesting deeper than {max_depth}",
+        }.get(reason, f"data is not JSON: {exc}")
+        raise InvalidEvent(reason, detail) from None
     # Depth can only exceed the limit if there are that many brackets at all.
     if raw.count(b"{") + raw.count(b"[") > max_depth and depth_exceeds(body, max_depth):
         raise InvalidEvent("too_deep", f"nesting deeper than {max_depth}")
@@ -117,23 +117,26 @@ def _fields_body(fields: Sequence[bytes]) -> dict[str, str]:
         raise InvalidEvent("invalid_encoding", f"a field is not UTF-8: {exc.reason}") from None
 
 
-def with_provenance(
-    fields: list[bytes], source: bytes, entry_id: bytes, route: bytes
-) -> list[bytes]:
-    """The destination copy: every source field, then the provenance fields.
+#: A copy's provenance: (source stream, source entry id, route name), in field order.
+Provenance = tuple[bytes, bytes, bytes]
 
-    Provenance fields the entry already carries (an event routed twice) are
-    replaced, so each name appears once.
+
+def copy_fields(base: list[bytes], provenance: Provenance | None) -> list[bytes]:
+    """The layout of a destination copy: every commit path writes exactly this.
+
+    ``base`` is the entry's fields with no ``synapse-*`` field (``provenance_base``:
+    order, duplicates and bytes kept); then, unless provenance is off, the
+    provenance fields ``synapse-source``, ``synapse-id``, ``synapse-route`` in that
+    order, so each name appears once even for an event routed twice. ``plan.Write``
+    is the copy (its ``fields`` are this); the cluster path XADDs ``Write.fields``;
+    the Lua commit receives ``base`` once per entry and appends the same three
+    pairs (``commit.encode`` sends the names; tests/test_commit_encoding.py pins
+    what it writes to ``Write.fields``); another backend writes this list too.
     """
-    return [
-        *provenance_base(fields),
-        keys.F_SOURCE,
-        source,
-        keys.F_ID,
-        entry_id,
-        keys.F_ROUTE,
-        route,
-    ]
+    if provenance is None:
+        return base
+    source, entry_id, route = provenance
+    return [*base, keys.F_SOURCE, source, keys.F_ID, entry_id, keys.F_ROUTE, route]
 
 
 def provenance_base(fields: list[bytes]) -> list[bytes]:

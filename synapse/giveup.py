@@ -53,7 +53,7 @@ def give_up(
             destination=(write.stream.encode(), route.encode()),
         )
         dead_letter = table.settings.dead_letter
-        writes.append(Write(dead_letter, dlq_fields, table.maxlen_for(dead_letter)))
+        writes.append(Write(dead_letter, dlq_fields, planner.routing.maxlen_for(dead_letter)))
     return EntryPlan(
         entry.entry_id,
         ROUTED if routes else DEAD_LETTER,

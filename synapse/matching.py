@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from synapse.errors import SynapseError
 from synapse.regexes import RegexError, compile_search
 
 GlobTest = Callable[[str], bool]
@@ -110,7 +111,7 @@ _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 OPERATOR_NAMES = (*_OPERATORS, "glob", "regex")
 
 
-class WhereError(ValueError):
+class WhereError(SynapseError, ValueError):
     """A ``where`` block that cannot compile; ``path`` locates it in the config."""
 
     def __init__(self, path: tuple[str | int, ...], message: str) -> None:

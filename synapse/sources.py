@@ -6,7 +6,7 @@ skipped, with one warning per name and a count in ``synapse_sources_skipped``,
 when its name is not valid UTF-8 (anyone who can create a key could otherwise
 stop every read) or when the router writes it (a destination, the unrouted or the
 dead-letter stream: a loop; ``loops.py`` refuses such a table at load too).
-Group creation treats BUSYGROUP as success.
+Group creation treats an existing group (BUSYGROUP) as success.
 Per-source lag and pending gauges come from XINFO GROUPS, on an interval, not per batch.
 """
 
@@ -19,6 +19,8 @@ from redis.exceptions import ResponseError
 
 from synapse import wire
 from synapse.config import RouterSettings, RoutingTable
+from synapse.errors import Failure
+from synapse.failures import classify
 from synapse.loops import UNROUTED_POLICIES
 from synapse.matching import is_glob
 from synapse.metrics import Metrics
@@ -115,10 +117,9 @@ async def ensure_group(
     try:
         await wire.execute(client, *args)
     except ResponseError as exc:
-        if "BUSYGROUP" in str(exc):
+        # an existing group is fine; so is a globbed stream deleted since the scan
+        if classify(exc) in (Failure.GROUP_EXISTS, Failure.NO_KEY):
             return
-        if "requires the key to exist" in str(exc):
-            return  # a globbed stream deleted since the scan
         raise
     metrics.group_recreated.labels(source).inc()
     log.info("group_created", source=source, group=settings.group, start=settings.start)

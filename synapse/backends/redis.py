@@ -27,6 +27,8 @@ from synapse import membership, sources, wire
 from synapse.backend import Batch, Pages, Presence, Read
 from synapse.commit import CommitResult, commit
 from synapse.config import RouterSettings, RoutingTable
+from synapse.errors import Failure
+from synapse.failures import classify
 from synapse.metrics import Metrics
 from synapse.pending import Pending
 from synapse.plan import BatchPlan
@@ -154,6 +156,9 @@ class RedisBackend:
                 continue  # the stream or group vanished since the scan
             if gone:
                 self.log.info("consumers_forgotten", source=source, consumers=gone)
+
+    def classify(self, exc: BaseException) -> Failure:
+        return classify(exc)
 
     def presence(self, info: Callable[[], ServiceInfo]) -> Presence:
         # On a cluster too: every registry key carries the {registry} hash tag (keys.py).

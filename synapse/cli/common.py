@@ -26,6 +26,7 @@ from redis.exceptions import MovedError, RedisClusterException, RedisError
 
 from synapse import settings, wire
 from synapse.config import DEFAULT_CONFIG, RoutingTable, load_table
+from synapse.errors import EXIT_FAILED as EXIT_FAILED
 from synapse.errors import ConfigError, SynapseError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,15 +35,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 Client = wire.SyncClient
 
 EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
 class Failure(SynapseError):
-    """A command that ran and found a problem (exit 1), or another exit code."""
+    """A command that ran and found a problem (exit 1)."""
 
-    exit_code: ClassVar[int] = 1
+    exit_code: ClassVar[int] = EXIT_FAILED
 
 
 # -- shared options: stored in ctx.meta, which every context of one invocation shares --
