@@ -21,9 +21,9 @@ from synapse.cli.replay import checkpoint_key, hashed_part, legacy_key
 from synapse.embedded import free_port
 from tests.cluster.conftest import slot
 from tests.cluster.localcluster import LocalCluster
-from tests.cluster.routers import RouterProcess
 from tests.conftest import wait_for, wait_sync, write_table
 from tests.support.deadletters import dead_letter_entry
+from tests.support.router import RouterProcess
 
 
 def test_registry_keys_share_one_slot() -> None:
@@ -216,7 +216,7 @@ def test_router_on_a_cluster_shows_in_services_and_topology(
 ) -> None:
     """A router process on a cluster registers (heartbeat MULTI in one slot); services/topology."""
     config = write_table(tmp_path / "cfg", TABLE)
-    router = RouterProcess.start(config, curl, "cli-r1", tmp_path)
+    router = RouterProcess(config, curl, consumer="cli-r1", log_path=tmp_path / "r1.log").start()
 
     def registered() -> list[Any]:
         found: list[Any] = as_json(synapse(curl, "services", "--json"))["services"]

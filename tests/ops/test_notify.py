@@ -13,8 +13,8 @@ import redis
 
 from synapse.embedded import EmbeddedServer, free_port
 from tests.conftest import write_table
-from tests.ops.proc import RouterProcess
 from tests.ops.test_reload import EV_SCHEMA, TABLE_A, TABLE_B, dedent, write_atomic
+from tests.support.router import RouterProcess
 
 
 class NotifySocket:
@@ -112,7 +112,7 @@ def test_notify_order_ready_reload_stopping(
     )
 
     router.signal(signal.SIGTERM)
-    assert router.proc.wait(30) == 0
+    assert router.process.wait(30) == 0
     notify.wait(lambda m: m.get("STOPPING") == "1", after=kept + 1)
     assert notify.lifecycle() == ["READY", "RELOADING", "READY", "RELOADING", "READY", "STOPPING"]
 
