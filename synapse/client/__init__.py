@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from synapse.client.bus import Bus, resolve_url
 from synapse.client.event import Event, decode
+from synapse.client.validate import PublishRefused
 
-__all__ = ["Event", "decode"]
+__all__ = ["Bus", "Event", "PublishRefused", "decode", "resolve_url"]
