@@ -32,7 +32,7 @@ def type_and_data(event: Any, data: dict[str, Any] | None) -> tuple[str, dict[st
     """(type, body) of ``publish``'s arguments: a type and a dict, or a ModelKit model."""
     if isinstance(event, str):
         return event, {} if data is None else data
-    event_type = getattr(event, "event_type", None)
+    event_type = getattr(event, "type_name", None) or getattr(event, "event_type", None)
     dump = getattr(event, "model_dump", None)
     if isinstance(event_type, str) and callable(dump):
         if data is not None:

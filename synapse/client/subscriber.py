@@ -353,7 +353,8 @@ class Subscriber:
             try:
                 arg: Any = event
                 if sub.model is not None:
-                    arg = sub.model.model_validate(event.data)
+                    parse = getattr(sub.model, "from_event", None)
+                    arg = parse(event) if parse else sub.model.model_validate(event.data)
                 if sub.is_async:
                     await sub.handler(arg)
                 else:
