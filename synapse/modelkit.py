@@ -10,7 +10,7 @@
         print(ready.artifact_uri, ready.envelope.id)   # the Event it came in
 
 One class per shipped topic; each names its schema file and the type ``publish``
-gives it (``event_type``; a class covering several types takes ``type=``). Unknown
+gives it (``event_type``; for a class covering several types, ``.with_type(...)``). Unknown
 body fields are kept (the schemas allow them). Fields left unset are not written.
 ``tests/client/test_modelkit.py`` proves the classes and the schema files agree
 both ways: every class's output validates against its schema, and every example in
@@ -19,7 +19,7 @@ the schema files parses into its class and dumps back unchanged.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -38,13 +38,14 @@ class SynapseEvent(BaseModel):
     #: The type ``publish`` writes for this class, and its schema file under config/schemas/.
     event_type: ClassVar[str]
     schema_file: ClassVar[str]
-    #: A class covering several types (``training.*``) takes the type at construction.
+    #: A class covering several types (``*.error``) is given the type by ``with_type``.
     _type: str | None = PrivateAttr(default=None)
     _envelope: Event | None = PrivateAttr(default=None)
 
-    def __init__(self, /, type: str | None = None, **data: Any) -> None:
-        super().__init__(**data)
-        self._type = type
+    def with_type(self, event_type: str) -> Self:
+        """This event published as ``event_type`` (a class covering several types)."""
+        self._type = event_type
+        return self
 
     @property
     def type_name(self) -> str:

@@ -135,8 +135,8 @@ def test_both_refuse_a_missing_required_field(
 
 
 def test_a_class_for_several_types_takes_the_type() -> None:
-    """type= picks the published type; event_type stays the class default."""
-    event = modelkit.ModelEvent(type="model.deprecated", model_id="m", version="1")
+    """with_type picks the published type; event_type stays the class default."""
+    event = modelkit.ModelEvent(model_id="m", version="1").with_type("model.deprecated")
     assert event.type_name == "model.deprecated"
     assert modelkit.ModelEvent(model_id="m", version="1").type_name == "model.updated"
 
