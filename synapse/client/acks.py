@@ -80,12 +80,16 @@ FAILURES = (RedisError, RedisClusterException, OSError)
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One entry's outcome: ``mark`` (key, ttl_ms) and/or ``dead`` (stream, fields)."""
+    """One entry's outcome: ``mark`` (key, ttl_ms) and/or ``dead`` (stream, fields).
+
+    ``written``, when given, is resolved once the outcome is on the server.
+    """
 
     stream: str
     entry_id: bytes
     mark: tuple[str, int] | None = None
     dead: tuple[str, list[bytes]] | None = None
+    written: asyncio.Future[None] | None = None
 
 
 class Acks:
@@ -138,6 +142,9 @@ class Acks:
             try:
                 await self.write(ops)
                 attempt = 0
+                for op in ops:
+                    if op.written is not None and not op.written.done():
+                        op.written.set_result(None)
             except FAILURES as exc:
                 self._queued[:0] = ops  # kept, in order: every op is safe to re-send
                 attempt += 1

@@ -318,10 +318,15 @@ class Subscriber:
                     del self._handling[key]
         if error is None:
             self.handled += 1
-            mark = None
-            if key is not None and sub.dedupe_s is not None:
-                mark = (keys.dedupe_mark(self.service, key), int(sub.dedupe_s * 1000))
-            self._finish(stream, entry_id, Outcome(stream, entry_id, mark=mark))
+            if key is None or sub.dedupe_s is None:
+                self._finish(stream, entry_id, Outcome(stream, entry_id))
+                return
+            # The mark is written before this worker takes another entry: a kill can
+            # repeat at most the `concurrency` handlers whose marks were in flight.
+            mark = (keys.dedupe_mark(self.service, key), int(sub.dedupe_s * 1000))
+            written = asyncio.get_running_loop().create_future()
+            self._finish(stream, entry_id, Outcome(stream, entry_id, mark=mark, written=written))
+            await written
             return
         self.failed += 1
         if event.deliveries >= sub.max_deliveries:
