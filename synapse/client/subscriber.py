@@ -50,8 +50,6 @@ FORGET_IDLE_MS = 3_600_000
 #: Retries start at this many seconds, doubling up to the subscription's retry_backoff_s.
 RETRY_BASE_S = 0.1
 FAILURES = (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError)
-#: A subscription's queue: (event, entry id), or None to stop a worker.
-Queue = asyncio.Queue[tuple[Event, bytes] | None]
 
 
 class Subscriber:
@@ -76,7 +74,7 @@ class Subscriber:
         self.backoff = backoff or Backoff()
         self.drain_timeout_s = drain_timeout_s
         self.stopping = asyncio.Event()
-        self._flusher_done = asyncio.Event()  # set once the workers are done: flush, then end
+        self._flusher_done = asyncio.Event()  # set once handlers are done: flush, then end
         self.io: RedisStreams = io_factory(self.process, self.stopping)
         self.ready = False
         self.handled = 0
@@ -84,8 +82,7 @@ class Subscriber:
         self.dead_lettered = 0
         self.skipped = 0
         self.deduped = 0
-        self._queues: dict[int, Queue] = {}
-        self._workers: list[asyncio.Task[None]] = []
+        self._tracing = False
         self._retries: set[asyncio.Task[None]] = set()
         self._inflight: set[tuple[str, bytes]] = set()
         self._handling: dict[str, asyncio.Future[bool]] = {}
@@ -93,7 +90,7 @@ class Subscriber:
         self._claim_every_s = min(s.claim_idle_ms for s in self.subscriptions) / 1000 / 2
 
     def stop(self) -> None:
-        """Stop reading; handlers in flight (and queued) finish, their outcomes are written."""
+        """Stop reading; handlers in flight finish, their outcomes are written."""
         self.stopping.set()
 
     # -- the loop -------------------------------------------------------------------------
@@ -103,19 +100,16 @@ class Subscriber:
         if any(not s.is_async for s in self.subscriptions):
             workers = sum(s.concurrency for s in self.subscriptions if not s.is_async)
             self._threads = ThreadPoolExecutor(workers, thread_name_prefix="synapse-handler")
-        for index, sub in enumerate(self.subscriptions):
-            queue: Queue = asyncio.Queue(sub.concurrency)
-            self._queues[index] = queue
-            self._workers += [
-                asyncio.create_task(self._work(sub, queue)) for _ in range(sub.concurrency)
-            ]
         flusher = asyncio.create_task(self.io.acks.run(self._flusher_done))
+        reading = asyncio.create_task(self._loop())
         try:
-            await self._loop()
+            await self._until_stopped(reading)
         finally:
-            await self._drain()
-            self._flusher_done.set()
+            reading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
+                await reading
+            self._flusher_done.set()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(flusher, self.drain_timeout_s)
             with contextlib.suppress(Exception):
                 if self.io.acks.backlog == 0:
@@ -127,6 +121,20 @@ class Subscriber:
                 "subscriber_stopped", handled=self.handled, failed=self.failed,
                 dead_lettered=self.dead_lettered,
             )  # fmt: skip
+
+    async def _until_stopped(self, reading: asyncio.Task[None]) -> None:
+        """Wait for a stop; then give the handlers in flight ``drain_timeout_s`` to finish."""
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({reading, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        busy = {reading, *self._retries}
+        _, late = await asyncio.wait(busy, timeout=self.drain_timeout_s)
+        if late:
+            self.log.warning("handlers_unfinished", tasks=len(late))
+            for task in late:
+                task.cancel()
 
     async def _loop(self) -> None:
         attempt = 0
@@ -181,30 +189,16 @@ class Subscriber:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
-    async def _drain(self) -> None:
-        """Let the workers finish what is queued and in flight, within the drain deadline."""
-        for task in self._retries:
-            task.cancel()  # their entries stay pending: reclaimed, never lost
-        for index, sub in enumerate(self.subscriptions):
-            for _ in range(sub.concurrency):
-                await self._queues[index].put(None)
-        if self._workers:
-            _, late = await asyncio.wait(self._workers, timeout=self.drain_timeout_s)
-            for task in late:
-                task.cancel()
-            if late:
-                self.log.warning("handlers_unfinished", count=len(late))
-
     # -- dispatch -------------------------------------------------------------------------
 
     async def process(
         self, stream: str, entries: Sequence[Entry], deliveries: dict[bytes, int] | None
     ) -> None:
-        """Hand one stream's entries to their subscriptions' queues (waits when full)."""
+        """Run the handlers of one stream's entries; return when every one has an outcome."""
         ready: list[tuple[Subscription, Event, bytes]] = []
         for entry_id, fields in entries:
             if (stream, entry_id) in self._inflight:
-                continue  # ours already (queued or running): a drain or reclaim saw it again
+                continue  # ours already (handling, or waiting to retry): seen again by a drain
             count = (deliveries or {}).get(entry_id, 1)
             picked = self._pick(stream, entry_id, fields, count)
             if picked is not None:
@@ -215,20 +209,46 @@ class Subscriber:
             if sub.dedupe_s is not None
         ]
         seen = iter(await self.io.marked(marks))
+        batches: dict[int, list[tuple[Event, bytes]]] = {}
         for sub, event, entry_id in ready:
             if sub.dedupe_s is not None and next(seen):
                 self.deduped += 1
-                self.io.acks.add(Outcome(stream, entry_id))
+                self.io.acks.ack(stream, entry_id)
                 continue
             self._inflight.add((stream, entry_id))
-            await self._queues[self.subscriptions.index(sub)].put((event, entry_id))
+            batches.setdefault(self.subscriptions.index(sub), []).append((event, entry_id))
+        self._tracing = tracing.active()
+        runs = [self._lanes(self.subscriptions[i], items) for i, items in batches.items()]
+        if len(runs) == 1:
+            await runs[0]
+        elif runs:
+            await asyncio.gather(*runs)
+
+    async def _lanes(self, sub: Subscription, items: list[tuple[Event, bytes]]) -> None:
+        """Handle ``items`` with at most ``sub.concurrency`` handlers in flight."""
+        pending = iter(items)
+
+        async def lane() -> None:
+            for event, entry_id in pending:
+                try:
+                    await self._handle(sub, event, entry_id)
+                except Exception as exc:  # a bug here must not drop the rest of the batch
+                    self.log.exception("handler_dispatch_error", error=repr(exc))
+                    self._inflight.discard((event.stream, entry_id))
+
+        lanes = min(sub.concurrency, len(items))
+        if lanes <= 1:
+            await lane()
+        else:
+            # A handler that never waits runs the whole batch in the first lane.
+            await asyncio.gather(*(lane() for _ in range(lanes)))
 
     def _pick(
         self, stream: str, entry_id: bytes, fields: list[bytes] | None, deliveries: int
     ) -> tuple[Subscription, Event] | None:
         """The subscription and event for one entry, or None when settled here."""
         if fields is None:  # deleted while pending
-            self.io.acks.add(Outcome(stream, entry_id))
+            self.io.acks.ack(stream, entry_id)
             return None
         try:
             event = decode(stream, entry_id, fields, deliveries=deliveries)
@@ -241,7 +261,7 @@ class Subscriber:
             sub = route(self.subscriptions, stream, event.type)
         if sub is None:
             self.skipped += 1
-            self.io.acks.add(Outcome(stream, entry_id))
+            self.io.acks.ack(stream, entry_id)
             return None
         if deliveries > sub.max_deliveries:
             error = (
@@ -281,70 +301,77 @@ class Subscriber:
 
     # -- handlers -------------------------------------------------------------------------
 
-    async def _work(
-        self, sub: Subscription, queue: asyncio.Queue[tuple[Event, bytes] | None]
-    ) -> None:
-        while True:
-            item = await queue.get()
-            if item is None:
-                return
-            event, entry_id = item
-            try:
-                await self._handle(sub, event, entry_id)
-            except Exception as exc:  # a bug here must not kill the worker
-                self.log.exception("handler_dispatch_error", error=repr(exc))
-                self._inflight.discard((event.stream, entry_id))
-
     async def _handle(self, sub: Subscription, event: Event, entry_id: bytes) -> None:
-        stream = event.stream
-        key = event.dedupe_key if sub.dedupe_s is not None else None
-        if key is not None:
-            other = self._handling.get(key)
-            if other is not None and await asyncio.shield(other):
-                self.deduped += 1  # a copy of the same event was handled meanwhile
-                self._finish(stream, entry_id, Outcome(stream, entry_id))
+        if sub.dedupe_s is None and sub.is_async and sub.model is None and not self._tracing:
+            try:  # the plain case, inline: no span, no model, nothing to mark
+                await sub.handler(event)
+            except Exception as exc:
+                await self._failed(sub, event, entry_id, self._report(sub, event, exc, None))
                 return
-        done: asyncio.Future[bool] | None = None
-        if key is not None:
-            done = self._handling[key] = asyncio.get_running_loop().create_future()
-        ok = False
+            self.handled += 1
+            self._inflight.discard((event.stream, entry_id))
+            self.io.acks.ack(event.stream, entry_id)
+            return
+        if sub.dedupe_s is not None:
+            await self._handle_once(sub, event, entry_id, sub.dedupe_s)
+            return
+        error = await self._call(sub, event)
+        if error is not None:
+            await self._failed(sub, event, entry_id, error)
+            return
+        self.handled += 1
+        self._inflight.discard((event.stream, entry_id))
+        self.io.acks.ack(event.stream, entry_id)
+
+    async def _handle_once(
+        self, sub: Subscription, event: Event, entry_id: bytes, dedupe_s: float
+    ) -> None:
+        """With ``dedupe_s``: a copy handled meanwhile is acked; success writes the mark."""
+        stream, key = event.stream, event.dedupe_key
+        other = self._handling.get(key)
+        if other is not None and await asyncio.shield(other):
+            self.deduped += 1  # a copy of the same event was handled meanwhile
+            self._inflight.discard((stream, entry_id))
+            self.io.acks.ack(stream, entry_id)
+            return
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._handling[key] = done
+        error: str | None = "cancelled"
         try:
             error = await self._call(sub, event)
-            ok = error is None
         finally:
-            if done is not None and key is not None:
-                done.set_result(ok)
-                if self._handling.get(key) is done:
-                    del self._handling[key]
-        if error is None:
-            self.handled += 1
-            if key is None or sub.dedupe_s is None:
-                self._finish(stream, entry_id, Outcome(stream, entry_id))
-                return
-            # The mark is written before this worker takes another entry: a kill can
-            # repeat at most the `concurrency` handlers whose marks were in flight.
-            mark = (keys.dedupe_mark(self.service, key), int(sub.dedupe_s * 1000))
-            written = asyncio.get_running_loop().create_future()
-            self._finish(stream, entry_id, Outcome(stream, entry_id, mark=mark, written=written))
-            await written
+            done.set_result(error is None)
+            if self._handling.get(key) is done:
+                del self._handling[key]
+        if error is not None:
+            await self._failed(sub, event, entry_id, error)
             return
+        self.handled += 1
+        self._inflight.discard((stream, entry_id))
+        # The mark is written before this lane takes another entry: a kill can repeat
+        # at most the `concurrency` handlers whose marks were in flight.
+        mark = (keys.dedupe_mark(self.service, key), int(dedupe_s * 1000))
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.io.acks.add(Outcome(stream, entry_id, mark=mark, written=written))
+        await written
+
+    async def _failed(self, sub: Subscription, event: Event, entry_id: bytes, error: str) -> None:
+        """Retry after a backoff, or dead-letter at ``max_deliveries``."""
         self.failed += 1
+        stream = event.stream
         if event.deliveries >= sub.max_deliveries:
             self._inflight.discard((stream, entry_id))
-            self._dead(
-                stream, entry_id, list(event.fields), "handler_error", error, event.deliveries
-            )
+            fields = list(event.fields)
+            self._dead(stream, entry_id, fields, "handler_error", error, event.deliveries)
             return
         task = asyncio.create_task(self._retry(sub, event, entry_id))
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
 
-    def _finish(self, stream: str, entry_id: bytes, outcome: Outcome) -> None:
-        self._inflight.discard((stream, entry_id))
-        self.io.acks.add(outcome)
-
     async def _call(self, sub: Subscription, event: Event) -> str | None:
         """Run the handler; None when it returned, else the exception's last line."""
+        if not self._tracing:
+            return await self._run_handler(sub, event, None)
         attributes = {
             "messaging.system": "synapse",
             "messaging.destination.name": event.stream,
@@ -353,36 +380,44 @@ class Subscriber:
             "synapse.event.type": event.type,
             "synapse.deliveries": event.deliveries,
         }
-        traceparent = event.get_field("traceparent") if tracing.ENABLED else None
+        traceparent = event.get_field("traceparent")
         with tracing.handler_span(f"handle {event.type}", traceparent, attributes) as span:
-            try:
-                arg: Any = event
-                if sub.model is not None:
-                    parse = getattr(sub.model, "from_event", None)
-                    arg = parse(event) if parse else sub.model.model_validate(event.data)
-                if sub.is_async:
-                    await sub.handler(arg)
-                else:
-                    loop = asyncio.get_running_loop()
-                    await loop.run_in_executor(self._threads, sub.handler, arg)
-            except Exception as exc:
-                # the traceback's last line: "ValueError: message"
-                last = "".join(traceback.format_exception_only(exc)).strip()
-                if span is not None:
-                    span.record_exception(exc)
-                self.log.warning(
-                    "handler_failed", handler=sub.name, stream=event.stream, type=event.type,
-                    entry_id=event.entry_id, deliveries=event.deliveries, error=last,
-                )  # fmt: skip
-                return last
+            return await self._run_handler(sub, event, span)
+
+    async def _run_handler(self, sub: Subscription, event: Event, span: Any) -> str | None:
+        try:
+            arg: Any = event
+            if sub.model is not None:
+                parse = getattr(sub.model, "from_event", None)
+                arg = parse(event) if parse else sub.model.model_validate(event.data)
+            if sub.is_async:
+                await sub.handler(arg)
+            else:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._threads, sub.handler, arg)
+        except Exception as exc:
+            return self._report(sub, event, exc, span)
         return None
+
+    def _report(self, sub: Subscription, event: Event, exc: Exception, span: Any) -> str:
+        """Log a handler's failure; its text: the traceback's last line ("ValueError: ...")."""
+        last = "".join(traceback.format_exception_only(exc)).strip()
+        if span is not None:
+            span.record_exception(exc)
+        self.log.warning(
+            "handler_failed", handler=sub.name, stream=event.stream, type=event.type,
+            entry_id=event.entry_id, deliveries=event.deliveries, error=last,
+        )  # fmt: skip
+        return last
 
     async def _retry(self, sub: Subscription, event: Event, entry_id: bytes) -> None:
         """After a capped backoff, deliver the entry again (the server counts it)."""
         policy = Backoff(base_s=min(RETRY_BASE_S, sub.retry_backoff_s), cap_s=sub.retry_backoff_s)
-        await asyncio.sleep(policy.delay_s(event.deliveries))
+        await self._sleep(policy.delay_s(event.deliveries))
         stream = event.stream
         self._inflight.discard((stream, entry_id))
+        if self.stopping.is_set():
+            return  # left pending: this service's next instance (or a reclaim) takes it
         for attempt in range(1, 6):
             try:
                 entry, count = await self.io.claim_again(stream, entry_id)
