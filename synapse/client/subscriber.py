@@ -49,6 +49,8 @@ from synapse.plan import Entry
 FORGET_IDLE_MS = 3_600_000
 #: Retries start at this many seconds, doubling up to the subscription's retry_backoff_s.
 RETRY_BASE_S = 0.1
+#: (stream, type) -> subscription decisions kept (types are few; cleared when full).
+ROUTE_CACHE_MAX = 10_000
 FAILURES = (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError)
 
 
@@ -84,7 +86,9 @@ class Subscriber:
         self.deduped = 0
         self._tracing = False
         self._retries: set[asyncio.Task[None]] = set()
-        self._inflight: set[tuple[str, bytes]] = set()
+        #: Our entries waiting to be tried again, by (stream, id): the task that will.
+        self._retrying: dict[tuple[str, bytes], asyncio.Task[None]] = {}
+        self._routes: dict[tuple[str, str], int] = {}
         self._handling: dict[str, asyncio.Future[bool]] = {}
         self._threads: ThreadPoolExecutor | None = None
         self._claim_every_s = min(s.claim_idle_ms for s in self.subscriptions) / 1000 / 2
@@ -195,30 +199,42 @@ class Subscriber:
         self, stream: str, entries: Sequence[Entry], deliveries: dict[bytes, int] | None
     ) -> None:
         """Run the handlers of one stream's entries; return when every one has an outcome."""
-        ready: list[tuple[Subscription, Event, bytes]] = []
+        await self._dispatch(stream, entries, deliveries or {}, skip_retrying=True)
+
+    async def _dispatch(
+        self,
+        stream: str,
+        entries: Sequence[Entry],
+        counts: dict[bytes, int],
+        *,
+        skip_retrying: bool,
+    ) -> None:
+        subs = self.subscriptions
+        batches: list[list[tuple[Event, bytes]]] = [[] for _ in subs]
+        once: list[tuple[int, Event, bytes]] = []
+        retrying = self._retrying if skip_retrying else None
         for entry_id, fields in entries:
-            if (stream, entry_id) in self._inflight:
-                continue  # ours already (handling, or waiting to retry): seen again by a drain
-            count = (deliveries or {}).get(entry_id, 1)
-            picked = self._pick(stream, entry_id, fields, count)
+            if retrying and (stream, entry_id) in retrying:
+                continue  # ours, waiting to be tried again: seen again by a drain or reclaim
+            picked = self._pick(stream, entry_id, fields, counts.get(entry_id, 1))
             if picked is not None:
-                ready.append((*picked, entry_id))
-        marks = [
-            keys.dedupe_mark(self.service, event.dedupe_key)
-            for sub, event, _ in ready
-            if sub.dedupe_s is not None
-        ]
-        seen = iter(await self.io.marked(marks))
-        batches: dict[int, list[tuple[Event, bytes]]] = {}
-        for sub, event, entry_id in ready:
-            if sub.dedupe_s is not None and next(seen):
-                self.deduped += 1
-                self.io.acks.ack(stream, entry_id)
-                continue
-            self._inflight.add((stream, entry_id))
-            batches.setdefault(self.subscriptions.index(sub), []).append((event, entry_id))
+                index, event = picked
+                if subs[index].dedupe_s is None:
+                    batches[index].append((event, entry_id))
+                else:
+                    once.append((index, event, entry_id))
+        if once:
+            marks = [keys.dedupe_mark(self.service, e.dedupe_key) for _, e, _ in once]
+            for (index, event, entry_id), marked in zip(
+                once, await self.io.marked(marks), strict=True
+            ):
+                if marked:
+                    self.deduped += 1
+                    self.io.acks.ack(stream, entry_id)
+                else:
+                    batches[index].append((event, entry_id))
         self._tracing = tracing.active()
-        runs = [self._lanes(self.subscriptions[i], items) for i, items in batches.items()]
+        runs = [self._lanes(subs[i], items) for i, items in enumerate(batches) if items]
         if len(runs) == 1:
             await runs[0]
         elif runs:
@@ -234,7 +250,6 @@ class Subscriber:
                     await self._handle(sub, event, entry_id)
                 except Exception as exc:  # a bug here must not drop the rest of the batch
                     self.log.exception("handler_dispatch_error", error=repr(exc))
-                    self._inflight.discard((event.stream, entry_id))
 
         lanes = min(sub.concurrency, len(items))
         if lanes <= 1:
@@ -245,8 +260,8 @@ class Subscriber:
 
     def _pick(
         self, stream: str, entry_id: bytes, fields: list[bytes] | None, deliveries: int
-    ) -> tuple[Subscription, Event] | None:
-        """The subscription and event for one entry, or None when settled here."""
+    ) -> tuple[int, Event] | None:
+        """The subscription (its index) and event for one entry, or None when settled here."""
         if fields is None:  # deleted while pending
             self.io.acks.ack(stream, entry_id)
             return None
@@ -255,14 +270,12 @@ class Subscriber:
         except InvalidEvent as exc:
             self._dead(stream, entry_id, fields, exc.reason, exc.detail, deliveries)
             return None
-        if stream == self.retry_stream:
-            sub = route_any(self.subscriptions, event.type)
-        else:
-            sub = route(self.subscriptions, stream, event.type)
-        if sub is None:
+        index = self._route(stream, event.type)
+        if index < 0:
             self.skipped += 1
             self.io.acks.ack(stream, entry_id)
             return None
+        sub = self.subscriptions[index]
         if deliveries > sub.max_deliveries:
             error = (
                 f"delivered {deliveries} times without an outcome "
@@ -270,7 +283,22 @@ class Subscriber:
             )
             self._dead(stream, entry_id, fields, "max_deliveries", error, deliveries)
             return None
-        return sub, event
+        return index, event
+
+    def _route(self, stream: str, event_type: str) -> int:
+        """The index of the subscription for (stream, type), -1 for none (cached, bounded)."""
+        key = (stream, event_type)
+        found = self._routes.get(key)
+        if found is None:
+            if stream == self.retry_stream:
+                sub = route_any(self.subscriptions, event_type)
+            else:
+                sub = route(self.subscriptions, stream, event_type)
+            found = -1 if sub is None else self.subscriptions.index(sub)
+            if len(self._routes) >= ROUTE_CACHE_MAX:
+                self._routes.clear()
+            self._routes[key] = found
+        return found
 
     def _dead(
         self,
@@ -309,7 +337,6 @@ class Subscriber:
                 await self._failed(sub, event, entry_id, self._report(sub, event, exc, None))
                 return
             self.handled += 1
-            self._inflight.discard((event.stream, entry_id))
             self.io.acks.ack(event.stream, entry_id)
             return
         if sub.dedupe_s is not None:
@@ -320,7 +347,6 @@ class Subscriber:
             await self._failed(sub, event, entry_id, error)
             return
         self.handled += 1
-        self._inflight.discard((event.stream, entry_id))
         self.io.acks.ack(event.stream, entry_id)
 
     async def _handle_once(
@@ -331,7 +357,6 @@ class Subscriber:
         other = self._handling.get(key)
         if other is not None and await asyncio.shield(other):
             self.deduped += 1  # a copy of the same event was handled meanwhile
-            self._inflight.discard((stream, entry_id))
             self.io.acks.ack(stream, entry_id)
             return
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -347,7 +372,6 @@ class Subscriber:
             await self._failed(sub, event, entry_id, error)
             return
         self.handled += 1
-        self._inflight.discard((stream, entry_id))
         # The mark is written before this lane takes another entry: a kill can repeat
         # at most the `concurrency` handlers whose marks were in flight.
         mark = (keys.dedupe_mark(self.service, key), int(dedupe_s * 1000))
@@ -360,11 +384,11 @@ class Subscriber:
         self.failed += 1
         stream = event.stream
         if event.deliveries >= sub.max_deliveries:
-            self._inflight.discard((stream, entry_id))
             fields = list(event.fields)
             self._dead(stream, entry_id, fields, "handler_error", error, event.deliveries)
             return
         task = asyncio.create_task(self._retry(sub, event, entry_id))
+        self._retrying[(stream, entry_id)] = task
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
 
@@ -412,25 +436,25 @@ class Subscriber:
 
     async def _retry(self, sub: Subscription, event: Event, entry_id: bytes) -> None:
         """After a capped backoff, deliver the entry again (the server counts it)."""
-        policy = Backoff(base_s=min(RETRY_BASE_S, sub.retry_backoff_s), cap_s=sub.retry_backoff_s)
-        await self._sleep(policy.delay_s(event.deliveries))
-        stream = event.stream
-        self._inflight.discard((stream, entry_id))
-        if self.stopping.is_set():
-            return  # left pending: this service's next instance (or a reclaim) takes it
-        for attempt in range(1, 6):
-            try:
-                entry, count = await self.io.claim_again(stream, entry_id)
-            except (
-                RedisConnectionError,
-                RedisTimeoutError,
-                RedisClusterException,
-                OSError,
-                ResponseError,
-            ):
-                await asyncio.sleep(self.backoff.delay_s(attempt))
-                continue
-            if entry is not None:
-                await self.process(stream, [entry], {entry_id: count})
-            return
-        # Redis stayed away: the entry stays pending; the next set-up re-reads it.
+        key = (event.stream, entry_id)
+        try:
+            policy = Backoff(
+                base_s=min(RETRY_BASE_S, sub.retry_backoff_s), cap_s=sub.retry_backoff_s
+            )
+            await self._sleep(policy.delay_s(event.deliveries))
+            if self.stopping.is_set():
+                return  # left pending: this service's next instance (or a reclaim) takes it
+            for attempt in range(1, 6):
+                try:
+                    entry, count = await self.io.claim_again(event.stream, entry_id)
+                except (*FAILURES, ResponseError):
+                    await self._sleep(self.backoff.delay_s(attempt))
+                    continue
+                if entry is not None:
+                    counts = {entry_id: count}
+                    await self._dispatch(event.stream, [entry], counts, skip_retrying=False)
+                return
+            # Redis stayed away: the entry stays pending; the next set-up re-reads it.
+        finally:
+            if self._retrying.get(key) is asyncio.current_task():
+                del self._retrying[key]
