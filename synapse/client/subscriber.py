@@ -89,6 +89,8 @@ class Subscriber:
         #: Our entries waiting to be tried again, by (stream, id): the task that will.
         self._retrying: dict[tuple[str, bytes], asyncio.Task[None]] = {}
         self._routes: dict[tuple[str, str], int] = {}
+        #: Per subscription: no dedupe (its entries go straight to a lane).
+        self._plain = [s.dedupe_s is None for s in self.subscriptions]
         self._handling: dict[str, asyncio.Future[bool]] = {}
         self._threads: ThreadPoolExecutor | None = None
         self._claim_every_s = min(s.claim_idle_ms for s in self.subscriptions) / 1000 / 2
@@ -213,10 +215,31 @@ class Subscriber:
         batches: list[list[tuple[Event, bytes]]] = [[] for _ in subs]
         once: list[tuple[int, Event, bytes]] = []
         retrying = self._retrying if skip_retrying else None
+        routes = self._routes
+        plain = self._plain
         for entry_id, fields in entries:
             if retrying and (stream, entry_id) in retrying:
                 continue  # ours, waiting to be tried again: seen again by a drain or reclaim
-            picked = self._pick(stream, entry_id, fields, counts.get(entry_id, 1))
+            deliveries = counts.get(entry_id, 1) if counts else 1
+            if fields is not None and deliveries == 1:
+                # The common case inline: decode, route (cached), queue for its lane.
+                try:
+                    event = decode(stream, entry_id, fields)
+                except InvalidEvent as exc:
+                    self._dead(stream, entry_id, fields, exc.reason, exc.detail, 1)
+                    continue
+                index = routes.get((stream, event.type))
+                if index is None:
+                    index = self._route(stream, event.type)
+                if index >= 0 and plain[index]:
+                    batches[index].append((event, entry_id))
+                    continue
+                picked: tuple[int, Event] | None = (index, event) if index >= 0 else None
+                if picked is None:
+                    self.skipped += 1
+                    self.io.acks.ack(stream, entry_id)
+            else:
+                picked = self._pick(stream, entry_id, fields, deliveries)
             if picked is not None:
                 index, event = picked
                 if subs[index].dedupe_s is None:
@@ -254,9 +277,15 @@ class Subscriber:
         lanes = min(sub.concurrency, len(items))
         if lanes <= 1:
             await lane()
-        else:
-            # A handler that never waits runs the whole batch in the first lane.
-            await asyncio.gather(*(lane() for _ in range(lanes)))
+            return
+        # One lane first: a handler that never waits runs the whole batch in it. The
+        # other lanes start only if items are left once the first lane has yielded.
+        first = asyncio.ensure_future(lane())
+        await asyncio.sleep(0)
+        if first.done():
+            first.result()
+            return
+        await asyncio.gather(first, *(lane() for _ in range(lanes - 1)))
 
     def _pick(
         self, stream: str, entry_id: bytes, fields: list[bytes] | None, deliveries: int
