@@ -236,9 +236,7 @@ async def _run(url: str, events_n: int, reps: int, memory_events: int) -> dict[s
             for name, measure in kinds if rep % 2 == 0 else kinds[::-1]:
                 times[name].append(await measure(url, f"{name}-{rep}", events_n))
         entries = _published(events_n)
-        items = [
-            (f[1].decode(), orjson.loads(f[3])) for f in entries
-        ]  # the same types and bodies
+        items = [(f[1].decode(), orjson.loads(f[3])) for f in entries]  # the same types and bodies
         for rep in range(reps):
             pair: list[tuple[str, Callable[[], Awaitable[float]]]] = [
                 ("publish_many", lambda: publish_many(url, items)),
@@ -259,3 +257,23 @@ async def _run(url: str, events_n: int, reps: int, memory_events: int) -> dict[s
     finally:
         r.delete(STREAM)
         r.close()
+
+
+def report(result: dict[str, Any]) -> list[str]:
+    """The client phase's lines of the bench table."""
+    rates, ratios, mem = result["events_per_s"], result["ratios"], result["memory"]
+    return [
+        f"client phase: {result['events']:,} events x {result['reps']} runs (medians)",
+        "| variant | events/s |",
+        "|---|---:|",
+        f"| Bus.subscribe, no-op handler | {rates['synapse']:,.0f} |",
+        f"| hand-written XREADGROUP/XACK loop | {rates['handwritten']:,.0f} |",
+        f"| FastStream stream subscriber (per message) | {rates['faststream']:,.0f} |",
+        f"| Bus.publish_many (chunks of {CHUNK}) | {rates['publish_many']:,.0f} |",
+        f"| redis-py pipelined XADD (same entries) | {rates['raw_pipeline']:,.0f} |",
+        f"subscribe / hand-written: {ratios['subscribe_vs_handwritten']:.2f}; "
+        f"subscribe / FastStream: {ratios['subscribe_vs_faststream']:.1f}; "
+        f"publish_many / pipelined XADD: {ratios['publish_many_vs_raw_pipeline']:.2f}",
+        f"subscriber RSS: {mem['rss_mb_warm']:.1f} MB warm, {mem['rss_mb_end']:.1f} MB after "
+        f"{mem['events']:,.0f} events (growth {mem['growth_mb']:+.1f} MB)",
+    ]
