@@ -94,3 +94,19 @@ def test_graphs_wire_the_router_node(cli: Invoke, twenty: Path) -> None:
         if "router synapse-router" in line
     )
     assert sum(line.strip().startswith(f"{router_id} -->") for line in mermaid.splitlines()) == 20
+
+
+def test_services_show_each_groups_lag(cli: Invoke, twenty: Path) -> None:
+    """`services` lists the consumer with its group's pending and lag, the producer's types."""
+    data = as_json(cli("services", "--json"))
+    by_name = {s["name"]: s for s in data["services"]}
+    assert by_name["runtime"]["streams"] == {"dest-1": {"pending": 0, "lag": 2}}
+    assert by_name["runtime"]["group"] == "runtime"
+    assert by_name["trainer"]["publishes"] == ["topic1.ready"]
+    lines = cli("services").stdout.splitlines()
+    assert lines[0].split() == [
+        "NAME", "INSTANCE", "KIND", "VERSION", "HEARTBEAT", "CONSUMES", "PENDING", "LAG",
+        "PRODUCES", "TYPES",
+    ]  # fmt: skip
+    [runtime] = [line.split() for line in lines if line.startswith("runtime")]
+    assert runtime[runtime.index("dest-1") + 1 : runtime.index("dest-1") + 3] == ["0", "2"]
