@@ -29,6 +29,7 @@ import redis
 import redis.asyncio as aioredis
 
 from bench.workload import events
+from synapse import log
 from synapse.client import Bus, Event
 
 STREAM = "client-bench"
@@ -216,6 +217,7 @@ async def memory(url: str, total: int, chunk: int, r: redis.Redis) -> dict[str, 
 
 def run(url: str, events_n: int, reps: int, memory_events: int) -> dict[str, Any]:
     """Every client measurement, interleaved and repeated; medians and ratios."""
+    log.configure("json", "warning")
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_run(url, events_n, reps, memory_events))
 

@@ -89,6 +89,10 @@ class RedisStreams:
         """One blocking read of new entries on every stream; None when stopped meanwhile."""
         return await self.reads.next(self.settings, self.streams)
 
+    def read_ahead(self, reply: Any) -> asyncio.Future[Any] | None:
+        """The next read, sent now without BLOCK, when ``reply`` filled a batch (else None)."""
+        return self.reads.ahead(self.settings, self.streams, reply)
+
     async def reclaim(self) -> None:
         """Claim entries idle longer than claim_idle_ms from any consumer of the group."""
         await self.pending.reclaim(self.settings, self.streams)

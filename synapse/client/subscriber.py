@@ -51,6 +51,8 @@ FORGET_IDLE_MS = 3_600_000
 RETRY_BASE_S = 0.1
 #: (stream, type) -> subscription decisions kept (types are few; cleared when full).
 ROUTE_CACHE_MAX = 10_000
+#: Longest stretch of read-ahead before the loop returns to its chores (the router's).
+PIPELINE_MAX_S = 1.0
 FAILURES = (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError)
 
 
@@ -161,10 +163,7 @@ class Subscriber:
                 if now - last_forget >= 60.0:
                     last_forget = now
                     await self.io.forget_idle(FORGET_IDLE_MS)
-                reply = await self.io.read()
-                if reply:
-                    for stream, entries in reply:
-                        await self.process(stream.decode(), entries, None)
+                await self._read_and_handle()
                 attempt = 0
             except FAILURES as exc:
                 attempt += 1
@@ -185,6 +184,32 @@ class Subscriber:
                 needs_setup = True
                 self.log.exception("subscriber_error", error=repr(exc), attempt=attempt)
                 await self._sleep(self.backoff.delay_s(attempt))
+
+    async def _read_and_handle(self) -> None:
+        """One blocking read and its handlers; with a backlog, the next read is sent first.
+
+        Read-ahead (the router's ``Reads.ahead``) overlaps the server's next read with
+        this batch's handlers, for at most ``PIPELINE_MAX_S`` before the chores run
+        again. Entries read ahead but not handled (an error, a stop) stay pending and
+        are handled at the next set-up or start.
+        """
+        reply = await self.io.read()
+        deadline = time.monotonic() + PIPELINE_MAX_S
+        ahead: asyncio.Future[Any] | None = None
+        try:
+            while reply:
+                if not self.stopping.is_set() and time.monotonic() < deadline:
+                    ahead = self.io.read_ahead(reply)
+                for stream, entries in reply:
+                    await self.process(stream.decode(), entries, None)
+                if ahead is None:
+                    return
+                reply, ahead = await ahead, None
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ahead
 
     def _down(self, kind: str, exc: BaseException, attempt: int) -> None:
         if self.ready or attempt == 1:
