@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -179,6 +182,19 @@ async def raw_pipeline(url: str, entries: list[list[bytes]]) -> float:
     return elapsed
 
 
+def memory_in_child(url: str, total: int, chunk: int) -> dict[str, float]:
+    """``memory`` in a fresh process (``python -m bench.clientbench``): its RSS alone."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.clientbench", url, str(total), str(chunk)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    )
+    found: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
 async def memory(url: str, total: int, chunk: int, r: redis.Redis) -> dict[str, float]:
     """RSS of this process while its subscriber handles ``total`` events, chunk by chunk."""
     count = [0]
@@ -254,7 +270,8 @@ async def _run(url: str, events_n: int, reps: int, memory_events: int) -> dict[s
             "subscribe_vs_faststream": rates["synapse"] / rates["faststream"],
             "publish_many_vs_raw_pipeline": rates["publish_many"] / rates["raw_pipeline"],
         }
-        result["memory"] = await memory(url, memory_events, max(500, memory_events // 20), r)
+        chunk = max(500, memory_events // 20)
+        result["memory"] = await asyncio.to_thread(memory_in_child, url, memory_events, chunk)
         return result
     finally:
         r.delete(STREAM)
@@ -279,3 +296,11 @@ def report(result: dict[str, Any]) -> list[str]:
         f"subscriber RSS: {mem['rss_mb_warm']:.1f} MB warm, {mem['rss_mb_end']:.1f} MB after "
         f"{mem['events']:,.0f} events (growth {mem['growth_mb']:+.1f} MB)",
     ]
+
+
+if __name__ == "__main__":
+    log.configure("json", "warning")
+    _url, _total, _chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    _client = redis.Redis.from_url(_url)
+    with asyncio.Runner(loop_factory=_loop_factory()) as _runner:
+        print(json.dumps(_runner.run(memory(_url, _total, _chunk, _client))))
