@@ -42,7 +42,7 @@ from synapse.plan import BatchPlan, EntryPlan
 SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 CONNECT_TIMEOUT_S = 5.0
 #: Raw replies for the commands the router parses itself (flat field lists, like hiredis).
-RAW_COMMANDS = ("XREADGROUP", "XREAD", "XAUTOCLAIM", "XPENDING", "XRANGE", "XREVRANGE")
+RAW_COMMANDS = ("XREADGROUP", "XREAD", "XAUTOCLAIM", "XCLAIM", "XPENDING", "XRANGE", "XREVRANGE")
 
 Client = wire.Client
 

@@ -509,6 +509,8 @@ class Subscriber:
                     await self._dispatch(event.stream, [entry], counts, skip_retrying=False)
                 return
             # Redis stayed away: the entry stays pending; the next set-up re-reads it.
+        except Exception as exc:  # the entry stays pending: the next reclaim takes it
+            self.log.exception("retry_failed", stream=event.stream, error=repr(exc))
         finally:
             if self._retrying.get(key) is asyncio.current_task():
                 del self._retrying[key]
