@@ -149,3 +149,36 @@ async def test_sigterm_in_process_stops_run(url: str) -> None:
     bus.stop()
     await asyncio.wait_for(task, 10)
     assert finished == [1]
+
+
+async def test_publish_retries_with_the_same_id_while_the_server_is_down(tmp_path: Path) -> None:
+    """A publish sent while Redis is down is re-sent when it is back: one entry, one id."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from synapse.backoff import Backoff
+    from synapse.client.publisher import Publisher
+    from synapse.cluster import connect_any
+    from synapse.embedded import EmbeddedServer
+
+    srv = EmbeddedServer(data_dir=tmp_path / "redis").start()
+    srv.stop()
+    client = connect_any(srv.url, read_timeout_s=5)
+    failing = Publisher("svc", checker=None, stream="ingress", attempts=1)
+    with pytest.raises(RedisConnectionError):
+        await failing.publish(client, "a.b", {"n": 1})
+    patient = Publisher(
+        "svc", checker=None, stream="ingress", attempts=50, backoff=Backoff(base_s=0.1, cap_s=0.1)
+    )
+    task = asyncio.create_task(patient.publish(client, "a.b", {"n": 1}))
+    await asyncio.sleep(0.3)
+    assert not task.done()  # still retrying
+    srv.start()
+    try:
+        event_id = await asyncio.wait_for(task, 30)
+        sync = redis.Redis.from_url(srv.url)
+        [(_, fields)] = sync.xrange("ingress")
+        assert fields[b"id"].decode() == event_id
+        sync.close()
+    finally:
+        await client.aclose()
+        srv.stop()
