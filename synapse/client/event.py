@@ -170,8 +170,8 @@ def decode(
     return Event(
         type=event_type,
         data=body,
-        stream=stream if isinstance(stream, str) else _text(stream),
-        entry_id=entry_id if isinstance(entry_id, str) else _text(entry_id),
+        stream=stream if isinstance(stream, str) else stream.decode("utf-8", "replace"),
+        entry_id=entry_id if isinstance(entry_id, str) else entry_id.decode("ascii", "replace"),
         deliveries=deliveries,
         fields=tuple(fields),
     )
