@@ -161,3 +161,21 @@ def test_redis_restart_under_a_subscriber(workers: Worker, tmp_path: Path) -> No
     finally:
         client.close()
         srv.stop()
+
+
+def test_second_sigterm_exits_at_once(workers: Worker, r: redis.Redis, tmp_path: Path) -> None:
+    """A second SIGTERM while a slow handler drains: exit at once (128 + 15)."""
+    import os
+    import signal
+    import time
+
+    proc = workers("--sleep-ms", "20000", "--concurrency", "1")
+    publish(r, range(1))
+    wait_sync(lambda: any(row[0] == "start" for row in ledger(tmp_path)))
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait_for("stopping")
+    started = time.monotonic()
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.process.wait(10) == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 5
+    assert r.xpending("jobs", "svc")["pending"] == 1  # not handled: still pending, not lost
