@@ -111,6 +111,15 @@ class RedisStreams:
         counts = await self.pending.delivery_counts(stream, self.settings.group, [entry])
         return entry, counts.get(entry_id, 1)
 
+    async def keep(self, stream: str, ids: Sequence[bytes], min_idle_ms: int) -> None:
+        """Claim ``ids`` idle at least ``min_idle_ms`` again, counting no delivery (JUSTID)."""
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            await wire.execute(
+                self.writer, "XCLAIM", stream, self.settings.group, self.consumer,
+                min_idle_ms, *chunk, "JUSTID",
+            )  # fmt: skip
+
     async def delivery_counts(self, stream: str, entries: Sequence[Entry]) -> dict[bytes, int]:
         return await self.pending.delivery_counts(stream, self.settings.group, entries)
 

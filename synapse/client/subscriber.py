@@ -95,7 +95,10 @@ class Subscriber:
         self._plain = [s.dedupe_s is None for s in self.subscriptions]
         self._handling: dict[str, asyncio.Future[bool]] = {}
         self._threads: ThreadPoolExecutor | None = None
-        self._claim_every_s = min(s.claim_idle_ms for s in self.subscriptions) / 1000 / 2
+        self._claim_idle_ms = min(s.claim_idle_ms for s in self.subscriptions)
+        self._claim_every_s = self._claim_idle_ms / 1000 / 2
+        #: Batches whose handlers are running, by stream: kept ours while they run.
+        self._holding: list[tuple[str, list[bytes]]] = []
 
     def stop(self) -> None:
         """Stop reading; handlers in flight finish, their outcomes are written."""
@@ -109,13 +112,17 @@ class Subscriber:
             workers = sum(s.concurrency for s in self.subscriptions if not s.is_async)
             self._threads = ThreadPoolExecutor(workers, thread_name_prefix="synapse-handler")
         flusher = asyncio.create_task(self.io.acks.run(self._flusher_done))
+        keeper = asyncio.create_task(self._keep_held())
         reading = asyncio.create_task(self._loop())
         try:
             await self._until_stopped(reading)
         finally:
             reading.cancel()
+            keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reading
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             self._flusher_done.set()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(flusher, self.drain_timeout_s)
@@ -211,6 +218,26 @@ class Subscriber:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ahead
 
+    async def _keep_held(self) -> None:
+        """Keep entries whose handlers are slow (or waiting to retry) ours.
+
+        Every ``claim_idle_ms / 3``, the entries of the batches in hand and those waiting
+        to be tried again are claimed again without a delivery (XCLAIM JUSTID), but only
+        those idle that long: another instance never reclaims an entry this live one
+        still holds, and one another instance took meanwhile is left to it.
+        """
+        every_s = self._claim_idle_ms / 1000 / 3
+        while True:
+            await asyncio.sleep(every_s)
+            held: dict[str, list[bytes]] = {}
+            for stream, ids in self._holding:
+                held.setdefault(stream, []).extend(ids)
+            for stream, entry_id in self._retrying:
+                held.setdefault(stream, []).append(entry_id)
+            for stream, ids in held.items():
+                with contextlib.suppress(*FAILURES, ResponseError):
+                    await self.io.keep(stream, ids, self._claim_idle_ms // 3)
+
     def _down(self, kind: str, exc: BaseException, attempt: int) -> None:
         if self.ready or attempt == 1:
             self.log.warning("redis_unavailable", kind=kind, error=str(exc), attempt=attempt)
@@ -283,10 +310,17 @@ class Subscriber:
                     batches[index].append((event, entry_id))
         self._tracing = tracing.active()
         runs = [self._lanes(subs[i], items) for i, items in enumerate(batches) if items]
-        if len(runs) == 1:
-            await runs[0]
-        elif runs:
-            await asyncio.gather(*runs)
+        if not runs:
+            return
+        held = (stream, [entry_id for items in batches for _, entry_id in items])
+        self._holding.append(held)
+        try:
+            if len(runs) == 1:
+                await runs[0]
+            else:
+                await asyncio.gather(*runs)
+        finally:
+            self._holding.remove(held)
 
     async def _lanes(self, sub: Subscription, items: list[tuple[Event, bytes]]) -> None:
         """Handle ``items`` with at most ``sub.concurrency`` handlers in flight."""
