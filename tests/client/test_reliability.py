@@ -183,8 +183,8 @@ def test_second_sigterm_exits_at_once(workers: Worker, r: redis.Redis, tmp_path:
 
 def test_slow_handlers_keep_their_entries(workers: Worker, r: redis.Redis, tmp_path: Path) -> None:
     """Entries held longer than claim_idle_ms by a live, slow instance are not reclaimed."""
+    publish(r, range(4))  # before it starts: its first read takes all 4 (2.8 s of handling)
     slow = workers("--sleep-ms", "700", "--concurrency", "1", "--claim-idle-ms", "400")
-    publish(r, range(4))  # one read: about 2.8 s of handling at one at a time
     wait_sync(lambda: any(row[0] == "start" for row in ledger(tmp_path)))
     other = workers("--claim-idle-ms", "400")
     wait_sync(lambda: settled(r) and len(done(tmp_path)) == 4, timeout_s=30)
