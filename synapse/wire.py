@@ -23,7 +23,8 @@ The hooks into redis-py beyond its documented API, each pinned by a contract tes
 in ``tests/test_wire.py`` so an upgrade that breaks one fails there first:
 
 1. ``ConnectionPool.get_connection()`` / ``Connection.send_packed_command(..,
-   check_health=)`` / ``Connection.read_response(disable_decoding=)`` (``execute``);
+   check_health=)`` / ``Connection.read_response(disable_decoding=)`` (``execute``,
+   and ``execute_many``: several commands in one write, every reply read);
 2. ``RedisCluster._determine_slot`` (``ClusterClient``: stream keys found without
    a COMMAND GETKEYS round trip);
 3. ``RedisCluster.response_callbacks`` (asyncio cluster: stream reads raw);
@@ -150,6 +151,35 @@ async def execute(client: Client, *args: Any) -> Any:
     finally:
         await pool.release(conn)
     return reply
+
+
+async def execute_many(client: aioredis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` in one write (hiredis-packed) and read every reply, in order.
+
+    A command the server refuses does not stop the others: every reply is read,
+    then the first refusal is raised. Any other error disconnects the connection.
+    """
+    pool = client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    replies: list[Any] = []
+    refused: aioredis.ResponseError | None = None
+    try:
+        packed = b"".join(hiredis.pack_command(args) for args in commands)
+        await conn.send_packed_command(packed, check_health=False)
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response(disable_decoding=True))
+            except aioredis.ResponseError as exc:
+                refused = refused or exc
+                replies.append(exc)
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(conn)
+    if refused is not None:
+        raise refused
+    return replies
 
 
 # -- sync (the CLI) ----------------------------------------------------------------------

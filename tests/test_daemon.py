@@ -17,7 +17,8 @@ from tests.conftest import ROOT, wait_sync, write_table
 from tests.support.router import RouterProcess, router_args
 
 README_BODY = (
-    '{"model_id": "m1", "version": "1.0.0", "stage": "production", "metrics": {"accuracy": 0.97}}'
+    '{"model_id": "m1", "version": "1.0.0", "artifact_uri": "file:///tmp/m1.onnx", '
+    '"framework": "onnx", "stage": "production", "metrics": {"accuracy": 0.97}}'
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from synapse import membership
 from synapse.backend import Backend
 from synapse.metrics import Metrics
 from synapse.wire import is_cluster_url
@@ -18,8 +19,8 @@ def open_backend(
     metrics: Metrics,
     stopping: asyncio.Event,
     log: object,
-    lease_ttl_ms: int,
-    forget_idle_ms: int,
+    lease_ttl_ms: int = membership.LEASE_TTL_MS,
+    forget_idle_ms: int = membership.FORGET_IDLE_MS,
 ) -> Backend:
     """The backend for ``url``: Redis Cluster for ``redis+cluster://``, else single Redis."""
     from synapse.backends.cluster import ClusterBackend
