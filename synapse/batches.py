@@ -15,14 +15,24 @@ import time
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from synapse import log as logging
 from synapse import wire
 from synapse.commit import CommitResult
 from synapse.errors import Outage, classify_reply
 from synapse.giveup import give_up as plan_give_up
 from synapse.metrics import Metrics, observe_many
-from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, BatchPlan, Entry, Planner
+from synapse.plan import (
+    DEAD_LETTER,
+    DELETED,
+    DROPPED,
+    ROUTED,
+    BatchPlan,
+    Entry,
+    EntryPlan,
+    Planner,
+    ReadReply,
+)
 from synapse.retry import GIVE_UP, OUTAGE, REFUSED, REGIVEN, verdict
 
 #: Longest stretch of read-ahead pipelining before the loop returns to its chores.
@@ -33,7 +43,7 @@ Commit = Callable[[wire.Client, BatchPlan, str], Awaitable[CommitResult]]
 #: Asks for one refused entry of a source to be retried after a delay in seconds.
 Schedule = Callable[[str, bytes, float], None]
 #: Given a read's reply, the next non-blocking read already sent, or None (no backlog).
-ReadMore = Callable[[Any], "asyncio.Future[Any] | None"]
+ReadMore = Callable[[ReadReply], "asyncio.Future[ReadReply] | None"]
 
 
 @dataclass(slots=True)
@@ -58,7 +68,7 @@ class Batches:
         writer: wire.Client,
         commit: Commit,
         metrics: Metrics,
-        log: Any,
+        log: logging.Logger,
         on_progress: Callable[[], None],
         schedule: Schedule,
     ) -> None:
@@ -82,7 +92,7 @@ class Batches:
             return
         await self._finish(self._send(self._plan(planner, source, entries, deliveries)))
 
-    async def route(self, planner: Planner, reply: Any, read_more: ReadMore) -> None:
+    async def route(self, planner: Planner, reply: ReadReply, read_more: ReadMore) -> None:
         """Plan and commit ``reply``; while reads come back full, keep the server busy.
 
         With a backlog, the next (non-blocking) read is sent before this batch is
@@ -95,7 +105,7 @@ class Batches:
         """
         deadline = time.monotonic() + PIPELINE_MAX_S
         inflight: _InFlight | None = None
-        ahead: asyncio.Future[Any] | None = None
+        ahead: asyncio.Future[ReadReply] | None = None
         try:
             while reply:
                 if time.monotonic() < deadline:
@@ -255,7 +265,7 @@ class Batches:
         return dead
 
 
-def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> None:
+def account(metrics: Metrics, entries: Sequence[EntryPlan], now_ms: int) -> None:
     """Count a committed batch: grouped per batch, so the cost is per distinct value."""
     by_routes: Tally[tuple[tuple[str, str], ...]] = Tally(
         [e.routes for e in entries if e.outcome == ROUTED]
@@ -267,7 +277,7 @@ def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> None:
     for (dest, route), n in routed.items():
         metrics.routed.labels(route, dest).inc(n)
     if by_routes.total() != len(entries):
-        dead: Tally[str] = Tally()
+        dead: Tally[str | None] = Tally()
         dropped: Tally[str] = Tally()
         for e in entries:
             if e.outcome == DEAD_LETTER:

@@ -24,7 +24,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from redis.exceptions import ResponseError
 
@@ -40,7 +39,7 @@ from synapse.errors import ConsumerInUse, Failure
 from synapse.failures import classify
 from synapse.metrics import Metrics
 from synapse.pending import Pending
-from synapse.plan import Entry, Planner
+from synapse.plan import Entry, Planner, ReadReply
 from synapse.reads import Reads
 from synapse.retry import OUTAGE, RAISED, REDELIVER, SETUP, Action, verdict
 
@@ -282,7 +281,7 @@ class Router:
             return
         await self._batches.route(self.planner, reply, self._read_more)
 
-    def _read_more(self, reply: Any) -> asyncio.Future[Any] | None:
+    def _read_more(self, reply: ReadReply) -> asyncio.Future[ReadReply] | None:
         """The next read sent ahead on a backlog (``Reads.ahead``), unless a swap waits."""
         if self._next_table is not None:
             return None
