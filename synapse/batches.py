@@ -17,14 +17,23 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from synapse import log as logging
 from synapse.backend import Backend, Batch
 from synapse.commit import CommitResult
 from synapse.errors import Outage, classify_reply
 from synapse.giveup import give_up as plan_give_up
 from synapse.metrics import Metrics, observe_many
-from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, BatchPlan, Entry, Planner
+from synapse.plan import (
+    DEAD_LETTER,
+    DELETED,
+    DROPPED,
+    ROUTED,
+    BatchPlan,
+    Entry,
+    EntryPlan,
+    Planner,
+)
 from synapse.retry import GIVE_UP, OUTAGE, REFUSED, REGIVEN, verdict
 
 
@@ -49,7 +58,7 @@ class Batches:
         self,
         backend: Backend,
         metrics: Metrics,
-        log: Any,
+        log: logging.Logger,
         on_progress: Callable[[], None],
     ) -> None:
         self.backend = backend
@@ -211,7 +220,7 @@ class Batches:
         return dead
 
 
-def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> None:
+def account(metrics: Metrics, entries: Sequence[EntryPlan], now_ms: int) -> None:
     """Count a committed batch: grouped per batch, so the cost is per distinct value."""
     by_routes: Tally[tuple[tuple[str, str], ...]] = Tally(
         [e.routes for e in entries if e.outcome == ROUTED]
@@ -223,7 +232,7 @@ def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> None:
     for (dest, route), n in routed.items():
         metrics.routed.labels(route, dest).inc(n)
     if by_routes.total() != len(entries):
-        dead: Tally[str] = Tally()
+        dead: Tally[str | None] = Tally()
         dropped: Tally[str] = Tally()
         for e in entries:
             if e.outcome == DEAD_LETTER:

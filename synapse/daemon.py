@@ -304,7 +304,7 @@ def main(
     sys.exit(code)
 
 
-def _start_embedded(state: Path, log: Any) -> EmbeddedServer:
+def _start_embedded(state: Path, log: logging.Logger) -> EmbeddedServer:
     data = state / "data"
     pidfile = state / "server.pid"
     _stop_stale(pidfile, data, log)
@@ -321,7 +321,7 @@ def _start_embedded(state: Path, log: Any) -> EmbeddedServer:
     return server
 
 
-def _stop_stale(pidfile: Path, data: Path, log: Any) -> None:
+def _stop_stale(pidfile: Path, data: Path, log: logging.Logger) -> None:
     """A server left behind by a router killed with SIGKILL would share our AOF: stop it.
 
     Only called with the state lock held (statelock.py), so no live router owns that

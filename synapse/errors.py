@@ -139,7 +139,7 @@ class ConfigError(SynapseError):
 class InvalidEvent(SynapseError):
     """An event that can never be routed: dead-letter it on its first delivery."""
 
-    def __init__(self, reason: Reason | str, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str) -> None:
         try:
             self.reason = Reason(reason)
         except ValueError:

@@ -24,7 +24,7 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
-from synapse.errors import Failure, Outage, classify_reply
+from synapse.errors import Failure, Outage, SynapseError, classify_reply
 
 #: Everything the server or the network can raise (``RedisClusterException``, raised
 #: when no cluster node is reachable, is not a ``RedisError``): what a heartbeat survives.
@@ -43,6 +43,8 @@ def classify(exc: BaseException) -> Failure:
     """The kind of ``exc``: ``INTERNAL`` for anything that is not the server's or the network's."""
     if isinstance(exc, Outage):
         return Failure.OUTAGE
+    if isinstance(exc, SynapseError):  # raised on purpose (TooLarge is an OSError too)
+        return Failure.INTERNAL
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | RedisClusterException | OSError):
         return Failure.CONNECTION
     if isinstance(exc, NoScriptError):

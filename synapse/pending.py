@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any
 
+from synapse import log as logging
 from synapse import wire
 from synapse.backend import Batch, Pages
 from synapse.config import RouterSettings
@@ -57,7 +57,7 @@ class Pending:
         *,
         stopping: asyncio.Event,
         metrics: Metrics,
-        log: Any,
+        log: logging.Logger,
     ) -> None:
         self.client = client
         self.consumer = consumer

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, Literal, NamedTuple
 
 from synapse.config import RoutingTable
-from synapse.errors import InvalidEvent
+from synapse.errors import InvalidEvent, Reason
 from synapse.events import (
     LUA_MAX_FIELDS,
     Limits,
@@ -27,15 +27,20 @@ from synapse.events import (
 from synapse.retry import DELIVERED, GIVE_UP, PROCESS, Verdict, verdict
 from synapse.routing import Routing
 
-ROUTED = "routed"
-DEAD_LETTER = "dead_letter"
-DROPPED = "dropped"
-DELETED = "deleted"
+#: What happens to an entry (``EntryPlan.outcome``).
+Outcome = Literal["routed", "dead_letter", "dropped", "deleted"]
+ROUTED: Final = "routed"
+DEAD_LETTER: Final = "dead_letter"
+DROPPED: Final = "dropped"
+DELETED: Final = "deleted"
 
 _FIRST = Verdict(PROCESS)  # a first delivery is always planned
 
 #: A raw entry as read: (id, flat fields), fields None when it was deleted from the source.
 Entry = tuple[bytes, list[bytes] | None]
+#: An XREADGROUP reply as the server sends it (raw, undecoded): per stream, its name and
+#: its entries (on the wire each pair is a 2-item array).
+ReadReply = Sequence[tuple[bytes, Sequence[Entry]]]
 
 
 # Write and EntryPlan are built per event: immutable NamedTuples, as a frozen
@@ -66,10 +71,10 @@ class EntryPlan(NamedTuple):
     """What happens to one entry."""
 
     entry_id: bytes
-    outcome: str
+    outcome: Outcome
     writes: tuple[Write, ...]
     routes: tuple[tuple[str, str], ...] = ()  # (destination, route name)
-    reason: str | None = None
+    reason: Reason | None = None
     error: str | None = None
     event_type: str | None = None
 
@@ -176,9 +181,9 @@ class Planner:
             if schema is not None:
                 problem = schema.error(body)
                 if problem is not None:
-                    raise InvalidEvent("schema_violation", f"{schema.name}: {problem}")
+                    raise InvalidEvent(Reason.SCHEMA_VIOLATION, f"{schema.name}: {problem}")
             elif settings.require_schema:
-                raise InvalidEvent("unknown_schema", f"no schema for type {event_type!r}")
+                raise InvalidEvent(Reason.UNKNOWN_SCHEMA, f"no schema for type {event_type!r}")
         except InvalidEvent as exc:
             return self.dead_letter(
                 src, entry_id, fields, exc.reason, exc.detail, deliveries, now_ms
@@ -222,13 +227,13 @@ class Planner:
     ) -> EntryPlan:
         policy = self.table.settings.unrouted
         if policy == "drop":
-            return EntryPlan(entry_id, DROPPED, (), reason="no_route", event_type=event_type)
+            return EntryPlan(entry_id, DROPPED, (), reason=Reason.NO_ROUTE, event_type=event_type)
         if policy == "dead-letter":
             return self.dead_letter(
                 src,
                 entry_id,
                 fields,
-                "no_route",
+                Reason.NO_ROUTE,
                 f"no route matches type {event_type!r}",
                 deliveries,
                 now_ms,
@@ -242,7 +247,7 @@ class Planner:
         src: bytes,
         entry_id: bytes,
         fields: list[bytes],
-        reason: str,
+        reason: Reason,
         error: str,
         deliveries: int,
         now_ms: int,

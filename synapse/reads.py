@@ -17,9 +17,10 @@ from typing import Any
 from synapse import wire
 from synapse.backend import Batch, Read
 from synapse.config import RouterSettings
+from synapse.plan import ReadReply
 
 
-def batches_of(reply: Any) -> Read:
+def batches_of(reply: ReadReply | None) -> Read:
     """An XREADGROUP reply as one ``Batch`` per source that had entries."""
     return [Batch(stream.decode(), entries) for stream, entries in reply or () if entries]
 

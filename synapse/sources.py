@@ -17,6 +17,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from synapse import log as logging
 from synapse import wire
 from synapse.config import RouterSettings, RoutingTable
 from synapse.errors import Failure
@@ -33,7 +34,7 @@ async def discover(
     *,
     create: bool,
     metrics: Metrics,
-    log: Any,
+    log: logging.Logger,
     skipped: set[bytes] | None = None,
 ) -> list[str]:
     """Resolve source names and globs to streams; create missing groups; the sources found.
@@ -88,7 +89,7 @@ MAX_SKIPPED_NAMES = 10_000
 
 
 def _skip(
-    warned: set[bytes], key: bytes, reason: str, pattern: str, metrics: Metrics, log: Any
+    warned: set[bytes], key: bytes, reason: str, pattern: str, metrics: Metrics, log: logging.Logger
 ) -> None:
     """Leave a globbed stream out of the sources: warn once per name, count each new one."""
     if key in warned:
@@ -107,7 +108,7 @@ async def ensure_group(
     *,
     mkstream: bool,
     metrics: Metrics,
-    log: Any,
+    log: logging.Logger,
 ) -> None:
     """Create the group on ``source`` at the ``start`` policy; an existing group is fine."""
     start = "0" if settings.start == "earliest" else "$"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import pytest
@@ -75,6 +76,7 @@ def test_an_unreachable_server_is_a_connection_failure() -> None:
     assert classify(_raised(client.ping)) == Failure.CONNECTION
     assert classify(Outage("OOM")) == Failure.OUTAGE
     assert classify(KeyError("x")) == Failure.INTERNAL
+    assert classify(TooLarge(Path("f"), 2, 1)) == Failure.INTERNAL  # an OSError, not the network
 
 
 @pytest.mark.parametrize(

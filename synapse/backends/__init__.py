@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from synapse import log as logging
 from synapse import membership
 from synapse.backend import Backend
 from synapse.metrics import Metrics
@@ -18,7 +19,7 @@ def open_backend(
     block_ms: int,
     metrics: Metrics,
     stopping: asyncio.Event,
-    log: object,
+    log: logging.Logger,
     lease_ttl_ms: int = membership.LEASE_TTL_MS,
     forget_idle_ms: int = membership.FORGET_IDLE_MS,
 ) -> Backend:

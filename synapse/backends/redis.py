@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from redis.exceptions import ResponseError
 
+from synapse import log as logging
 from synapse import membership, sources, wire
 from synapse.backend import Batch, Pages, Presence, Read
 from synapse.commit import CommitResult, commit
@@ -51,7 +51,7 @@ class RedisBackend:
         block_ms: int,
         metrics: Metrics,
         stopping: asyncio.Event,
-        log: Any,
+        log: logging.Logger,
         lease_ttl_ms: int = membership.LEASE_TTL_MS,
         forget_idle_ms: int = membership.FORGET_IDLE_MS,
     ) -> None:
