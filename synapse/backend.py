@@ -32,17 +32,17 @@ asks for ``setup`` again; anything else counts as a redelivery.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from synapse.commit import CommitResult
 from synapse.config import RouterSettings, RoutingTable
 from synapse.errors import Failure
 from synapse.plan import BatchPlan, Entry
 
-if TYPE_CHECKING:  # the registry is Redis I/O: only its data type is named here
+if TYPE_CHECKING:  # named in annotations only: the seam itself loads no I/O module
+    import asyncio
+
     from synapse.registry import ServiceInfo
 
 
@@ -53,6 +53,17 @@ class Batch:
     source: str
     entries: Sequence[Entry]
     deliveries: Mapping[bytes, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """Entries the script could not write (left pending, nothing of them written), with
+    the first error; entries it found acknowledged already (committed before: nothing
+    written); and per failed entry, each refusing destination with its error."""
+
+    failed: dict[bytes, str]
+    skipped: frozenset[bytes] = frozenset()
+    refused: dict[bytes, dict[str, str]] = field(default_factory=dict)
 
 
 #: One read: a batch per source that had entries (possibly none).
@@ -75,6 +86,8 @@ class Backend(Protocol):
 
     #: This router's consumer name in the group.
     consumer: str
+    #: Which store: "redis", "cluster" (and "kafka" later), for logs and tests.
+    name: str
 
     async def start(self, settings: RouterSettings) -> str | None:
         """Check the store answers and take this consumer's name (Redis: a lease; raise

@@ -19,8 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from synapse import log as logging
-from synapse.backend import Backend, Batch
-from synapse.commit import CommitResult
+from synapse.backend import Backend, Batch, CommitResult
 from synapse.errors import Outage, classify_reply
 from synapse.giveup import give_up as plan_give_up
 from synapse.metrics import Metrics, observe_many

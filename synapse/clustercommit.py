@@ -16,7 +16,8 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from synapse.commit import CommitResult, commit
+from synapse.backend import CommitResult
+from synapse.commit import commit
 from synapse.plan import BatchPlan, EntryPlan
 from synapse.slots import slot_of
 from synapse.wire import Client

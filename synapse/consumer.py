@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable
 
 from synapse import log as logging
-from synapse import membership
 from synapse.backend import Backend, Pages, Read
 from synapse.backends import open_backend
 from synapse.backoff import Backoff
@@ -37,7 +36,6 @@ from synapse.errors import ConsumerInUse, Failure
 from synapse.metrics import Metrics
 from synapse.plan import Planner
 from synapse.retry import OUTAGE, RAISED, REDELIVER, SETUP, Action, verdict
-from synapse.wire import is_cluster_url
 
 STATS_INTERVAL_S = 5.0
 #: Longest stretch of read-ahead pipelining before the loop returns to its chores.
@@ -61,9 +59,10 @@ class Router:
         password: str | None = None,
         backoff: Backoff | None = None,
         on_progress: Callable[[], None] | None = None,
-        lease_ttl_ms: int = membership.LEASE_TTL_MS,
-        forget_idle_ms: int = membership.FORGET_IDLE_MS,
+        **store: int,
     ) -> None:
+        """``store``: the backend's own settings (Redis: ``lease_ttl_ms``,
+        ``forget_idle_ms``)."""
         self.table = table
         self.planner = Planner(table)
         self.url = url
@@ -73,7 +72,6 @@ class Router:
         self.on_progress = on_progress or (lambda: None)
         self.log = logging.get("synapse.router").bind(consumer=self.consumer)
         self.stopping = asyncio.Event()
-        self.cluster = is_cluster_url(url)
         self.backend: Backend = open_backend(
             url,
             consumer=self.consumer,
@@ -82,9 +80,9 @@ class Router:
             metrics=metrics,
             stopping=self.stopping,
             log=self.log,
-            lease_ttl_ms=lease_ttl_ms,
-            forget_idle_ms=forget_idle_ms,
+            **store,
         )
+        self.cluster = self.backend.name == "cluster"
         self._batches = Batches(self.backend, metrics, self.log, self.on_progress)
         self.failure: ConsumerInUse | None = None
         self.sources: list[str] = []

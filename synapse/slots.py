@@ -1,17 +1,19 @@
 """Redis Cluster hash slots: which slot a key, or every key a pattern can name, lives in.
 
-Pure (a CRC16 of the key, hash tags ``{...}`` honoured); the slot I/O is in
+Pure (the CRC16 of the cluster spec, hash tags ``{...}`` honoured; the same
+function as ``redis.crc.key_slot``, pinned by ``tests/test_slots.py``); the slot I/O is in
 ``cluster.py``, the static analysis behind ``synapse check --cluster`` in
 ``slotcheck.py``.
 """
 
 from __future__ import annotations
 
+from binascii import crc_hqx
 from collections.abc import Iterable
 
-from redis.crc import key_slot
-
 from synapse.boundedcache import BoundedCache
+
+SLOTS = 16384
 
 _slots: BoundedCache[str | bytes, int] = BoundedCache()  # names come from producers too
 
@@ -21,9 +23,19 @@ def slot_of(key: str | bytes) -> int:
     found = _slots.get(key)
     if found is not None:
         return found
-    slot = int(key_slot(key.encode() if isinstance(key, str) else key))
+    slot = key_slot(key.encode() if isinstance(key, str) else key)
     _slots.put(key, slot)
     return slot
+
+
+def key_slot(key: bytes) -> int:
+    """The slot of ``key`` per the cluster spec: CRC16 (XMODEM) of its hash tag, or of it."""
+    start = key.find(b"{")
+    if start > -1:
+        end = key.find(b"}", start + 1)
+        if end > -1 and end != start + 1:
+            key = key[start + 1 : end]
+    return crc_hqx(key, 0) % SLOTS
 
 
 def pattern_slot(pattern: str) -> int | None:

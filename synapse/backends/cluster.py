@@ -18,11 +18,10 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from synapse.backend import Read
+from synapse.backend import CommitResult, Read
 from synapse.backends.redis import RedisBackend
 from synapse.cluster import SlotReads
 from synapse.clustercommit import commit_cluster
-from synapse.commit import CommitResult
 from synapse.config import RouterSettings
 from synapse.plan import BatchPlan
 from synapse.reads import batches_of, group_read
@@ -31,21 +30,23 @@ from synapse.reads import batches_of, group_read
 class ClusterBackend(RedisBackend):
     """Routes on a Redis Cluster (``redis+cluster://``, ``rediss+cluster://``)."""
 
+    name = "cluster"
+
     def __init__(self, url: str, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
         self.slot_reads = SlotReads()
 
     async def read(
-        self, settings: RouterSettings, sources_: Sequence[str], block_ms: int
+        self, settings: RouterSettings, sources: Sequence[str], block_ms: int
     ) -> Read | None:
         """The slots that answered first (each read blocks ``settings.block_ms``: a read
         kept in flight across turns cannot be shortened for a retry due sooner)."""
         args = group_read(settings, self.consumer, block=True)
-        reply = await self.slot_reads.next(self.reads.client, args, sources_, self.stopping)
+        reply = await self.slot_reads.next(self.reads.client, args, sources, self.stopping)
         return None if reply is None else batches_of(reply)
 
     def read_ahead(
-        self, settings: RouterSettings, sources_: Sequence[str], previous: Read
+        self, settings: RouterSettings, sources: Sequence[str], previous: Read
     ) -> asyncio.Future[Read] | None:
         return None
 

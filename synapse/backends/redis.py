@@ -23,9 +23,10 @@ from collections.abc import Callable, Sequence
 from redis.exceptions import ResponseError
 
 from synapse import log as logging
-from synapse import membership, sources, wire
-from synapse.backend import Batch, Pages, Presence, Read
-from synapse.commit import CommitResult, commit
+from synapse import membership, wire
+from synapse import sources as source_io
+from synapse.backend import Batch, CommitResult, Pages, Presence, Read
+from synapse.commit import commit
 from synapse.config import RouterSettings, RoutingTable
 from synapse.errors import Failure
 from synapse.failures import classify
@@ -41,6 +42,8 @@ COMMIT_TIMEOUT_S = 30.0
 
 class RedisBackend:
     """Routes on one Redis server (``redis://``, ``rediss://``, ``unix://``)."""
+
+    name = "redis"
 
     def __init__(
         self,
@@ -88,7 +91,7 @@ class RedisBackend:
     # -- sources -----------------------------------------------------------------------
 
     async def discover(self, table: RoutingTable, *, create: bool) -> list[str]:
-        self._sources = await sources.discover(
+        self._sources = await source_io.discover(
             self.client,
             table,
             self._sources,
@@ -99,20 +102,20 @@ class RedisBackend:
         )
         return self._sources
 
-    async def refresh_stats(self, settings: RouterSettings, sources_: Sequence[str]) -> None:
-        await sources.refresh_stats(self.client, sources_, settings.group, self.metrics)
+    async def refresh_stats(self, settings: RouterSettings, sources: Sequence[str]) -> None:
+        await source_io.refresh_stats(self.client, sources, settings.group, self.metrics)
 
     # -- reads and commits ---------------------------------------------------------------
 
     async def read(
-        self, settings: RouterSettings, sources_: Sequence[str], block_ms: int
+        self, settings: RouterSettings, sources: Sequence[str], block_ms: int
     ) -> Read | None:
-        return await self.reads.next(settings, sources_, block_ms)
+        return await self.reads.next(settings, sources, block_ms)
 
     def read_ahead(
-        self, settings: RouterSettings, sources_: Sequence[str], previous: Read
+        self, settings: RouterSettings, sources: Sequence[str], previous: Read
     ) -> asyncio.Future[Read] | None:
-        return self.reads.ahead(settings, sources_, previous)
+        return self.reads.ahead(settings, sources, previous)
 
     def commit(self, plan: BatchPlan, group: str) -> asyncio.Future[CommitResult]:
         return asyncio.ensure_future(commit(self.client, plan, group))
@@ -120,12 +123,12 @@ class RedisBackend:
     # -- pending entries -----------------------------------------------------------------
 
     def own_pending(
-        self, settings: RouterSettings, sources_: Sequence[str], *, counted: bool
+        self, settings: RouterSettings, sources: Sequence[str], *, counted: bool
     ) -> Pages:
-        return self.pending.drain_own(settings, sources_, count=counted)
+        return self.pending.drain_own(settings, sources, count=counted)
 
-    def reclaim(self, settings: RouterSettings, sources_: Sequence[str]) -> Pages:
-        return self.pending.reclaim(settings, sources_)
+    def reclaim(self, settings: RouterSettings, sources: Sequence[str]) -> Pages:
+        return self.pending.reclaim(settings, sources)
 
     def retry_later(self, source: str, entry_id: bytes, delay_s: float) -> None:
         self.pending.schedule(source, entry_id, delay_s)
@@ -145,9 +148,9 @@ class RedisBackend:
     def housekeep_s(self) -> float:
         return min(self.forget_idle_ms / 2, 60_000) / 1000
 
-    async def housekeep(self, settings: RouterSettings, sources_: Sequence[str]) -> None:
+    async def housekeep(self, settings: RouterSettings, sources: Sequence[str]) -> None:
         """Delete consumers idle longer than forget_idle_ms that have nothing pending."""
-        for source in sources_:
+        for source in sources:
             try:
                 gone = await membership.forget_idle(
                     self.client, source, settings.group, self.consumer, self.forget_idle_ms
@@ -174,9 +177,9 @@ class RedisBackend:
     async def interrupt(self) -> None:
         """Nothing in flight between turns on one server (the cluster's reads are)."""
 
-    async def farewell(self, settings: RouterSettings, sources_: Sequence[str]) -> None:
+    async def farewell(self, settings: RouterSettings, sources: Sequence[str]) -> None:
         with contextlib.suppress(Exception):
-            for source in sources_:
+            for source in sources:
                 await membership.forget(self.client, source, settings.group, self.consumer, 0)
             if self._lease is not None:
                 await self._lease.release(self.client)
