@@ -4,16 +4,20 @@ Metrics are created once per process (``Metrics``) and never re-created on
 reload. Labels are bounded: source, route, destination, reason, kind. The hot
 path counts per batch, not per event.
 
-The port serves ``GET /metrics``, ``/healthz`` and ``/readyz`` and nothing else
-(404; other methods 405). It is an asyncio server with a read deadline per
-request, a cap on request size, a cap on concurrent connections, and a cached
-exposition (rendered at most once per ``cache_s`` in a worker thread), so a
-burst of scrapes or garbage connections cannot slow routing.
+The port serves ``GET``/``HEAD`` of ``/metrics``, ``/healthz`` and ``/readyz``
+and nothing else (404; other methods 405). It is an asyncio server with a read
+deadline per request, a cap on request size, a cap on concurrent connections,
+and a cached exposition (rendered at most once per ``cache_s`` per format in a
+worker thread), so a burst of scrapes or garbage connections cannot slow
+routing. The format and compression are prometheus-client's own choice:
+``choose_encoder`` (Prometheus text, or OpenMetrics when the Accept header
+asks for it) and ``gzip_accepted``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
 from collections.abc import Callable
 
@@ -25,9 +29,10 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
-from prometheus_client.exposition import generate_latest
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from synapse import __version__
+from synapse.histogram import BulkHistogram
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # the _created series double the exposition for no use here
 
@@ -67,7 +72,7 @@ class Metrics:
             ["source"],
             registry=r,
         )
-        self.latency = Histogram(
+        self.latency = BulkHistogram(
             "synapse_event_latency_seconds",
             "Entry id time to commit",
             buckets=LATENCY_BUCKETS,
@@ -133,22 +138,9 @@ class Metrics:
         self.last_reload.set(loaded_at)
 
 
-def observe_many(histogram: Histogram, amount: float, count: int) -> None:
-    """``count`` observations of ``amount`` at once: the buckets and count of ``count``
-    ``observe(amount)`` calls, the sum up to float rounding, in one step instead of ``count``.
-
-    prometheus_client has no public bulk observe; this uses the Histogram's
-    ``_sum``, ``_upper_bounds`` and ``_buckets`` (pinned range in pyproject.toml;
-    tests/test_metrics_bulk.py checks it against ``observe``).
-    """
-    if count <= 0:
-        return
-    histogram._raise_if_not_observable()  # type: ignore[no-untyped-call]
-    histogram._sum.inc(amount * count)
-    for i, bound in enumerate(histogram._upper_bounds):
-        if amount <= bound:
-            histogram._buckets[i].inc(count)
-            break
+def observe_many(histogram: BulkHistogram, amount: float, count: int) -> None:
+    """``count`` observations of ``amount`` at once (per batch, not per event)."""
+    histogram.observe_many(amount, count)
 
 
 MAX_REQUEST_BYTES = 8192
@@ -171,7 +163,8 @@ class MetricsServer:
         self.cache_s = cache_s
         self.read_timeout_s = read_timeout_s
         self._server: asyncio.Server | None = None
-        self._cached: tuple[float, bytes] = (0.0, b"")
+        #: (content type, gzip) -> (rendered at, body): one cached rendering per format.
+        self._cached: dict[tuple[str, bool], tuple[float, bytes]] = {}
         self._render_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
         # Connections still reading their request head, oldest first: when every slot is
@@ -189,14 +182,16 @@ class MetricsServer:
             self._server.close()
             await self._server.wait_closed()
 
-    async def _exposition(self) -> bytes:
+    async def _exposition(self, accept: str, accept_encoding: str) -> tuple[bytes, str, bool]:
+        """(body, content type, gzipped): prometheus-client's format and compression choice."""
+        encoder, ctype = choose_encoder(accept)
+        zipped = gzip_accepted(accept_encoding)
         async with self._render_lock:
-            stamp, body = self._cached
-            now = time.monotonic()
-            if now - stamp >= self.cache_s or not body:
-                body = await asyncio.to_thread(generate_latest, self.metrics.registry)
-                self._cached = (time.monotonic(), body)
-            return body
+            stamp, body = self._cached.get((ctype, zipped), (0.0, b""))
+            if time.monotonic() - stamp >= self.cache_s or not body:
+                body = await asyncio.to_thread(_render, encoder, self.metrics.registry, zipped)
+                self._cached[(ctype, zipped)] = (time.monotonic(), body)
+            return body, ctype, zipped
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._slots.locked() and self._reading:
@@ -211,25 +206,15 @@ class MetricsServer:
         self._reading[writer] = None
         try:
             try:
-                status, body, ctype = await asyncio.wait_for(
-                    self._respond(reader, writer), self.read_timeout_s
-                )
+                reply = await asyncio.wait_for(self._respond(reader, writer), self.read_timeout_s)
             except (asyncio.LimitOverrunError, ValueError):  # the head passed the reader's limit
-                status, body, ctype = (
-                    "431 Request Header Fields Too Large",
-                    b"too large\n",
-                    "text/plain",
-                )
+                reply = Reply("431 Request Header Fields Too Large", b"too large\n")
             except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-                status, body, ctype = ("408 Request Timeout", b"request timeout\n", "text/plain")
+                reply = Reply("408 Request Timeout", b"request timeout\n")
             if writer.transport.is_closing():  # evicted, or the client went away
                 return
             try:
-                head = (
-                    f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                )
-                writer.write(head.encode() + body)
+                writer.write(reply.encode())
                 await asyncio.wait_for(writer.drain(), self.read_timeout_s)
             except (TimeoutError, ConnectionError):
                 pass
@@ -239,25 +224,79 @@ class MetricsServer:
             self._reading.pop(writer, None)
             self._slots.release()
 
-    async def _respond(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> tuple[str, bytes, str]:
+    async def _respond(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Reply:
         head = await reader.readuntil(b"\r\n\r\n")
         self._reading.pop(writer, None)  # a whole head: no longer evictable
         if len(head) > MAX_REQUEST_BYTES:
-            return "431 Request Header Fields Too Large", b"too large\n", "text/plain"
-        parts = head.split(b"\r\n", 1)[0].split(b" ")
+            return Reply("431 Request Header Fields Too Large", b"too large\n")
+        request_line, _, header_block = head.partition(b"\r\n")
+        parts = request_line.split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-            return "400 Bad Request", b"bad request\n", "text/plain"
+            return Reply("400 Bad Request", b"bad request\n")
         method, target = parts[0], parts[1].split(b"?", 1)[0]
         if target not in (b"/metrics", b"/healthz", b"/readyz"):
-            return "404 Not Found", b"not found\n", "text/plain"
-        if method != b"GET":
-            return "405 Method Not Allowed", b"only GET\n", "text/plain"
+            return Reply("404 Not Found", b"not found\n")
+        if method not in (b"GET", b"HEAD"):
+            return Reply("405 Method Not Allowed", b"only GET and HEAD\n", allow=True)
+        head_only = method == b"HEAD"
         if target == b"/metrics":
-            return "200 OK", await self._exposition(), "text/plain; version=0.0.4; charset=utf-8"
+            headers = _headers(header_block)
+            body, ctype, zipped = await self._exposition(
+                headers.get("accept", ""), headers.get("accept-encoding", "")
+            )
+            return Reply("200 OK", body, ctype, gzipped=zipped, head_only=head_only)
         if target == b"/healthz":
-            return "200 OK", b"ok\n", "text/plain"
+            return Reply("200 OK", b"ok\n", head_only=head_only)
         if self.is_ready():
-            return "200 OK", b"ready\n", "text/plain"
-        return "503 Service Unavailable", b"not ready\n", "text/plain"
+            return Reply("200 OK", b"ready\n", head_only=head_only)
+        return Reply("503 Service Unavailable", b"not ready\n", head_only=head_only)
+
+
+class Reply:
+    """One HTTP/1.1 response, closed after sending; HEAD gets the headers GET would."""
+
+    __slots__ = ("allow", "body", "ctype", "gzipped", "head_only", "status")
+
+    def __init__(
+        self,
+        status: str,
+        body: bytes,
+        ctype: str = "text/plain; charset=utf-8",
+        *,
+        gzipped: bool = False,
+        head_only: bool = False,
+        allow: bool = False,
+    ) -> None:
+        self.status, self.body, self.ctype = status, body, ctype
+        self.gzipped, self.head_only, self.allow = gzipped, head_only, allow
+
+    def encode(self) -> bytes:
+        lines = [
+            f"HTTP/1.1 {self.status}",
+            f"Content-Type: {self.ctype}",
+            f"Content-Length: {len(self.body)}",
+            "Connection: close",
+        ]
+        if self.gzipped:
+            lines.append("Content-Encoding: gzip")
+        if self.allow:
+            lines.append("Allow: GET, HEAD")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        return head if self.head_only else head + self.body
+
+
+def _headers(block: bytes) -> dict[str, str]:
+    """Request headers by lower-cased name (the last one wins); undecodable bytes replaced."""
+    found = {}
+    for line in block.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if sep:
+            found[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return found
+
+
+def _render(
+    encoder: Callable[[CollectorRegistry], bytes], registry: CollectorRegistry, zipped: bool
+) -> bytes:
+    body = encoder(registry)
+    return gzip.compress(body, compresslevel=6) if zipped else body
