@@ -89,12 +89,53 @@ def test_publish_validates_then_adds(cli: Invoke, r: redis.Redis) -> None:
     assert forced.exit_code == 0 and r.xlen("ingress") == 2
 
 
+def test_publish_says_where_the_event_goes(cli: Invoke, r: redis.Redis) -> None:
+    """On a source, publish names the destinations the router would write (stderr, --json)."""
+    body = json.dumps({"model_id": "m1", "version": "1.0", "stage": "production",
+                       "metrics": {"accuracy": 0.95}})  # fmt: skip
+    ok = cli("publish", "ingress", "--type", "model.ready", body)
+    assert ok.exit_code == 0
+    assert "routes to model-events (via models), platform-events (via production-models)" in (
+        ok.stderr
+    )
+    as_js = cli("publish", "ingress:eu", "--type", "model.ready", GOOD, "--json")
+    assert as_json(as_js)["destinations"] == ["model-events"]
+
+
+def test_publish_refuses_an_event_no_route_takes(cli: Invoke, r: redis.Redis) -> None:
+    """A type no route takes is refused (exit 1, says it would be dead-lettered); --force writes."""
+    refused = cli("publish", "ingress", "--type", "nobody.cares", "{}")
+    assert refused.exit_code == 1
+    assert "no route takes type 'nobody.cares' from ingress" in refused.stderr
+    assert "no_route" in refused.stderr and not r.exists("ingress")
+    forced = cli("publish", "ingress", "--type", "nobody.cares", "{}", "--force")
+    assert forced.exit_code == 0 and r.xlen("ingress") == 1
+    assert "note: no route takes type" in forced.stderr
+
+
+def test_publish_refuses_destinations_and_the_dead_letter_stream(
+    cli: Invoke, r: redis.Redis
+) -> None:
+    """Writes that bypass the router (a destination, synapse:dlq) are refused unless --force."""
+    to_dest = cli("publish", "model-events", "--type", "model.ready", GOOD)
+    assert to_dest.exit_code == 1
+    assert "model-events is a destination (route models)" in to_dest.stderr
+    assert "--force" in to_dest.stderr and not r.exists("model-events")
+    to_dlq = cli("publish", "synapse:dlq", "--type", "model.ready", GOOD, "--json")
+    assert to_dlq.exit_code == 1 and not r.exists("synapse:dlq")
+    assert "dead-letter stream" in as_json(to_dlq)["errors"][0]
+    forced = cli("publish", "model-events", "--type", "model.ready", GOOD, "--force")
+    assert forced.exit_code == 0 and r.xlen("model-events") == 1
+    assert "bypassing the router" in forced.stderr
+
+
 def test_publish_from_file_and_usage_errors(cli: Invoke, r: redis.Redis, tmp_path: Path) -> None:
     """--file reads the body; no body, or two bodies, is a usage error (exit 2)."""
     body = tmp_path / "e.json"
     body.write_text(GOOD)
-    assert cli("publish", "s", "--type", "model.ready", "--file", str(body)).exit_code == 0
-    assert r.xlen("s") == 1
+    done = cli("publish", "s", "--type", "model.ready", "--file", str(body))
+    assert done.exit_code == 0 and r.xlen("s") == 1
+    assert "note: s is not a source" in done.stderr
     assert cli("publish", "s", "--type", "model.ready").exit_code == 2
     assert cli("publish", "s", "--file", str(body), "x").exit_code == 2
 
