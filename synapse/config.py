@@ -156,9 +156,11 @@ def load_table(path: Path | str = DEFAULT_CONFIG) -> RoutingTable:
 
 
 def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingTable:
+    """Compile; every problem is reported in one ConfigError. Shape problems do not stop the
+    rest: each well-formed part is still compiled and checked (a malformed one is skipped)."""
     name = str(path)
-    _check_shape(data, lines, name)
-    problems: list[Problem] = []
+    problems, bad = _shape_problems(data, lines, name)
+    data = _well_formed(data, bad)
     settings = RouterSettings(**data.get("router", {}))
 
     routes: list[Route] = []
@@ -174,6 +176,8 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
                 )
             )
     for i, spec in enumerate(data.get("routes") or []):
+        if spec is None:  # malformed: its shape problems are reported
+            continue
         at: tuple[str | int, ...] = ("routes", i)
         if spec["name"] in seen_names:
             problems.append(
@@ -249,13 +253,18 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
     )
 
 
-def _check_shape(data: Any, lines: LineMap, name: str) -> None:
+def _shape_problems(
+    data: Any, lines: LineMap, name: str
+) -> tuple[list[Problem], set[tuple[Any, ...]]]:
+    """Every shape problem, and the paths they are at (raises only when there is no mapping)."""
     if data is None:
         raise ConfigError.single(name, 1, "the file is empty: expected version, sources, routes")
     validator = jsonschema.Draft202012Validator(config_schema())
     problems = []
+    bad: set[tuple[Any, ...]] = set()
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
         path = tuple(error.absolute_path)
+        bad.add(path)
         message = error.message
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {}))
@@ -272,8 +281,38 @@ def _check_shape(data: Any, lines: LineMap, name: str) -> None:
         problems.append(
             Problem(name, line_of(lines, path), f"{message} (at {where})" if where else message)
         )
-    if problems:
+    if problems and not isinstance(data, dict):
         raise ConfigError(problems)
+    return problems, bad
+
+
+def _well_formed(data: dict[str, Any], bad: set[tuple[Any, ...]]) -> dict[str, Any]:
+    """``data`` without its malformed parts (a malformed route becomes None), so the
+    well-formed rest can still be compiled and checked."""
+    if not bad:
+        return data
+
+    def clean(*at: Any) -> bool:  # no problem at ``at`` or below it
+        return not any(p[: len(at)] == at for p in bad)
+
+    def items(key: str) -> dict[str, Any]:
+        found = data.get(key)
+        return {k: v for k, v in found.items() if clean(key, k)} if isinstance(found, dict) else {}
+
+    def listed(key: str) -> list[Any]:
+        found = data.get(key)
+        return found if isinstance(found, list) else []
+
+    sources, routes = listed("sources"), listed("routes")
+    fields = RouterSettings.__dataclass_fields__
+    return {
+        **data,
+        "router": {k: v for k, v in items("router").items() if k in fields},
+        "sources": [s for i, s in enumerate(sources) if clean("sources", i)],
+        "routes": [spec if clean("routes", i) else None for i, spec in enumerate(routes)],
+        "schemas": items("schemas"),
+        "retention": items("retention"),
+    }
 
 
 def _in(path: tuple[Any, ...]) -> str:

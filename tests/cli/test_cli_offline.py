@@ -67,6 +67,64 @@ def test_check_warns_about_dead_routes_and_typos(cli: Invoke, tmp_path: Path) ->
     assert len(warnings) == 3 and all(w["line"] for w in warnings)
 
 
+def test_check_strict_suggests_known_names_for_typos(cli: Invoke, tmp_path: Path) -> None:
+    """A destination close to a schema folder or source, used nowhere else, is a likely typo:
+    "did you mean", and --strict exits 1."""
+    path = write_table(
+        tmp_path / "cfg",
+        """
+        version: 1
+        sources: [ingress, billing-in]
+        schemas: {"inference.*": inference-events/inference-event.json}
+        routes:
+          - {name: inference, match: "inference.*", to: [inference-event]}
+          - {name: bills, match: "bill.*", to: [billing-ni]}
+          - {name: fine, match: "ok.*", to: [audit-log]}
+        """,
+        {"inference-events/inference-event.json": {"type": "object"}},
+    )
+    result = cli("check", "--strict", "--config", str(path))
+    assert result.exit_code == 1, result.output
+    assert (
+        "destination 'inference-event' (route inference) looks like a typo of "
+        "'inference-events' (a schema folder): did you mean 'inference-events'?"
+    ) in result.stderr
+    assert "did you mean 'billing-in'?" in result.stderr
+    assert "audit-log" not in result.stderr
+
+
+def test_check_reports_every_problem_in_one_run(cli: Invoke, tmp_path: Path) -> None:
+    """Shape problems (unknown keys, a missing field) do not hide the rest: a loop, a duplicate
+    route name and a missing schema file are reported in the same run."""
+    path = write_table(
+        tmp_path / "cfg",
+        """
+        version: 1
+        router: {dead_letter: dlq, batchh: 5}
+        sources: [ingress]
+        schemas: {"a.*": x/missing.json}
+        routes:
+          - {name: r1, match: "a.*", to: [ingress]}
+          - {name: r1, match: "b.*", to: [out]}
+          - {name: r3, match: "c.*", too: [out]}
+          - {name: r4, match: "d.*", to: [dlq]}
+        """,
+    )
+    result = cli("check", "--json", "--config", str(path))
+    assert result.exit_code == 1
+    messages = [p["message"] for p in as_json(result)["problems"]]
+    expected = [
+        "unknown key 'batchh' in router",
+        "unknown key 'too' in routes/2",
+        "route 'r1' writes to source 'ingress'",
+        "duplicate route name 'r1'",
+        "route 'r4' writes to the dead-letter stream",
+        "schema file 'x/missing.json' not found",
+    ]
+    for text in expected:
+        assert any(text in m for m in messages), (text, messages)
+
+
 def test_check_reports_problems_with_lines(cli: Invoke, tmp_path: Path) -> None:
     """A broken table exits 1 with file:line problems, in text and JSON."""
     path = write_table(tmp_path / "cfg", "version: 1\nsources: [ingress]\nroutes: [{name: x}]\n")
