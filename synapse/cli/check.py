@@ -80,10 +80,10 @@ def check(config_path: Path, as_json: bool, strict: bool, for_cluster: bool) -> 
     else:
         for warning in warnings:
             click.echo(str(warning), err=True)
-        state = "ok" if not warnings else f"ok with {len(warnings)} warnings"
+        state = "ok" if not warnings else f"ok with {common.plural(len(warnings), 'warning')}"
         click.echo(
-            f"{config_path}: {state} ({len(table.routes)} routes, "
-            f"{len(table.schemas.files)} schemas, hash {table.hash})"
+            f"{config_path}: {state} ({common.plural(len(table.routes), 'route')}, "
+            f"{common.plural(len(table.schemas.files), 'schema')}, hash {table.hash})"
         )
         for v in atomicity(table) if for_cluster else []:
             label = "route" if v.kind == "route" else "dead letters of"

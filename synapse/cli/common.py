@@ -322,6 +322,20 @@ def parse_when(value: str, now_ms: int | None = None) -> str:
     return str(int(stamp.timestamp() * 1000))
 
 
+def entry_id(value: str) -> str:
+    """``value`` when it is a stream entry id (``ms`` or ``ms-seq``), else a usage error."""
+    if not _ID.match(value.strip()):
+        raise UsageError(
+            f"not an entry id: {value!r} (expected milliseconds-sequence, e.g. 1714564800000-0)"
+        )
+    return value.strip()
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 dead letter``, ``2 dead letters`` (``nouns`` for an irregular plural)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def id_time(entry_id: bytes | str | None) -> str:
     """The ISO time of an entry id, or '' for none."""
     if not entry_id:

@@ -90,7 +90,7 @@ def select(
     since = common.parse_when(chosen.since) if chosen.since else None
     until = common.parse_when(chosen.until) if chosen.until else None
     if ids:
-        return _by_id(client, stream, ids)
+        return _by_id(client, stream, tuple(common.entry_id(i) for i in ids))
     return _scan(client, stream, chosen, since, until)
 
 

@@ -120,7 +120,13 @@ def replay(
     dry_run: bool,
     restart: bool,
 ) -> None:
-    """Copy SOURCE's entries to DEST with provenance; resumable and safe to rerun."""
+    """Copy SOURCE's entries to DEST with provenance; resumable and safe to rerun.
+
+    \b
+    Examples:
+      synapse replay ingress --to debug --since -30m --type 'model.*'
+      synapse replay ingress --to debug --since -1h --where '{stage: production}' --restart
+    """
     if source == dest:
         raise UsageError("--to must differ from SOURCE")
     wanted_type = compile_glob(type_glob) if type_glob else None

@@ -74,7 +74,14 @@ def info_of(client: common.Client, name: str) -> dict[str, Any]:
 @click.option("--match", default="*", show_default=True, help="Only streams matching this glob.")
 @click.pass_context
 def streams(ctx: click.Context, as_json: bool, match: str) -> None:
-    """List streams: length, first/last entry time, groups, pending, lag."""
+    """List streams: length, first/last entry time, groups, pending, lag.
+
+    \b
+    Examples:
+      synapse streams
+      synapse streams --match 'ingress*' --json
+      synapse streams info ingress
+    """
     if ctx.invoked_subcommand is not None:
         return
     client = common.connect()
@@ -117,7 +124,12 @@ def _lag(groups: list[dict[str, Any]]) -> str:
 @common.debug_option
 @click.argument("name")
 def info_cmd(as_json: bool, name: str) -> None:
-    """One stream: length, first/last entry, each group with its consumers, pending, lag."""
+    """One stream: length, first/last entry, each group with its consumers, pending, lag.
+
+    \b
+    Example:
+      synapse streams info ingress --json
+    """
     data = info_of(common.connect(), name)
     if as_json:
         common.emit_json(data)
@@ -130,9 +142,10 @@ def info_cmd(as_json: bool, name: str) -> None:
         click.echo("groups:  none")
     for g in data["groups"]:
         lag = "?" if g["lag"] is None else g["lag"]
+        consumers = common.plural(len(g["consumers"]), "consumer")
         click.echo(
             f"group {g['name']}: pending {g['pending']}, lag {lag}, "
-            f"last delivered {g['last_delivered_id']}, {len(g['consumers'])} consumers"
+            f"last delivered {g['last_delivered_id']}, {consumers}"
         )
         for c in g["consumers"]:
             click.echo(f"  {c['name']}: pending {c['pending']}, idle {c['idle_ms']} ms")
@@ -147,7 +160,15 @@ def info_cmd(as_json: bool, name: str) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new entries (Ctrl-C stops).")
 @click.option("--type", "type_glob", help="Only events whose type matches this glob.")
 def tail(as_json: bool, name: str, count: int, follow: bool, type_glob: str | None) -> None:
-    """The last entries of a stream, JSON bodies pretty-printed; --follow for new ones."""
+    """The last entries of a stream, JSON bodies pretty-printed; --follow for new ones.
+
+    Ctrl-C stops --follow (exit 130).
+
+    \b
+    Examples:
+      synapse tail model-events -n 5
+      synapse tail ingress --follow --type 'model.*'
+    """
     client = common.connect()
     if not follow and client.type(name) != b"stream":
         raise common.Failure(f"no stream {name!r}")
@@ -174,8 +195,9 @@ def tail(as_json: bool, name: str, count: int, follow: bool, type_glob: str | No
                     if _wanted(fields, wanted):
                         _show(entry_id, fields, as_json)
             sys.stdout.flush()
-    except KeyboardInterrupt:
-        return
+    except KeyboardInterrupt:  # Ctrl-C is how --follow ends: 130, as for every command
+        sys.stdout.flush()
+        sys.exit(common.EXIT_INTERRUPTED)
 
 
 def _type_and_body(fields: dict[bytes, bytes]) -> tuple[str | None, Any]:

@@ -185,6 +185,26 @@ def test_tail_pretty_prints_and_filters(cli: Invoke, r: redis.Redis) -> None:
     assert all(row["type"] == "model.ready" and row["id"] and row["time"] for row in rows)
 
 
+def test_dlq_show_of_a_non_id_is_a_usage_error(cli: Invoke, r: redis.Redis) -> None:
+    """`dlq show garbage` (and `redrive --id garbage`) exit 2 naming the id form; no Redis error."""
+    dead_letter(r, 1)
+    shown = cli("dlq", "show", "garbage")
+    assert shown.exit_code == 2
+    assert "not an entry id: 'garbage'" in shown.stderr and "Redis said" not in shown.stderr
+    redriven = cli("dlq", "redrive", "--id", "12-x")
+    assert redriven.exit_code == 2 and "not an entry id: '12-x'" in redriven.stderr
+    assert r.xlen("synapse:dlq") == 1
+
+
+def test_counts_are_pluralized(cli: Invoke, r: redis.Redis) -> None:
+    """One dead letter is "1 dead letter", two are "2 dead letters"."""
+    dead_letter(r, 1)
+    assert "1 dead letter in synapse:dlq" in cli("dlq", "list").stdout
+    assert "1 dead letter would be deleted" in cli("dlq", "purge", "--dry-run").stdout
+    dead_letter(r, 2)
+    assert "2 dead letters in synapse:dlq" in cli("dlq", "list").stdout
+
+
 def test_dlq_list_and_show(cli: Invoke, r: redis.Redis) -> None:
     """dlq list counts by reason and filters; show prints the original fields."""
     first = dead_letter(r, 1)
