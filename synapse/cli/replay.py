@@ -160,8 +160,12 @@ def replay(
     pacer = common.Pacer(rate)
     tally: Counter[str] = Counter()
     first = last = ""
-    total = int(client.xlen(source))
-    with Progress("replaying", as_json, total=total) as progress:
+    progress = Progress("replaying", as_json)
+    if progress.shown:  # the entries still to scan: after a resume, inside --since/--until
+        progress.total = common.count_range(client, source, start, end)
+        if limit is not None and not (wanted_type or filt):
+            progress.total = min(progress.total, limit)
+    with progress:
         try:
             while limit is None or tally["copied"] < limit:
                 entries = common.xrange(client, source, start, end, page)
@@ -169,6 +173,7 @@ def replay(
                     break
                 copies: list[list[bytes]] = []
                 considered: bytes | None = None
+                scanned_before = tally["scanned"]
                 for entry_id, fields in entries:
                     if limit is not None and tally["copied"] + len(copies) >= limit:
                         break
@@ -188,7 +193,7 @@ def replay(
                         argv += [len(copy), *copy]
                     script(keys=[dest, ckpt], args=argv)
                 tally["copied"] += len(copies)
-                progress.advance(len(entries))
+                progress.advance(tally["scanned"] - scanned_before)
                 pacer.wait(max(1, len(copies)))
                 start = common.next_id(considered)
                 if len(entries) < page:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import ClassVar
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 
 from synapse import keys, registry
+from synapse.cli import common
+from synapse.cli import progress as progress_module
+from synapse.cli import replay as replay_module
 from tests.cli.conftest import Invoke, as_json
 from tests.support.deadletters import dead_letter_entry
 
@@ -373,3 +378,35 @@ def test_topology_formats(cli: Invoke, r: redis.Redis) -> None:
     text = cli("topology").stdout
     assert "-> models [model.*]  (pending 0, lag 1)" in text
     assert "-> group model-events/analytics (0 consumers)  (pending 0, lag 1)" in text
+
+
+class ShownProgress(progress_module.Progress):
+    """The real progress bar, shown as on a terminal; every instance kept for the test."""
+
+    made: ClassVar[list[progress_module.Progress]] = []
+
+    def __init__(self, label: str, as_json: bool, total: int | None = None) -> None:
+        super().__init__(label, as_json, total)
+        self.shown = True
+        ShownProgress.made.append(self)
+
+
+def test_replay_progress_total_is_what_is_left_to_copy(
+    cli: Invoke, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar's total is the entries still to scan (a range, a resumed run): it ends at 100%."""
+    monkeypatch.setattr(replay_module, "Progress", ShownProgress)
+    ids = [r.xadd("ingress", {"type": "model.ready", "data": GOOD}) for _ in range(2500)]
+    assert common.count_range(r, "ingress", ids[1000].decode(), ids[1999].decode()) == 1000
+    ShownProgress.made.clear()
+    ranged = cli("replay", "ingress", "--to", "copy", "--since", ids[500].decode(),
+                 "--until", ids[1499].decode())  # fmt: skip
+    assert ranged.exit_code == 0, ranged.output
+    [bar] = ShownProgress.made
+    assert bar.total == bar.done == 1000
+    ShownProgress.made.clear()
+    r.xadd("ingress", {"type": "model.ready", "data": GOOD})
+    resumed = cli("replay", "ingress", "--to", "copy", "--since", ids[500].decode())
+    assert "resumed after" in resumed.stdout
+    [bar] = ShownProgress.made
+    assert bar.total == bar.done == 2500 - 1500 + 1
