@@ -39,6 +39,7 @@ from synapse.metrics import Metrics
 from synapse.pending import Pending
 from synapse.plan import Entry, Planner
 from synapse.reads import Reads
+from synapse.summary import Summary
 
 STATS_INTERVAL_S = 5.0
 COMMIT_TIMEOUT_S = 30.0
@@ -68,6 +69,7 @@ class Router:
         on_progress: Callable[[], None] | None = None,
         lease_ttl_ms: int = membership.LEASE_TTL_MS,
         forget_idle_ms: int = membership.FORGET_IDLE_MS,
+        summary_interval_s: float | None = None,
     ) -> None:
         self.table = table
         self.planner = Planner(table)
@@ -79,6 +81,10 @@ class Router:
         self.on_progress = on_progress or (lambda: None)
         self.log = logging.get("synapse.router").bind(consumer=self.consumer)
         self.stopping = asyncio.Event()
+        # router_summary every interval (60 s), dead letters at WARNING, rate-limited.
+        self.summary = Summary(
+            metrics, self.log, interval_s=summary_interval_s, now=time.monotonic()
+        )
         # Redis Cluster: one XREADGROUP per slot, and a per-slot commit (cluster.py).
         self.cluster = is_cluster_url(url)
         self._reads = Reads(
@@ -144,6 +150,7 @@ class Router:
     async def run(self) -> None:
         attempt = 0
         while not self.stopping.is_set():
+            self.summary.tick(time.monotonic())
             try:
                 if self._next_table is not None:
                     await self._apply_table(self._next_table)
@@ -177,6 +184,7 @@ class Router:
                 self.log.exception("router_error", error=repr(exc), attempt=attempt)
                 self._down("internal", exc, attempt)
                 await self._sleep(self.backoff.delay_s(attempt))
+        self.summary.emit(time.monotonic())  # the last interval, on the way out
         await self._farewell()
 
     async def _farewell(self) -> None:

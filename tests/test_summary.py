@@ -1,0 +1,93 @@
+"""The router's log: a router_summary line per interval with what happened in it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import redis
+import structlog
+from structlog.testing import capture_logs
+
+from synapse.config import RoutingTable
+from synapse.metrics import Metrics
+from synapse.summary import Summary, interval_from_env
+from tests.conftest import running, wait_for
+
+TABLE = """
+    version: 1
+    router: {block_ms: 50, claim_idle_ms: 60000}
+    sources: [ingress]
+    routes:
+      - {name: all, match: "ev.*", to: [out-a, out-b]}
+"""
+
+
+def summaries(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in logs if line["event"] == "router_summary"]
+
+
+async def test_summary_line_counts_the_interval(
+    table_from: Callable[..., RoutingTable], url: str, r: redis.Redis
+) -> None:
+    """Each interval logs consumed, routed, dead letters by reason, reclaimed, lag, pending."""
+    with capture_logs() as logs:
+        async with running(table_from(TABLE), url, summary_interval_s=0.2) as router:
+            for n in range(3):
+                r.xadd("ingress", {"type": "ev.a", "data": f'{{"n": {n}}}'})
+            r.xadd("ingress", {"type": "ev.a", "data": "{not json"})
+            r.xadd("ingress", {"type": "other.x", "data": "{}"})
+            await wait_for(lambda: r.xlen("synapse:dlq") == 2, what="two dead letters")
+            await wait_for(
+                lambda: sum(s["consumed"] for s in summaries(logs)) == 5, what="summaries"
+            )
+            assert router.ready
+    lines = summaries(logs)
+    assert all(line["log_level"] == "info" for line in lines)
+    assert sum(s["routed"] for s in lines) == 6  # three events, two copies each
+    by_reason: dict[str, int] = {}
+    for line in lines:
+        for reason, n in line["dead_lettered_by_reason"].items():
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    assert by_reason == {"invalid_json": 1, "no_route": 1}
+    last = lines[-1]
+    assert last["lag"] == {"ingress": 0} and last["pending"] == {"ingress": 0}
+    assert {"reclaimed", "retried", "dropped", "interval_s"} <= last.keys()
+
+
+def test_summary_waits_for_its_interval() -> None:
+    """tick logs nothing before the interval has passed, then one line."""
+    metrics = Metrics()
+    with capture_logs() as logs:
+        summary = Summary(metrics, structlog.get_logger(), interval_s=60, now=100.0)
+        summary.tick(159.0)
+        assert summaries(logs) == []
+        metrics.consumed.labels("ingress").inc(7)
+        summary.tick(160.0)
+    [line] = summaries(logs)
+    assert line["consumed"] == 7 and line["interval_s"] == 60.0
+
+
+def test_dead_letter_warnings_are_rate_limited() -> None:
+    """At most ``burst`` dead letters are logged per interval; the rest are counted."""
+    with capture_logs() as logs:
+        summary = Summary(Metrics(), structlog.get_logger(), interval_s=60, burst=3, now=0.0)
+        for n in range(10):
+            summary.dead_letter("ingress", f"{n}-0".encode(), "schema_violation", "x" * 1000)
+        summary.tick(61.0)
+        summary.dead_letter("ingress", b"11-0", "no_route", "no route")
+    warnings = [line for line in logs if line["event"] == "event_dead_lettered"]
+    assert [w["id"] for w in warnings] == ["0-0", "1-0", "2-0", "11-0"]
+    assert all(w["log_level"] == "warning" for w in warnings)
+    assert len(warnings[0]["error"]) == 300
+    [line] = summaries(logs)
+    assert line["dead_letter_logs_suppressed"] == 7
+
+
+def test_interval_from_env(monkeypatch: Any) -> None:
+    """SYNAPSE_SUMMARY_INTERVAL_S sets the interval; garbage or <= 0 means the 60 s default."""
+    monkeypatch.setenv("SYNAPSE_SUMMARY_INTERVAL_S", "0.5")
+    assert interval_from_env() == 0.5
+    for bad in ("x", "0", "-1"):
+        monkeypatch.setenv("SYNAPSE_SUMMARY_INTERVAL_S", bad)
+        assert interval_from_env() == 60.0
