@@ -35,6 +35,8 @@ from synapse.cluster import commit_cluster, connect_any, is_cluster_url
 from synapse.commit import commit
 from synapse.config import RoutingTable
 from synapse.errors import ConsumerInUse
+from synapse.groupstats import GroupStats
+from synapse.matching import is_glob
 from synapse.metrics import Metrics
 from synapse.pending import Pending
 from synapse.plan import Entry, Planner
@@ -82,6 +84,8 @@ class Router:
         self.log = logging.get("synapse.router").bind(consumer=self.consumer)
         self.stopping = asyncio.Event()
         # router_summary every interval (60 s), dead letters at WARNING, rate-limited.
+        self.group_stats = GroupStats(metrics)
+        metrics.watch_routes((r.name, r.to) for r in table.routes)
         self.summary = Summary(
             metrics, self.log, interval_s=summary_interval_s, now=time.monotonic()
         )
@@ -215,6 +219,7 @@ class Router:
     async def _apply_table(self, table: RoutingTable) -> None:
         old = self.table
         self.table, self.planner, self._next_table = table, Planner(table), None
+        self.metrics.watch_routes((r.name, r.to) for r in table.routes)
         if old.settings.block_ms != table.settings.block_ms:
             # The read timeout must outlast the new BLOCK time: a new reader connection.
             await self._reads.reconnect(table.settings.block_ms)
@@ -326,6 +331,8 @@ class Router:
         """Per-source lag and pending gauges (on an interval, not per batch)."""
         group = self.table.settings.group
         await sources.refresh_stats(self.writer, self.sources, group, self.metrics)
+        destinations = [d for d in self.table.destinations if not is_glob(d)]
+        await self.group_stats.refresh(self.writer, destinations)
 
     async def delivery_counts(self, source: str, entries: Sequence[Entry]) -> dict[bytes, int]:
         """Delivery counts of ``entries`` from the group's pending list."""

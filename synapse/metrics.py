@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -32,6 +32,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from synapse import __version__
+from synapse.errors import REASONS
 from synapse.histogram import BulkHistogram
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # the _created series double the exposition for no use here
@@ -90,6 +91,18 @@ class Metrics:
         self.lag = Gauge(
             "synapse_source_lag", "Entries not yet delivered to the group", ["source"], registry=r
         )
+        self.group_lag = Gauge(
+            "synapse_consumer_group_lag",
+            "Entries of a destination not yet read by a consuming service's group",
+            ["stream", "group"],
+            registry=r,
+        )
+        self.group_pending = Gauge(
+            "synapse_consumer_group_pending",
+            "Entries of a destination read but not acknowledged by a service's group",
+            ["stream", "group"],
+            registry=r,
+        )
         self.reclaimed = Counter(
             "synapse_reclaimed", "Entries claimed from idle consumers", registry=r
         )
@@ -126,9 +139,18 @@ class Metrics:
         self.redis_up.set(0)
         for reason in ("no_route", "deleted"):
             self.dropped.labels(reason)
+        for reason in REASONS:  # at 0 from the start: the first dead letter is an increase
+            self.dead_lettered.labels(reason)
         for result in ("success", "failure"):
             self.reloads.labels(result)
         self._config_hash: str | None = None
+
+    def watch_routes(self, routes: Iterable[tuple[str, Iterable[str]]]) -> None:
+        """Create each (route, destination) series at 0, so its first copy is an increase
+        (an alert on ``increase(...{route="critical-errors"})`` sees the first event)."""
+        for route, destinations in routes:
+            for dest in destinations:
+                self.routed.labels(route, dest)
 
     def set_config(self, config_hash: str, loaded_at: float) -> None:
         if self._config_hash is not None:

@@ -91,3 +91,44 @@ def test_interval_from_env(monkeypatch: Any) -> None:
     for bad in ("x", "0", "-1"):
         monkeypatch.setenv("SYNAPSE_SUMMARY_INTERVAL_S", bad)
         assert interval_from_env() == 60.0
+
+
+async def test_consuming_service_groups_are_measured(
+    table_from: Callable[..., RoutingTable], url: str, r: redis.Redis
+) -> None:
+    """A service's group on a destination gets lag and pending gauges; a deleted group loses
+    them. Route and dead-letter series exist at 0 before the first event (alerts see it)."""
+    r.xgroup_create("out-a", "svc", id="0", mkstream=True)
+    table = table_from(TABLE)
+    async with running(table, url) as router:
+        metrics = router.metrics
+        registry = metrics.registry
+        assert (
+            registry.get_sample_value(
+                "synapse_events_routed_total", {"route": "all", "destination": "out-b"}
+            )
+            == 0
+        )
+        assert (
+            registry.get_sample_value(
+                "synapse_events_dead_lettered_total", {"reason": "max_deliveries"}
+            )
+            == 0
+        )
+        for n in range(3):
+            r.xadd("ingress", {"type": "ev.a", "data": f'{{"n": {n}}}'})
+        await wait_for(lambda: r.xlen("out-a") == 3, what="three copies")
+        r.xreadgroup("svc", "c1", {"out-a": ">"}, count=1)
+
+        def gauge(name: str) -> float | None:
+            return registry.get_sample_value(name, {"stream": "out-a", "group": "svc"})
+
+        async def seen() -> bool:
+            await router.refresh_stats()
+            return gauge("synapse_consumer_group_lag") == 2
+
+        await wait_for(seen, what="the service group's lag")
+        assert gauge("synapse_consumer_group_pending") == 1
+        r.xgroup_destroy("out-a", "svc")
+        await router.refresh_stats()
+        assert gauge("synapse_consumer_group_lag") is None
