@@ -22,6 +22,7 @@ import jsonschema
 from synapse import keys
 from synapse.errors import ConfigError, Problem
 from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where, is_glob
+from synapse.retention import age_rules
 from synapse.schemas import SchemaRegistry, load_registry
 from synapse.yamlfile import LineMap, line_of, read_yaml
 
@@ -91,6 +92,8 @@ class RoutingTable:
     routes: tuple[Route, ...]
     schemas: SchemaRegistry
     retention: tuple[tuple[str, GlobTest, int], ...]
+    #: (glob, test, max_age_ms): retention by age, trimmed by a chore (synapse/retention.py)
+    max_ages: tuple[tuple[str, GlobTest, int], ...] = ()
     hash: str
     spec: Mapping[str, Any]
     _decisions: dict[tuple[str, str], Decision] = field(default_factory=dict, compare=False)
@@ -119,6 +122,10 @@ class RoutingTable:
             found = next((n for _, test, n in self.retention if test(stream)), None)
             self._maxlens[stream] = found
             return found
+
+    def max_age_for(self, stream: str) -> int | None:
+        """The age limit of a stream in ms (first matching ``max_age`` glob), or None."""
+        return next((ms for _, test, ms in self.max_ages if test(stream)), None)
 
     @property
     def destinations(self) -> frozenset[str]:
@@ -231,7 +238,9 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
     retention = tuple(
         (glob, compile_glob(glob), int(rule["maxlen"]))
         for glob, rule in (data.get("retention") or {}).items()
+        if "maxlen" in rule
     )
+    max_ages = tuple((g, compile_glob(g), ms) for g, ms in age_rules(data.get("retention")))
     mapping = data.get("schemas") or {}
     mapping_lines = {glob: line_of(lines, ("schemas", glob)) for glob in mapping}
     try:
@@ -248,6 +257,7 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
         routes=tuple(routes),
         schemas=registry,
         retention=retention,
+        max_ages=max_ages,
         hash=digest,
         spec=data,
     )

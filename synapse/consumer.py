@@ -28,7 +28,7 @@ from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from synapse import log as logging
-from synapse import membership, sources, wire
+from synapse import membership, retention, sources, wire
 from synapse.backoff import Backoff
 from synapse.batches import Batches
 from synapse.cluster import commit_cluster, connect_any, is_cluster_url
@@ -72,6 +72,7 @@ class Router:
         lease_ttl_ms: int = membership.LEASE_TTL_MS,
         forget_idle_ms: int = membership.FORGET_IDLE_MS,
         summary_interval_s: float | None = None,
+        retention_interval_s: float = retention.INTERVAL_S,
     ) -> None:
         self.table = table
         self.planner = Planner(table)
@@ -114,6 +115,8 @@ class Router:
         self._last_rescan = 0.0
         self._last_claim = 0.0
         self._last_stats = 0.0
+        self.retention_interval_s = retention_interval_s
+        self._last_retention = 0.0
         self._batches = Batches(
             self.writer,
             commit_cluster if self.cluster else commit,
@@ -267,6 +270,9 @@ class Router:
         if now - self._last_forget >= min(self.forget_idle_ms / 2, 60_000) / 1000:
             self._last_forget = now
             await self.forget_idle()
+        if self.table.max_ages and now - self._last_retention >= self.retention_interval_s:
+            self._last_retention = now
+            await self.trim_by_age()
         if now - self._last_stats >= STATS_INTERVAL_S:
             self._last_stats = now
             await self.refresh_stats()
@@ -326,6 +332,22 @@ class Router:
         self.sources = await sources.discover(
             self.writer, self.table, self.sources, create=create, metrics=self.metrics, log=self.log
         )
+
+    async def trim_by_age(self) -> None:
+        """Retention by age (``max_age``): XTRIM MINID on every stream a rule matches."""
+        s = self.table.settings
+        known = [*self.sources, *self.table.destinations, s.dead_letter]
+        if s.unrouted not in ("dead-letter", "drop"):
+            known.append(s.unrouted)
+        removed = await retention.trim_by_age(
+            self.writer,
+            self.table,
+            [name for name in known if not is_glob(name)],
+            self.sources,
+            int(time.time() * 1000),
+        )
+        if removed:
+            self.log.info("retention_trimmed", streams=removed)
 
     async def refresh_stats(self) -> None:
         """Per-source lag and pending gauges (on an interval, not per batch)."""

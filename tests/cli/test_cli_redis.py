@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -166,6 +167,7 @@ def test_streams_and_info(cli: Invoke, r: redis.Redis) -> None:
     assert table.stdout.splitlines()[0].split() == [
         "STREAM",
         "LENGTH",
+        "AGE",
         "FIRST",
         "LAST",
         "GROUPS",
@@ -410,3 +412,15 @@ def test_replay_progress_total_is_what_is_left_to_copy(
     assert "resumed after" in resumed.stdout
     [bar] = ShownProgress.made
     assert bar.total == bar.done == 2500 - 1500 + 1
+
+
+def test_streams_show_the_oldest_entry_age(cli: Invoke, r: redis.Redis) -> None:
+    """streams (and streams info) show how old each stream's oldest entry is."""
+    two_days_ago = int(time.time() * 1000) - 2 * 86_400_000 - 3_600_000
+    r.xadd("audit", {"a": "1"}, id=f"{two_days_ago}-0")
+    r.xadd("audit", {"a": "2"})
+    [row] = as_json(cli("streams", "--json"))["streams"]
+    assert 2 * 86_400 + 3_600 <= row["oldest_age_s"] < 2 * 86_400 + 3_700
+    text = cli("streams").stdout.splitlines()
+    assert text[0].split()[2] == "AGE" and text[1].split()[2] == "2d1h"
+    assert "(oldest age 2d1h)" in cli("streams", "info", "audit").stdout
