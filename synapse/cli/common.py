@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 import click
 import redis
+import structlog
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import MovedError, RedisClusterException, RedisError
 
@@ -297,6 +298,27 @@ def table_rows(rows: list[list[str]], header: list[str]) -> Iterator[str]:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
     for row in [header, *rows]:
         yield "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+
+
+def audit(event: str, **fields: Any) -> None:
+    """Log what an operation did as one structured line on stderr (JSON off a TTY, console
+    on one), with a stable event name: ``replay_done``, ``dlq_redriven``, ``dlq_purged``.
+    The logger is built per call on the current stderr (no global logging set-up)."""
+    stream = sys.stderr
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if stream.isatty()
+        else structlog.processors.JSONRenderer()
+    )
+    logger = structlog.wrap_logger(
+        structlog.PrintLogger(stream),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+    )
+    logger.info(event, **fields)
 
 
 def interactive() -> bool:

@@ -191,3 +191,12 @@ def purge_cmd(
         )
     else:
         click.echo(f"purge {name}: deleted {deleted}")
+    common.audit(
+        "dlq_purged",
+        stream=name,
+        deleted=deleted,
+        reasons=list(chosen.reasons),
+        sources=list(chosen.sources),
+        since=chosen.since,
+        until=chosen.until,
+    )

@@ -201,6 +201,18 @@ def replay(
         except KeyboardInterrupt:
             tally["interrupted"] = 1
     _report(source, dest, tally, resumed, first, last, ckpt, dry_run, as_json)
+    common.audit(
+        "replay_done",
+        source=source,
+        to=dest,
+        dry_run=dry_run,
+        copied=0 if dry_run else tally["copied"],
+        skipped=tally["skipped"],
+        first_id=first or None,
+        last_id=last or None,
+        resumed_after=resumed,
+        interrupted=bool(tally["interrupted"]),
+    )
     sys.exit(common.EXIT_INTERRUPTED if tally["interrupted"] else common.EXIT_OK)
 
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import redis
@@ -424,3 +424,28 @@ def test_streams_show_the_oldest_entry_age(cli: Invoke, r: redis.Redis) -> None:
     text = cli("streams").stdout.splitlines()
     assert text[0].split()[2] == "AGE" and text[1].split()[2] == "2d1h"
     assert "(oldest age 2d1h)" in cli("streams", "info", "audit").stdout
+
+
+def logged(stderr: str, event: str) -> dict[str, Any]:
+    """The one JSON log line named ``event`` on stderr."""
+    [line] = [
+        json.loads(raw)
+        for raw in stderr.splitlines()
+        if raw.startswith("{") and json.loads(raw).get("event") == event
+    ]
+    return dict(line)
+
+
+def test_replay_and_purge_log_what_they_did(cli: Invoke, r: redis.Redis) -> None:
+    """replay and dlq purge each log one structured line (replay_done, dlq_purged)."""
+    for _ in range(3):
+        r.xadd("ingress", {"type": "model.ready", "data": GOOD})
+    replayed = cli("replay", "ingress", "--to", "copy")
+    line = logged(replayed.stderr, "replay_done")
+    assert line["copied"] == 3 and line["to"] == "copy" and line["level"] == "info"
+    assert line["interrupted"] is False and line["timestamp"]
+    dead_letter(r, 1)
+    dead_letter(r, 2, reason="no_route")
+    purged = cli("dlq", "purge", "--reason", "no_route", "--yes")
+    line = logged(purged.stderr, "dlq_purged")
+    assert line["deleted"] == 1 and line["reasons"] == ["no_route"]
