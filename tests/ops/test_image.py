@@ -24,16 +24,33 @@ TAG = "localhost/synapse-router-test"
 MAX_ADDED_BYTES = 50_000_000
 
 
-@pytest.fixture(scope="module")
-def built() -> str:
-    """The image, built from the repository (skips without buildah, fails when CI=true)."""
+def need_image_tools() -> None:
+    """Skip with the reason when buildah, podman or debootstrap (or root) is missing; under
+    CI=true fail instead, since .ci/run installs them."""
     why = image.tools_missing()
     if why:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{why}; CI=true needs the container test")
         pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def built() -> str:
+    """The image, built from the repository (skips without buildah, fails when CI=true)."""
+    need_image_tools()
     image.build(TAG)
     return TAG
+
+
+def test_missing_buildah_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without buildah the image tests skip naming the packages, and fail when CI=true."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install buildah podman debootstrap"):
+        need_image_tools()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true needs the container test"):
+        need_image_tools()
 
 
 @pytest.fixture
