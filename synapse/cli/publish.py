@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from synapse import files
 from synapse.cli import common
 from synapse.cli.dryrun import Verdict, dry_run
 from synapse.config import RoutingTable
@@ -165,15 +166,15 @@ def _where(
 def _body(data: str | None, file: Path | None) -> bytes:
     if file is not None and data is not None:
         raise UsageError("give the body as DATA, --file or -, not two of them")
-    if file is not None:
+    if file is not None or data == "-":
         try:
-            return file.read_bytes()
+            return files.read_input(str(file) if file is not None else "-", sys.stdin.buffer)
+        except files.TooLarge as exc:
+            raise UsageError(str(exc)) from None
         except OSError as exc:
             raise UsageError(f"cannot read {file}: {exc.strerror or exc}") from None
     if data is None:
         raise UsageError("no body: give DATA, --file FILE or - (stdin)")
-    if data == "-":
-        return sys.stdin.buffer.read()
     return data.encode()
 
 
