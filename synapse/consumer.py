@@ -138,6 +138,7 @@ class Router:
             self.log,
             self.on_progress,
             self._pending.schedule,
+            self.summary.dead_letter,
         )
         # Whether the next re-read of our own pending entries counts as a delivery: at
         # start (a restart under a fixed name may follow a crash on an entry) and after

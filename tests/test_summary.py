@@ -132,3 +132,39 @@ async def test_consuming_service_groups_are_measured(
         r.xgroup_destroy("out-a", "svc")
         await router.refresh_stats()
         assert gauge("synapse_consumer_group_lag") is None
+
+
+async def test_each_dead_letter_is_a_warning_up_to_the_burst(
+    table_from: Callable[..., RoutingTable], url: str, r: redis.Redis
+) -> None:
+    """A routed-loop dead letter logs event_dead_lettered at WARNING with its reason and id;
+    past the burst the rest are counted in the summary, not logged."""
+    with capture_logs() as logs:
+        async with running(table_from(TABLE), url, summary_interval_s=3600) as router:
+            router.summary.burst = 2
+            ids = [r.xadd("ingress", {"type": "ev.a", "data": "{bad"}) for _ in range(5)]
+            await wait_for(lambda: r.xlen("synapse:dlq") == 5, what="five dead letters")
+    warnings = [line for line in logs if line["event"] == "event_dead_lettered"]
+    assert [w["id"] for w in warnings] == [i.decode() for i in ids[:2]]
+    assert all(w["log_level"] == "warning" and w["reason"] == "invalid_json" for w in warnings)
+    assert all(w["source"] == "ingress" and w["error"] for w in warnings)
+    [final] = summaries(logs)  # the one at stop
+    assert final["dead_letter_logs_suppressed"] == 3 and final["dead_lettered"] == 5
+
+
+async def test_a_given_up_destination_is_a_dead_letter_warning(
+    table_from: Callable[..., RoutingTable], url: str, r: redis.Redis
+) -> None:
+    """An entry given up on a refusing destination logs event_dead_lettered (destination_error)
+    naming the destination and its error."""
+    r.set("out-b", "not a stream")  # WRONGTYPE on every XADD
+    table = table_from(
+        TABLE.replace("claim_idle_ms: 60000", "claim_idle_ms: 60000, max_deliveries: 1")
+    )
+    with capture_logs() as logs:
+        async with running(table, url, summary_interval_s=3600):
+            entry_id = r.xadd("ingress", {"type": "ev.a", "data": '{"n": 1}'})
+            await wait_for(lambda: r.xlen("synapse:dlq") == 1, what="the dead letter")
+    [warning] = [line for line in logs if line["event"] == "event_dead_lettered"]
+    assert warning["id"] == entry_id.decode() and warning["reason"] == "destination_error"
+    assert warning["error"].startswith("out-b: ") and "not a stream" in warning["error"]
