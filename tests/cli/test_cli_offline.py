@@ -255,8 +255,8 @@ def all_commands() -> list[tuple[str, ...]]:
     return found
 
 
-#: owned and being reworked elsewhere (issue 16 item 5 / issue 10): their examples land there.
-NOT_HERE = {("topology",), ("services",), ("dlq", "redrive")}
+#: owned and being reworked elsewhere (issue 16 item 5): their examples land there.
+NOT_HERE = {("topology",), ("services",)}
 
 
 @pytest.mark.parametrize("path", [p for p in all_commands() if p not in NOT_HERE], ids=" ".join)

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from synapse import keys, registry
 from synapse.cli import common
 from synapse.cli import progress as progress_module
+from synapse.cli import redrive as redrive_module
 from synapse.cli import replay as replay_module
 from synapse.events import dead_letter_fields
 from tests.cli.conftest import Invoke, as_json
@@ -527,3 +528,55 @@ def test_replay_replaces_synapse_fields_producers_could_set(cli: Invoke, r: redi
     [(_, from_routed)] = r.xrange("debug-b")
     assert {k: from_routed[k] for k in routed} == routed
     assert b"synapse-reason" not in from_routed
+
+
+def test_unknown_reason_is_a_usage_error_listing_the_valid_ones(
+    cli: Invoke, r: redis.Redis
+) -> None:
+    """`--reason nope` exits 2 naming the valid reasons (redrive, list, purge alike); nothing
+    is touched."""
+    dead_letter(r, 1)
+    for command in (("dlq", "redrive"), ("dlq", "list"), ("dlq", "purge", "--yes")):
+        result = cli(*command, "--reason", "nope")
+        assert result.exit_code == 2, (command, result.output)
+        assert "'nope' is not one of" in result.stderr
+        assert "'schema_violation'" in result.stderr and "'destination_error'" in result.stderr
+    assert r.xlen("synapse:dlq") == 1
+
+
+def test_redrive_says_how_many_would_fail_the_same_way_again(cli: Invoke, r: redis.Redis) -> None:
+    """Before redriving, the router's dry run on each dead letter under the current table:
+    those that would come straight back with the same reason are counted (stderr, --json)."""
+    dead_letter(r, 1)  # {"model_id": 1}: still violates the model schema
+    dead_letter(r, 2)
+    fixed = [b"type", b"model.ready", b"data", GOOD.encode()]  # passes the schema now
+    fields = dead_letter_entry(fixed, n=3)
+    r.xadd("synapse:dlq", dict(zip(fields[::2], fields[1::2], strict=True)))
+    gone = [b"type", b"nobody.cares", b"data", b"{}"]
+    fields = dead_letter_entry(gone, n=4, reason="no_route")
+    r.xadd("synapse:dlq", dict(zip(fields[::2], fields[1::2], strict=True)))
+    dry = cli("dlq", "redrive", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert (
+        "note: 3 of 4 dead letters would be dead-lettered again the same way under the current "
+        "table (schema_violation 2, no_route 1)"
+    ) in dry.stderr
+    again = as_json(cli("dlq", "redrive", "--reason", "schema_violation", "--json"))
+    assert again["would_fail_again"] == {
+        "checked": 3, "same_reason": 2, "by_reason": {"schema_violation": 2}, "other_reason": {},
+    }  # fmt: skip
+    assert again["redriven"] == 3
+
+
+def test_redrive_progress_total_is_the_selection(
+    cli: Invoke, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The redrive bar's total is the dead letters selected (not the stream's length)."""
+    monkeypatch.setattr(redrive_module, "Progress", ShownProgress)
+    for n in range(6):
+        dead_letter(r, n, reason="no_route" if n % 3 else "schema_violation")
+    ShownProgress.made.clear()
+    done = cli("dlq", "redrive", "--reason", "schema_violation", "--dry-run")
+    assert done.exit_code == 0, done.output
+    [bar] = ShownProgress.made
+    assert bar.total == bar.done == 2
