@@ -10,14 +10,10 @@ mutated; a reload builds a new table and swaps the reference.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
-
-import jsonschema
 
 from synapse import keys, loops
 from synapse.boundedcache import BoundedCache
@@ -25,6 +21,7 @@ from synapse.errors import ConfigError, Problem
 from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where
 from synapse.retention import age_rules
 from synapse.schemas import SchemaRegistry, load_registry
+from synapse.shape import shape_problems, well_formed
 from synapse.yamlfile import LineMap, line_of, read_yaml_raw
 
 DEFAULT_CONFIG = Path("config/routes.yaml")
@@ -151,14 +148,6 @@ def destinations_of(routes: tuple[Route, ...], body: Any) -> tuple[tuple[str, st
     return tuple(seen.items())
 
 
-@cache
-def config_schema() -> dict[str, Any]:
-    """The JSON Schema that routes.yaml is checked against (ships in the package)."""
-    text = (Path(__file__).parent / "config.schema.json").read_text("utf-8")
-    result: dict[str, Any] = json.loads(text)
-    return result
-
-
 def load_table(path: Path | str = DEFAULT_CONFIG) -> RoutingTable:
     """Read, check and compile routes.yaml and its schemas; raise ConfigError on any problem."""
     path = Path(path)
@@ -170,8 +159,8 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
     """Compile; every problem is reported in one ConfigError. Shape problems do not stop the
     rest: each well-formed part is still compiled and checked (a malformed one is skipped)."""
     name = str(path)
-    problems, bad = _shape_problems(data, lines, name)
-    data = _well_formed(data, bad)
+    problems, bad = shape_problems(data, lines, name)
+    data = well_formed(data, bad, frozenset(RouterSettings.__dataclass_fields__))
     settings = RouterSettings(**data.get("router", {}))
 
     routes: list[Route] = []
@@ -251,72 +240,6 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
         hash=digest,
         spec=data,
     )
-
-
-def _shape_problems(
-    data: Any, lines: LineMap, name: str
-) -> tuple[list[Problem], set[tuple[Any, ...]]]:
-    """Every shape problem, and the paths they are at (raises only when there is no mapping)."""
-    if data is None:
-        raise ConfigError.single(name, 1, "the file is empty: expected version, sources, routes")
-    validator = jsonschema.Draft202012Validator(config_schema())
-    problems = []
-    bad: set[tuple[Any, ...]] = set()
-    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
-        path = tuple(error.absolute_path)
-        bad.add(path)
-        message = error.message
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = set(error.schema.get("properties", {}))
-            for key in sorted(set(error.instance) - allowed):
-                problems.append(
-                    Problem(name, line_of(lines, (*path, key)), f"unknown key {key!r}{_in(path)}")
-                )
-            continue
-        if error.validator in ("oneOf", "anyOf") and error.context:
-            # The branch that fails on more than the instance's type says what is wrong.
-            best = min(error.context, key=lambda e: (e.validator == "type", len(e.path)))
-            message = best.message
-        where = "/".join(str(p) for p in path)
-        problems.append(
-            Problem(name, line_of(lines, path), f"{message} (at {where})" if where else message)
-        )
-    if problems and not isinstance(data, dict):
-        raise ConfigError(problems)
-    return problems, bad
-
-
-def _well_formed(data: dict[str, Any], bad: set[tuple[Any, ...]]) -> dict[str, Any]:
-    """``data`` without its malformed parts (a malformed route becomes None), so the
-    well-formed rest can still be compiled and checked."""
-    if not bad:
-        return data
-
-    def clean(*at: Any) -> bool:  # no problem at ``at`` or below it
-        return not any(p[: len(at)] == at for p in bad)
-
-    def items(key: str) -> dict[str, Any]:
-        found = data.get(key)
-        return {k: v for k, v in found.items() if clean(key, k)} if isinstance(found, dict) else {}
-
-    def listed(key: str) -> list[Any]:
-        found = data.get(key)
-        return found if isinstance(found, list) else []
-
-    sources, routes = listed("sources"), listed("routes")
-    fields = RouterSettings.__dataclass_fields__
-    return {
-        **data,
-        "router": {k: v for k, v in items("router").items() if k in fields},
-        "sources": [s for i, s in enumerate(sources) if clean("sources", i)],
-        "routes": [spec if clean("routes", i) else None for i, spec in enumerate(routes)],
-        "schemas": items("schemas"),
-        "retention": items("retention"),
-    }
-
-
-def _in(path: tuple[Any, ...]) -> str:
-    return f" in {'/'.join(str(p) for p in path)}" if path else ""
 
 
 def diff(old: RoutingTable, new: RoutingTable) -> dict[str, list[str]]:
