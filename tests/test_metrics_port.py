@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from synapse.metrics import MAX_REQUEST_BYTES, Metrics, MetricsServer
+from synapse.metrics import Metrics
+from synapse.port import MAX_REQUEST_BYTES, MetricsServer
 from tests.conftest import wait_for
 
 TIMEOUT_S = 1.0
@@ -201,7 +202,7 @@ async def test_exposition_is_cached(port: Port) -> None:
 
 async def test_idle_connections_never_lock_a_scrape_out(port: Port) -> None:
     """With every slot held by silent clients, a scrape evicts the oldest and is served at once."""
-    from synapse.metrics import MAX_CONNECTIONS
+    from synapse.port import MAX_CONNECTIONS
 
     idle = [
         await asyncio.open_connection("127.0.0.1", port.server.port)
