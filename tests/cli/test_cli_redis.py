@@ -21,7 +21,15 @@ from synapse.events import dead_letter_fields
 from tests.cli.conftest import Invoke, as_json
 from tests.support.deadletters import dead_letter_entry
 
-GOOD = json.dumps({"model_id": "m1", "version": "1.0"})
+GOOD = json.dumps(
+    {
+        "model_id": "m1",
+        "version": "1.0",
+        "artifact_uri": "file:///tmp/m1.onnx",
+        "framework": "onnx",
+        "stage": "staging",
+    }
+)
 
 
 def dead_letter(
@@ -419,7 +427,7 @@ async def test_registry_ttl_and_services(cli: Invoke, url: str) -> None:
 
 
 def test_topology_formats(cli: Invoke, r: redis.Redis) -> None:
-    """topology: sources -> routes -> destinations -> groups with pending/lag, in four formats."""
+    """topology: sources -> router -> routes -> destinations -> groups with lag, four formats."""
     r.xadd("ingress", {"type": "model.ready", "data": GOOD})
     r.xgroup_create("ingress", "synapse-router", id="0")
     r.xadd("model-events", {"a": "1"})
@@ -427,18 +435,19 @@ def test_topology_formats(cli: Invoke, r: redis.Redis) -> None:
     data = as_json(cli("topology", "--format", "json"))
     nodes = {n["id"]: n for n in data["nodes"]}
     assert nodes["stream:ingress"]["role"] == "source"
-    assert nodes["group:model-events/analytics"]["consumers"] == 0
+    assert nodes["group:analytics"]["consumers"] == 0
     edges = {(e["from"], e["to"]): e for e in data["edges"]}
-    assert edges[("stream:ingress", "route:models")]["lag"] == 1
+    assert edges[("stream:ingress", "router:synapse-router")]["lag"] == 1
+    assert edges[("router:synapse-router", "route:models")]
     assert edges[("route:models", "stream:model-events")]
-    assert edges[("stream:model-events", "group:model-events/analytics")]["lag"] == 1
+    assert edges[("stream:model-events", "group:analytics")]["lag"] == 1
     mermaid = cli("topology", "--format", "mermaid").stdout
     assert mermaid.startswith("flowchart LR") and '-->|"pending 0, lag 1"|' in mermaid
     dot = cli("topology", "--format", "dot").stdout
     assert dot.startswith("digraph synapse {") and '"route:models" -> "stream:model-events";' in dot
     text = cli("topology").stdout
-    assert "-> models [model.*]  (pending 0, lag 1)" in text
-    assert "-> group model-events/analytics (0 consumers)  (pending 0, lag 1)" in text
+    assert "ingress  1        0        1" in text
+    assert "model-events  1        analytics  group, 0 consumers  0        1" in text
 
 
 class ShownProgress(progress_module.Progress):

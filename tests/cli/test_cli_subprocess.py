@@ -154,8 +154,8 @@ def test_router_registers_and_topology_shows_it(url: str, r: redis.Redis, tmp_pa
         assert svc["kind"] == "router" and svc["config"] == check["hash"]
         assert svc["consumes"] == ["ingress", "ingress:*"]
         topo = run(url, "topology", "--format", "json")
-        nodes = {n["id"] for n in json.loads(topo.stdout)["nodes"]}
-        assert f"service:synapse-router/{svc['instance']}" in nodes
+        nodes = {n["id"]: n for n in json.loads(topo.stdout)["nodes"]}
+        assert nodes["router:synapse-router"]["instances"] == 1  # the router's own node
         router.send_signal(signal.SIGTERM)
         assert router.wait(timeout=30) == 0
         assert listed() == []  # deregistered on a clean stop

@@ -231,11 +231,12 @@ def test_router_on_a_cluster_shows_in_services_and_topology(
         wait_sync(lambda: rc.exists("{orders}:billing") == 1, 10, "the order routed")
         graph = as_json(synapse(curl, "topology", "--json", config=config))
         nodes = {n["id"]: n for n in graph["nodes"]}
-        assert nodes["service:synapse-router/cli-r1"]["service_kind"] == "router"
+        assert nodes["router:synapse-router"]["instances"] == 1
         assert nodes["stream:{orders}:billing"]["length"] == 1
         edges = {(e["from"], e["to"]): e for e in graph["edges"]}
-        assert edges[("stream:{orders}:in", "route:orders")]["group"] == "synapse-router"
-        assert edges[("stream:{orders}:in", "route:orders")]["pending"] == 0
+        assert edges[("stream:{orders}:in", "router:synapse-router")]["group"] == "synapse-router"
+        assert edges[("stream:{orders}:in", "router:synapse-router")]["pending"] == 0
+        assert edges[("router:synapse-router", "route:orders")]
         assert "registry_heartbeat_failed" not in router.text()
     finally:
         code = router.stop()
