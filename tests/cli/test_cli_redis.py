@@ -107,13 +107,14 @@ def test_publish_validates_then_adds(cli: Invoke, r: redis.Redis) -> None:
 def test_publish_says_where_the_event_goes(cli: Invoke, r: redis.Redis) -> None:
     """On a source, publish names the destinations the router would write (stderr, --json)."""
     body = json.dumps({"model_id": "m1", "version": "1.0", "stage": "production",
+                       "artifact_uri": "file:///m/m1.onnx", "framework": "onnx",
                        "metrics": {"accuracy": 0.95}})  # fmt: skip
     ok = cli("publish", "ingress", "--type", "model.ready", body)
     assert ok.exit_code == 0
     assert "routes to model-events (via models), platform-events (via production-models)" in (
         ok.stderr
     )
-    as_js = cli("publish", "ingress:eu", "--type", "model.ready", GOOD, "--json")
+    as_js = cli("publish", "ingress:eu", "--type", "model.updated", GOOD, "--json")
     assert as_json(as_js)["destinations"] == ["model-events"]
 
 

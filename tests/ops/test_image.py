@@ -105,7 +105,7 @@ def test_containerised_router_routes_and_passes_its_healthcheck(
         wait_sync(lambda: readyz(port) == 200 or proc.poll() is not None, 120, "/readyz")
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         body = {"model_id": "m1", "version": "1.0.0", "stage": "staging"}
-        source_id = r.xadd("ingress", {"type": "model.ready", "data": json.dumps(body)})
+        source_id = r.xadd("ingress", {"type": "model.updated", "data": json.dumps(body)})
         wait_sync(lambda: r.xlen("model-events") == 1, 30, "the routed copy")
         [(_, fields)] = r.xrange("model-events")
         assert fields[b"synapse-id"] == source_id and fields[b"synapse-route"] == b"models"
