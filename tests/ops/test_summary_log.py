@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
-from tests.support.router import RouterProcess
 
 from tests.conftest import wait_sync, write_table
 from tests.ops.test_reload import EV_SCHEMA, TABLE_A
+from tests.support.router import RouterProcess
 
 
 def test_daemon_logs_summaries_and_dead_letters(
