@@ -270,6 +270,7 @@ async def _run(url: str, events_n: int, reps: int, memory_events: int) -> dict[s
                 times[name].append(await run_one())
         rates = {k: events_n / statistics.median(v) for k, v in times.items()}
         result: dict[str, Any] = {"events": events_n, "reps": reps, "events_per_s": rates}
+        result["seconds"] = times  # every run, for the spread
         result["ratios"] = {
             "subscribe_vs_handwritten": rates["synapse"] / rates["handwritten"],
             "subscribe_vs_faststream": rates["synapse"] / rates["faststream"],
