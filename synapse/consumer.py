@@ -24,10 +24,11 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import Unpack
 
 from synapse import log as logging
 from synapse.backend import Backend
-from synapse.backends import open_backend
+from synapse.backends import StoreOptions, open_backend
 from synapse.backoff import Backoff
 from synapse.batches import Batches
 from synapse.chores import every
@@ -63,10 +64,8 @@ class Router:
         on_progress: Callable[[], None] | None = None,
         summary_interval_s: float | None = None,
         retention_interval_s: float = RETENTION_INTERVAL_S,
-        **store: int,
+        **store: Unpack[StoreOptions],
     ) -> None:
-        """``store``: the backend's own settings (Redis: ``lease_ttl_ms``,
-        ``forget_idle_ms``)."""
         self.table = table
         self.planner = Planner(table)
         self.metrics = metrics

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TypedDict, Unpack
 
 from synapse import log as logging
-from synapse import membership
 from synapse.backend import Backend
+from synapse.backends.cluster import ClusterBackend
 from synapse.backends.redis import RedisBackend
 from synapse.metrics import Metrics
 from synapse.wire import is_cluster_url
+
+
+class StoreOptions(TypedDict, total=False):
+    """A store's own knobs, passed through from ``Router`` (tests shorten them)."""
+
+    lease_ttl_ms: int  # Redis: the lease on the consumer name
+    forget_idle_ms: int  # Redis: idle consumers with nothing pending are deleted after
 
 
 def open_backend(
@@ -21,8 +29,7 @@ def open_backend(
     metrics: Metrics,
     stopping: asyncio.Event,
     log: logging.Logger,
-    lease_ttl_ms: int = membership.LEASE_TTL_MS,
-    forget_idle_ms: int = membership.FORGET_IDLE_MS,
+    **options: Unpack[StoreOptions],
 ) -> Backend:
     """The backend for ``url``: Redis Cluster for ``redis+cluster://``, else single Redis."""
     return open_redis(
@@ -33,8 +40,7 @@ def open_backend(
         metrics=metrics,
         stopping=stopping,
         log=log,
-        lease_ttl_ms=lease_ttl_ms,
-        forget_idle_ms=forget_idle_ms,
+        **options,
     )
 
 
@@ -47,13 +53,10 @@ def open_redis(
     metrics: Metrics,
     stopping: asyncio.Event,
     log: logging.Logger,
-    lease_ttl_ms: int = membership.LEASE_TTL_MS,
-    forget_idle_ms: int = membership.FORGET_IDLE_MS,
+    **options: Unpack[StoreOptions],
 ) -> RedisBackend:
     """A Redis backend (single or cluster by URL), for callers that also use its Redis-only
     parts (the client's subscriber: its pending list, its writer connection)."""
-    from synapse.backends.cluster import ClusterBackend
-
     kind = ClusterBackend if is_cluster_url(url) else RedisBackend
     return kind(
         url,
@@ -63,6 +66,5 @@ def open_redis(
         metrics=metrics,
         stopping=stopping,
         log=log,
-        lease_ttl_ms=lease_ttl_ms,
-        forget_idle_ms=forget_idle_ms,
+        **options,
     )
