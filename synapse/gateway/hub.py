@@ -1,0 +1,291 @@
+"""The one shared read loop: every stream any client watches, read by one XREAD.
+
+The hub keeps a read position per active stream and one dedicated Redis
+connection blocked in ``XREAD BLOCK`` on all of them (no consumer group: a
+gateway reads, it never acknowledges). Each reply is decoded once and handed to
+the channels (``channel.py``), which share it among their clients. A new
+stream joins at its last entry; the blocked read is woken with ``CLIENT
+UNBLOCK`` so it is read at once. A resuming client registers first (its live
+events start buffering), then reads what it missed with ``XRANGE`` from its
+cursor up to where it joined (``catchup.py``): no gap, no repeat. Redis
+connections: this one plus a small pool for joins and catch-ups, however many
+clients there are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from synapse import log
+from synapse.backoff import Backoff
+from synapse.gateway.channel import NOT_A_STREAM, SHUTDOWN, Channel, Shape, Subscriber
+from synapse.gateway.cursor import ZERO, IdKey, id_key
+from synapse.gateway.metrics import GatewayMetrics
+from synapse.gateway.redisconn import call, control_client, key_type, reader_client
+from synapse.gateway.sse import Entry, entry
+
+logger = log.get("synapse.gateway")
+
+
+class NotAStream(Exception):
+    """A requested key exists and is not a stream."""
+
+
+class Hub:
+    """Channels, subscribers, and the read loop that feeds them."""
+
+    def __init__(
+        self,
+        url: str,
+        metrics: GatewayMetrics,
+        *,
+        block_ms: int = 1000,
+        count: int = 1000,
+        client_buffer_bytes: int = 1 << 20,
+    ) -> None:
+        self.url = url
+        self.metrics = metrics
+        self.block_ms = block_ms
+        self.count = count
+        self.client_buffer_bytes = client_buffer_bytes
+        self.positions: dict[str, IdKey] = {}
+        self.refs: dict[str, int] = {}
+        self.channels: dict[Shape, Channel] = {}
+        self.subscribers = 0
+        self.ready = False
+        self.reads = 0  # completed XREADs (and idle pings), for waiters
+        self._read_done = asyncio.Condition()
+        self._active = asyncio.Event()
+        self._stopping = False
+        self._reader: aioredis.Redis = reader_client(url, block_ms)
+        self.control: aioredis.Redis = control_client(url)
+        self._reader_id: int | None = None
+        self._blocked = False
+        self._backoff = Backoff(base_s=0.1, cap_s=5.0)
+
+    # -- subscriptions -------------------------------------------------------------------
+
+    async def subscribe(
+        self, shape: Shape, on_drop: Callable[[str], None] = lambda reason: None
+    ) -> Subscriber:
+        """Register a subscriber at the streams' current read positions (see ``joined_at``)."""
+        while new := [s for s in shape.streams if s not in self.positions]:
+            await self._activate(new)  # (another client may deactivate one meanwhile: loop)
+        # No await from here on: the subscriber joins exactly at the current positions.
+        sub = Subscriber(shape, self.client_buffer_bytes, on_drop)
+        channel = self.channels.get(shape)
+        if channel is None:
+            channel = self.channels[shape] = Channel(shape, self.positions)
+            for s in shape.streams:
+                self.refs[s] = self.refs.get(s, 0) + 1
+        channel.subscribers.add(sub)
+        sub.joined_at = {s: self.positions[s] for s in shape.streams}
+        self.subscribers += 1
+        self.metrics.clients.set(self.subscribers)
+        self.metrics.streams.set(len(self.positions))
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        channel = self.channels.get(sub.shape)
+        if channel is None or sub not in channel.subscribers:
+            return
+        channel.subscribers.discard(sub)
+        self.subscribers -= 1
+        if not channel.subscribers:
+            del self.channels[sub.shape]
+            for s in sub.shape.streams:
+                self.refs[s] -= 1
+                if self.refs[s] == 0:
+                    del self.refs[s]
+                    self.positions.pop(s, None)
+        self.metrics.clients.set(self.subscribers)
+        self.metrics.streams.set(len(self.positions))
+
+    async def _activate(self, streams: list[str]) -> None:
+        for s in streams:
+            kind = await key_type(self.control, s)
+            if kind not in ("stream", "none"):
+                raise NotAStream(f"{s!r} is a {kind}, not a stream")
+        for s in streams:
+            last = await self._last_key(s)
+            self.positions.setdefault(s, last)
+        self._active.set()
+        await self.wake_reader()
+
+    async def _last_key(self, stream: str) -> IdKey:
+        reply = await call(self.control, "XREVRANGE", stream, "+", "-", "COUNT", 1)
+        return id_key(reply[0][0].decode()) if reply else ZERO
+
+    async def wake_reader(self) -> None:
+        """Unblock the XREAD in progress so it picks up new streams now."""
+        if not self._blocked or self._reader_id is None:
+            return
+        try:
+            await call(self.control, "CLIENT", "UNBLOCK", self._reader_id)
+        except RedisError as exc:  # e.g. an ACL without CLIENT: new streams wait block_ms
+            logger.debug("reader_unblock_failed", error=str(exc))
+
+    async def settle(self, cursor: dict[str, IdKey], timeout_s: float = 2.0) -> None:
+        """Let the reader reach a resuming client's cursor before it joins.
+
+        A cursor ahead of the read position (written by another gateway, or by
+        this one just before a restart) would otherwise see the entries between
+        them twice. Waits until the positions reach it, or a read that started
+        after this call has completed (then those entries do not exist).
+        """
+
+        def behind() -> bool:
+            return any(s in self.positions and k > self.positions[s] for s, k in cursor.items())
+
+        if not behind():
+            return
+        after = self.reads
+        await self.wake_reader()
+        async with self._read_done:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._read_done.wait_for(lambda: not behind() or self.reads >= after + 2),
+                    timeout_s,
+                )
+
+    # -- the read loop -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read and fan out until ``stop``; Redis errors back off and retry."""
+        attempt = 0
+        while not self._stopping:
+            try:
+                await self._read_once()
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                attempt += 1
+                self._on_error(exc)
+                if isinstance(exc, ResponseError) and "WRONGTYPE" in str(exc):
+                    await self._drop_non_streams()
+                    continue
+                await asyncio.sleep(self._backoff.delay_s(attempt))
+            await self._count_read()
+
+    async def _count_read(self) -> None:
+        async with self._read_done:
+            self.reads += 1
+            self._read_done.notify_all()
+
+    def _on_error(self, exc: BaseException) -> None:
+        kind = type(exc).__name__
+        if self.ready:
+            logger.warning("redis_unavailable", error=str(exc), kind=kind)
+        self.ready = False
+        self._reader_id = None
+        self.metrics.redis_up.set(0)
+        self.metrics.redis_errors.labels(kind=kind).inc()
+
+    async def _read_once(self) -> None:
+        if self._reader_id is None:
+            self._reader_id = int(await call(self._reader, "CLIENT", "ID"))
+            self._set_ready()
+        if not self.positions:
+            self._active.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._active.wait(), self.block_ms / 1000)
+            if not self.positions:
+                await call(self._reader, "PING")
+                self._set_ready()
+                return
+        streams = list(self.positions)
+        ids = [f"{k[0]}-{k[1]}" for k in (self.positions[s] for s in streams)]
+        self._blocked = True
+        try:
+            reply = await call(
+                self._reader,
+                "XREAD",
+                "COUNT",
+                self.count,
+                "BLOCK",
+                self.block_ms,
+                "STREAMS",
+                *streams,
+                *ids,
+            )
+        finally:
+            self._blocked = False
+        self._set_ready()
+        if reply:
+            self.dispatch(reply)
+
+    def _set_ready(self) -> None:
+        if not self.ready:
+            logger.info("redis_connected")
+        self.ready = True
+        self.metrics.redis_up.set(1)
+
+    def dispatch(self, reply: list[Any]) -> None:
+        """Hand one XREAD reply to the channels, then advance the positions."""
+        touched: set[Channel] = set()
+        read = 0
+        first_ms = 0
+        for raw_stream, raw_entries in reply:
+            stream = raw_stream.decode("utf-8", "surrogateescape")
+            position = self.positions.get(stream)
+            if position is None:  # nobody watches it any more
+                continue
+            entries: list[Entry] = []
+            for raw_id, fields in raw_entries:
+                entry_id = raw_id.decode()
+                key = id_key(entry_id)
+                if key > position and fields is not None:
+                    entries.append(entry(stream, entry_id, key, fields))
+            if not entries:
+                continue
+            read += len(entries)
+            first_ms = first_ms or entries[0].key[0]
+            for channel in self.channels.values():
+                if stream in channel.shape.streams and channel.collect(stream, entries):
+                    touched.add(channel)
+            self.positions[stream] = entries[-1].key
+        sent = 0
+        for channel in touched:
+            channel.flush()
+            sent += len(channel.subscribers)
+        self.metrics.events_read.inc(read)
+        if first_ms:
+            self.metrics.read_lag.observe(max(0.0, time.time() - first_ms / 1000))
+        self.metrics.deliveries.inc(sent)
+
+    async def _drop_non_streams(self) -> None:
+        for s in list(self.positions):
+            with contextlib.suppress(RedisError):
+                kind = await key_type(self.control, s)
+                if kind not in ("stream", "none"):
+                    logger.warning("stream_not_a_stream", stream=s, kind=kind)
+                    for channel in list(self.channels.values()):
+                        if s in channel.shape.streams:
+                            for sub in tuple(channel.subscribers):
+                                sub.drop(NOT_A_STREAM)
+
+    # -- keep-alive and shutdown ---------------------------------------------------------
+
+    def broadcast(self, chunk: bytes) -> None:
+        for channel in tuple(self.channels.values()):
+            channel.broadcast(chunk)
+
+    def stop(self) -> None:
+        """Stop reading and end every subscriber's response."""
+        self._stopping = True
+        self._active.set()
+        for channel in tuple(self.channels.values()):
+            for sub in tuple(channel.subscribers):
+                sub.drop(SHUTDOWN)
+
+    async def close(self) -> None:
+        await self._reader.aclose()
+        await self.control.aclose()
