@@ -74,7 +74,7 @@ def control_client(url: str) -> aioredis.Redis:
         client_name="synapse-gateway",
         **_options(),
     )
-    return _raw(aioredis.Redis(connection_pool=pool))
+    return _raw(aioredis.Redis.from_pool(pool))  # owns the pool: aclose() closes it
 
 
 async def call(client: aioredis.Redis, *args: Any) -> Any:
