@@ -58,10 +58,12 @@ class Subscriber:
     def push(self, chunk: bytes) -> None:
         if self.dropped is not None:
             return
-        self.pending_bytes += len(chunk)
-        if self.pending_bytes > self.limit_bytes:
+        # A client is behind when bytes are still waiting and this would pass the limit
+        # (one read larger than the limit alone is fine: it is shared, and being sent).
+        if self.chunks and self.pending_bytes + len(chunk) > self.limit_bytes:
             self.drop(SLOW)
             return
+        self.pending_bytes += len(chunk)
         self.chunks.append(chunk)
         self.wake.set()
 
