@@ -25,6 +25,7 @@ REASONS: tuple[str, ...] = (
     "too_deep",
     "max_deliveries",
     "destination_error",
+    "handler_error",  # a subscriber's handler raised max_deliveries times (synapse.client)
 )
 
 

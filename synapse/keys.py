@@ -25,6 +25,23 @@ def consumer_lease(group: str, consumer: str) -> str:
 #: ``<prefix>{<destination's hashed part>}:...`` so it shares the destination's cluster slot.
 REPLAY_PREFIX = "synapse:replay:"
 
+#: A service's retry stream: redriven handler dead letters, read by that service only.
+RETRY_PREFIX = "synapse:retry:"
+#: Dedupe marks of a service's handled events; the ``{<service>}`` hash tag keeps one
+#: service's marks in one cluster slot (one MGET checks a whole batch).
+DEDUPE_PREFIX = "synapse:dedupe:"
+
+
+def retry_stream(service: str) -> str:
+    """The retry stream of ``service``: ``synapse:retry:<service>``."""
+    return f"{RETRY_PREFIX}{service}"
+
+
+def dedupe_mark(service: str, key: str) -> str:
+    """The dedupe mark of one event for ``service``: ``synapse:dedupe:{<service>}:<key>``."""
+    return f"{DEDUPE_PREFIX}{{{service}}}:{key}"
+
+
 # Provenance fields added to every destination copy.
 F_SOURCE = b"synapse-source"
 F_ID = b"synapse-id"
@@ -42,3 +59,5 @@ F_SHA256_PREFIX = b"synapse-sha256:"
 F_REDRIVES = b"synapse-redrives"
 F_REPLAY_OF = b"synapse-replay-of"
 F_REPLAY_SOURCE = b"synapse-replay-source"
+#: On a handler dead letter: the consuming service whose handler gave up.
+F_CONSUMER = b"synapse-consumer"

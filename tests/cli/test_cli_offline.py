@@ -12,6 +12,8 @@ from tests.conftest import write_table
 MODEL_BODY = {
     "model_id": "m1",
     "version": "1",
+    "artifact_uri": "file:///tmp/m1.onnx",
+    "framework": "onnx",
     "stage": "production",
     "metrics": {"accuracy": 0.95},
 }
@@ -92,19 +94,19 @@ def test_route_explains_matches_and_misses(cli: Invoke, tmp_path: Path) -> None:
     )
     assert data["outcome"] == "routed"
     assert sorted(data["destinations"]) == ["model-events", "platform-events"]
-    assert data["schema"] == {"file": "model-events/model-event.json", "valid": True, "errors": []}
+    assert data["schema"] == {"file": "model-events/model-ready.json", "valid": True, "errors": []}
     assert {r["route"] for r in data["routes"] if r["matched"]} == {"models", "production-models"}
 
 
 def test_route_lists_every_schema_error_and_exits_1(cli: Invoke) -> None:
     """An invalid event: exit 1, dead-letter reason, and ALL validation errors."""
-    result = cli("route", "--json", "--type", "model.ready", "-", input='{"model_id": 5}')
+    result = cli("route", "--json", "--type", "model.updated", "-", input='{"model_id": 5}')
     assert result.exit_code == 1
     data = as_json(result)
     assert data["outcome"] == "dead_letter" and data["dead_letter"] == "schema_violation"
     assert len(data["schema"]["errors"]) == 2
     assert data["destinations"] == []
-    text = cli("route", "--type", "model.ready", "-", input='{"model_id": 5}')
+    text = cli("route", "--type", "model.updated", "-", input='{"model_id": 5}')
     assert "INVALID (2 errors)" in text.stdout and "'version' is a required property" in text.stdout
 
 
@@ -148,7 +150,8 @@ cases:
   - name: low accuracy is not announced
     event:
       type: model.ready
-      body: {model_id: m1, version: "1", stage: production, metrics: {accuracy: 0.5}}
+      body: {model_id: m1, version: "1", artifact_uri: "file:///m1", framework: onnx,
+             stage: production, metrics: {accuracy: 0.5}}
     expect:
       destinations: [model-events, platform-events]
   - name: broken case

@@ -13,7 +13,15 @@ from synapse import keys, registry
 from tests.cli.conftest import Invoke, as_json
 from tests.support.deadletters import dead_letter_entry
 
-GOOD = json.dumps({"model_id": "m1", "version": "1.0"})
+GOOD = json.dumps(
+    {
+        "model_id": "m1",
+        "version": "1.0",
+        "artifact_uri": "file:///tmp/m1.onnx",
+        "framework": "onnx",
+        "stage": "staging",
+    }
+)
 
 
 def dead_letter(
