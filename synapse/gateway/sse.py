@@ -2,11 +2,11 @@
 
 One message is ``id: <cursor>``, ``event: <type>`` (left out for ``named=0``)
 and ``data: <json>``, then a blank line. The JSON is the event as
-``synapse.client`` decodes it (type, data, id, time, source, stream,
-entry_id); it is encoded once per entry and shared by every client. An entry
-that is not a valid event (a dead letter's bad JSON, say) is still shown: its
-raw fields as text, with ``invalid`` holding the reason, so a watcher of the
-dead-letter stream sees everything in it.
+``synapse.client`` decodes it (``Event.to_dict``: type, data, id, time, source,
+stream, entry_id, and origin/route for routed copies); it is encoded once per
+entry and shared by every client. An entry that is not a valid event (a dead
+letter's bad JSON, say) is still shown: its raw fields as text, with ``invalid``
+holding the reason, so a watcher of the dead-letter stream sees everything in it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
+from synapse.client.event import decode
 from synapse.errors import InvalidEvent
-from synapse.events import Limits, parse
 
 #: The first bytes of every stream: reconnect after 1 s (browsers default to ~3 s).
 PREAMBLE = b"retry: 1000\n: synapse-gateway\n\n"
@@ -48,19 +48,10 @@ def entry(stream: str, entry_id: str, key: tuple[int, int], fields: Sequence[byt
 def event_view(stream: str, entry_id: str, fields: Sequence[bytes]) -> tuple[str, dict[str, Any]]:
     """(type, JSON object) of one entry; the invalid ones keep their fields as text."""
     try:
-        event_type, body = parse(fields, Limits())
+        event = decode(stream, entry_id, fields)
     except InvalidEvent as exc:
         return _invalid_view(stream, entry_id, fields, exc.reason)
-    found = _pairs(fields)
-    return event_type, {
-        "type": event_type,
-        "data": body,
-        "id": found.get("id"),
-        "time": found.get("time"),
-        "source": found.get("source"),
-        "stream": stream,
-        "entry_id": entry_id,
-    }
+    return event.type, event.to_dict()
 
 
 def _invalid_view(
