@@ -128,10 +128,15 @@ def test_live_page_shows_new_events_and_resumes_after_the_server_drops_it(
         r.close()
 
 
-def test_picker_lists_streams_and_type_filter_hides_rows(
-    browser: Any, url: str, tmp_path: Path
-) -> None:
-    """No stream in the query shows a picker of served streams; the filter box hides rows."""
+def visible_types(driver: Any) -> list[str]:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('#rows tr')).filter(t => !t.hidden)"
+        ".map(t => t.dataset.type);"
+    )
+
+
+def test_picker_filters_and_pause_work_on_the_page(browser: Any, url: str, tmp_path: Path) -> None:
+    """The picker lists served streams; the type box and stream chips hide rows; pause holds."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     r = redis.Redis.from_url(url)
@@ -152,11 +157,22 @@ def test_picker_lists_streams_and_type_filter_hides_rows(
         r.xadd("picked", {"type": "inference.done", "data": "{}"})
         wait_until(lambda: len(page_rows(browser)) == 2, "two rows")
         browser.find_element("id", "filter").send_keys("model.*")
-        visible = browser.execute_script(
-            "return Array.from(document.querySelectorAll('#rows tr')).filter(t => !t.hidden)"
-            ".map(t => t.dataset.type);"
+        assert visible_types(browser) == ["model.ready"]
+        browser.find_element("id", "filter").clear()
+        browser.find_element("id", "filter").send_keys(" ")  # an input event: filter off
+        assert len(visible_types(browser)) == 2
+        browser.find_element("css selector", '.chip[data-stream="picked"]').click()
+        assert visible_types(browser) == []  # the stream chip hides its rows
+        browser.find_element("css selector", '.chip[data-stream="picked"]').click()
+        browser.find_element("id", "pause").click()
+        r.xadd("picked", {"type": "held.one", "data": "{}"})
+        wait_until(
+            lambda: "1 held" in browser.find_element("id", "paused").text, "the held counter"
         )
-        assert visible == ["model.ready"]
+        assert len(page_rows(browser)) == 2  # paused: nothing new rendered
+        browser.find_element("id", "pause").click()
+        wait_until(lambda: len(page_rows(browser)) == 3, "held events shown on resume")
+        assert visible_types(browser)[0] == "held.one"
     finally:
         gw.stop()
         r.close()
