@@ -201,9 +201,11 @@ class Gateway:
         try:
             headers = {**SSE_HEADERS, **self.settings.cors.headers(request.headers.get("Origin"))}
             response = web.StreamResponse(headers=headers)
+            if request.version >= (1, 1):
+                response.enable_chunked_encoding()  # live chunks are framed once, in channel
             await response.prepare(request)
             await response.write(PREAMBLE)
-            await self._send(response, sub, cursor)
+            await self._send(request, response, sub, cursor)
             return response
         except (ConnectionError, RedisError):
             return web.StreamResponse()  # the client is gone (or Redis failed mid catch-up)
@@ -212,22 +214,21 @@ class Gateway:
 
     async def _send(
         self,
+        request: web.Request,
         response: web.StreamResponse,
         sub: Subscriber,
         cursor: dict[str, tuple[int, int]],
     ) -> None:
-        sent = self.metrics.sent_bytes
         async for chunk, count in catch_up(self.hub.control, sub, cursor):
             self.metrics.catchup_events.inc(count)
             if chunk:
                 await response.write(chunk)
-                sent.inc(len(chunk))
-        while sub.dropped is None:
-            await sub.wake.wait()
-            chunk = sub.take()
-            if chunk:
-                await response.write(chunk)
-                sent.inc(len(chunk))
+                self.metrics.sent_bytes.inc(len(chunk))
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        sub.go_live(transport, response.chunked)
+        await sub.done.wait()
 
     async def preflight(self, request: web.Request) -> web.Response:
         headers = self.settings.cors.headers(request.headers.get("Origin"), preflight=True)

@@ -3,11 +3,12 @@
 Every client with the same (streams, type globs, named) sees the same bytes:
 a ``Channel`` encodes each read once (the cursor in ``id:`` is the shared read
 position, which all of its live clients have reached) and hands the same
-``bytes`` object to each ``Subscriber``. A subscriber holds what its client has
-not been sent yet, up to ``limit_bytes``; past that it is dropped (its client
-reconnects with ``Last-Event-ID`` and catches up from Redis), so a client that
-cannot keep up never slows the others and never grows the gateway's memory.
-Pure: no I/O, no clock.
+``bytes`` object (framed once as an HTTP chunk) to each ``Subscriber``, which
+writes it to its socket without a task switch. Bytes a client has not taken,
+in our buffer or its transport's, are bounded by ``limit_bytes``; past that it
+is dropped (its client reconnects with ``Last-Event-ID`` and catches up from
+Redis), so a client that cannot keep up never slows the others and never grows
+the gateway's memory. No I/O of its own, no clock.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import Protocol
 
 from synapse.gateway.cursor import IdKey, escape, id_text
 from synapse.gateway.sse import Entry, message
@@ -41,8 +43,27 @@ class Shape:
         return self.types is None or any(fnmatchcase(event_type, g) for g in self.types)
 
 
+class Writer(Protocol):
+    """The part of an asyncio transport a live subscriber writes to."""
+
+    def write(self, data: bytes) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def is_closing(self) -> bool: ...
+
+
+def frame(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk (the response is chunked; encoded once per read)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
 class Subscriber:
-    """One client's pending bytes, bounded; ``wake`` is set when there is something to do."""
+    """One client: bounded bytes in flight; written straight to its socket once live.
+
+    While it catches up, live chunks wait in ``chunks``. ``go_live`` writes them
+    and from then on every push goes to the transport at once (no task switch
+    per client per read). The bound is the same in both phases: bytes waiting,
+    here or in the transport's buffer, past ``limit_bytes`` drop the client.
+    """
 
     def __init__(self, shape: Shape, limit_bytes: int, on_drop: Callable[[str], None]) -> None:
         self.shape = shape
@@ -50,41 +71,53 @@ class Subscriber:
         self.on_drop = on_drop
         self.chunks: list[bytes] = []
         self.pending_bytes = 0
-        self.wake = asyncio.Event()
+        self.done = asyncio.Event()
         self.dropped: str | None = None
+        self.writer: Writer | None = None
+        self.chunked = True
         #: Set by the hub once the subscriber is registered: where it joined the channel.
         self.joined_at: dict[str, IdKey] = {}
 
-    def push(self, chunk: bytes) -> None:
+    def push(self, data: bytes, framed: bytes) -> None:
+        """Queue or write one chunk (``framed`` is ``data`` as an HTTP chunk)."""
         if self.dropped is not None:
             return
-        # A client is behind when bytes are still waiting and this would pass the limit
-        # (one read larger than the limit alone is fine: it is shared, and being sent).
-        if self.chunks and self.pending_bytes + len(chunk) > self.limit_bytes:
+        writer = self.writer
+        if writer is None:
+            # A client is behind when bytes are still waiting and this would pass the
+            # limit (one read larger than the limit alone is fine: it is shared).
+            if self.chunks and self.pending_bytes + len(data) > self.limit_bytes:
+                self.drop(SLOW)
+                return
+            self.pending_bytes += len(data)
+            self.chunks.append(data)
+            return
+        if writer.is_closing():  # gone; its handler is being cancelled
+            return
+        waiting = writer.get_write_buffer_size()
+        if waiting and waiting + len(framed) > self.limit_bytes:
             self.drop(SLOW)
             return
-        self.pending_bytes += len(chunk)
-        self.chunks.append(chunk)
-        self.wake.set()
+        writer.write(framed if self.chunked else data)
 
-    def take(self) -> bytes:
-        """Everything pending, as one write; clears ``wake``."""
-        self.wake.clear()
-        if not self.chunks:
-            return b""
-        out = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-        self.chunks = []
-        self.pending_bytes = 0
-        return out
+    def go_live(self, writer: Writer, chunked: bool) -> None:
+        """Write what waited, then write every later push directly."""
+        if self.dropped is not None:
+            return
+        self.writer, self.chunked = writer, chunked
+        if self.chunks:
+            data = b"".join(self.chunks)
+            self.chunks, self.pending_bytes = [], 0
+            writer.write(frame(data) if chunked else data)
 
     def drop(self, reason: str) -> None:
-        """Stop this subscriber: free its buffer and wake its sender to end the response."""
+        """Stop this subscriber: free its buffer and let its handler end the response."""
         if self.dropped is not None:
             return
         self.dropped = reason
         self.chunks = []
         self.pending_bytes = 0
-        self.wake.set()
+        self.done.set()
         self.on_drop(reason)
 
 
@@ -98,6 +131,7 @@ class Channel:
         self._types: dict[str, bool] = {}
         self._out: list[bytes] = []
         self._names = {s: escape(s) for s in shape.streams}
+        self.largest_chunk = 0  # bytes of the largest read handed out (memory accounting)
 
     def wants(self, event_type: str) -> bool:
         found = self._types.get(event_type)
@@ -134,10 +168,11 @@ class Channel:
             return 0
         chunk = self._out[0] if len(self._out) == 1 else b"".join(self._out)
         self._out = []
-        for sub in tuple(self.subscribers):
-            sub.push(chunk)
-        return len(chunk)
+        return self.broadcast(chunk)
 
-    def broadcast(self, chunk: bytes) -> None:
+    def broadcast(self, chunk: bytes) -> int:
+        framed = frame(chunk)
+        self.largest_chunk = max(self.largest_chunk, len(framed))
         for sub in tuple(self.subscribers):
-            sub.push(chunk)
+            sub.push(chunk, framed)
+        return len(chunk) * len(self.subscribers)

@@ -252,10 +252,11 @@ class Hub:
                 if stream in channel.shape.streams and channel.collect(stream, entries):
                     touched.add(channel)
             self.positions[stream] = entries[-1].key
-        sent = 0
+        sent = sent_bytes = 0
         for channel in touched:
-            channel.flush()
+            sent_bytes += channel.flush()
             sent += len(channel.subscribers)
+        self.metrics.sent_bytes.inc(sent_bytes)
         self.metrics.events_read.inc(read)
         if first_ms:
             self.metrics.read_lag.observe(max(0.0, time.time() - first_ms / 1000))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from synapse.gateway.access import Cors, StreamPolicy, token_ok
-from synapse.gateway.channel import SLOW, Channel, Shape, Subscriber
+from synapse.gateway.channel import SLOW, Channel, Shape, Subscriber, frame
 from synapse.gateway.cursor import BadCursor, format_cursor, parse_cursor
 from synapse.gateway.sse import entry, event_view, message
 
@@ -59,15 +59,36 @@ def test_cors_answers_only_listed_origins() -> None:
     assert Cors.of(["*"]).headers("https://a.example")["Access-Control-Allow-Origin"] == "*"
 
 
+class FakeSocket:
+    """A transport stand-in whose peer reads nothing: every write stays buffered."""
+
+    def __init__(self) -> None:
+        self.buffered: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.buffered.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return sum(map(len, self.buffered))
+
+    def is_closing(self) -> bool:
+        return False
+
+
 def test_subscriber_is_dropped_once_it_falls_a_buffer_behind() -> None:
-    """Pending bytes past the limit drop the subscriber and free its buffer."""
+    """Bytes waiting past the limit drop the subscriber, while catching up and once live."""
     reasons: list[str] = []
     sub = Subscriber(Shape(("s",), None, True), 100, reasons.append)
-    sub.push(b"x" * 150)  # one read bigger than the limit is accepted when nothing waits
-    assert sub.take() == b"x" * 150
-    sub.push(b"y" * 60)
-    sub.push(b"z" * 60)
-    assert reasons == [SLOW] and sub.dropped == SLOW and sub.chunks == []
+    sub.push(b"x" * 150, frame(b"x" * 150))  # one read bigger than the limit alone is fine
+    sock = FakeSocket()
+    sub.go_live(sock, chunked=True)
+    assert sock.buffered == [b"96\r\n" + b"x" * 150 + b"\r\n"] and sub.chunks == []
+    sub.push(b"y", frame(b"y"))  # the socket still holds 150 bytes: over the limit
+    assert reasons == [SLOW] and sub.dropped == SLOW and sub.done.is_set()
+    waiting = Subscriber(Shape(("s",), None, True), 100, reasons.append)
+    waiting.push(b"a" * 60, frame(b"a" * 60))
+    waiting.push(b"b" * 60, frame(b"b" * 60))
+    assert reasons == [SLOW, SLOW] and waiting.chunks == []
 
 
 def test_channel_encodes_once_for_all_and_filters_types() -> None:
@@ -75,6 +96,9 @@ def test_channel_encodes_once_for_all_and_filters_types() -> None:
     positions = {"a": (5, 0), "b": (7, 0)}
     channel = Channel(Shape(("a", "b"), ("m.*",), False), positions)
     subs = [Subscriber(channel.shape, 1 << 20, lambda r: None) for _ in range(3)]
+    socks = [FakeSocket() for _ in subs]
+    for sub, sock in zip(subs, socks, strict=True):
+        sub.go_live(sock, chunked=False)
     channel.subscribers.update(subs)
     entries = [
         entry("a", "6-0", (6, 0), [b"type", b"m.x", b"data", b'{"k": 1}']),
@@ -82,7 +106,7 @@ def test_channel_encodes_once_for_all_and_filters_types() -> None:
     ]
     assert channel.collect("a", entries) == 1
     channel.flush()
-    chunks = [s.take() for s in subs]
+    chunks = [sock.buffered[0] for sock in socks]
     assert chunks[0] is chunks[1] is chunks[2]
     assert chunks[0].startswith(b"id: a/6-0,b/7-0\ndata: {")
 
