@@ -81,8 +81,19 @@ def parse_listen(text: str) -> tuple[str, int]:
     envvar="SYNAPSE_GATEWAY_TOKEN_FILE",
     help="Require this token on /events and / (Bearer header or ?token=).",
 )
-@click.option("--allow-origin", multiple=True, help="Origin allowed by CORS (repeat; * for any).")
-@click.option("--max-clients", type=click.IntRange(1), default=1000, show_default=True)
+@click.option(
+    "--allow-origin",
+    multiple=True,
+    envvar="SYNAPSE_GATEWAY_ALLOW_ORIGIN",
+    help="Origin allowed by CORS (repeat; * for any).",
+)
+@click.option(
+    "--max-clients",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    envvar="SYNAPSE_GATEWAY_MAX_CLIENTS",
+)
 @click.option(
     "--client-buffer-kib",
     type=click.IntRange(1),

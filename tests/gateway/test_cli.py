@@ -119,3 +119,34 @@ async def test_readyz_says_503_while_redis_is_unreachable() -> None:
         assert status == 503 and "Redis" in body
         status, _, _ = await status_of(f"{base}/nope")
         assert status == 404
+
+
+def test_systemd_credential_and_environment_configure_the_gateway(tmp_path: Path, url: str) -> None:
+    """$CREDENTIALS_DIRECTORY/gateway-token, SYNAPSE_GATEWAY_STREAMS and _ALLOW_ORIGIN apply."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "gateway-token").write_text("cred-token\n")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    gw = GatewayProcess(
+        ["--url", url],
+        tmp_path / "gateway.log",
+        env={
+            "CREDENTIALS_DIRECTORY": str(creds),
+            "SYNAPSE_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+            "SYNAPSE_GATEWAY_STREAMS": "public-*",
+            "SYNAPSE_GATEWAY_ALLOW_ORIGIN": "https://a.example https://b.example",
+        },
+    )
+    try:
+        gw.wait_ready(base)
+        assert fetch(f"{base}/events?stream=public-x")[0] == 401
+        assert fetch(f"{base}/events?stream=private&token=cred-token")[0] == 403
+        request = urllib.request.Request(
+            f"{base}/events?stream=public-x&token=cred-token",
+            headers={"Origin": "https://b.example"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert r.headers["Access-Control-Allow-Origin"] == "https://b.example"
+    finally:
+        assert gw.stop() == 0
