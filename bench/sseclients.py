@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import sys
 import time
 
 PATTERN = b"\ndata: "
+RCVBUF_BYTES = 256 * 1024
 PT = re.compile(rb'"pt":\s*([0-9.]+)')
 
 
@@ -68,8 +70,14 @@ async def main(host: str, port: int, n: int, query: str) -> None:
     clients: list[Client] = []
     for i in range(n):
         started: asyncio.Future[None] = loop.create_future()
+        # Browsers' receive buffers live on their own machines; here all of them share this
+        # host's TCP memory, so keep them to a common size instead of autotuned megabytes.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, (host, port))
         _, client = await loop.create_connection(
-            lambda s=started: Client(request.encode(), s), host, port
+            lambda s=started: Client(request.encode(), s), sock=sock
         )
         clients.append(client)
         await asyncio.wait_for(started, 30)

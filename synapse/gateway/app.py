@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -63,6 +64,19 @@ class GatewaySettings:
     client_buffer_bytes: int = 1 << 20
     keepalive_s: float = 15.0
     block_ms: int = 1000
+
+
+#: Kernel send buffer per SSE socket at most (autotuning would let each grow to megabytes).
+SEND_BUFFER_MAX_BYTES = 256 * 1024
+
+
+def _cap_send_buffer(request: web.Request) -> None:
+    """Bound the kernel's share of a client's backlog, as ``client_buffer_bytes`` bounds ours."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_MAX_BYTES)
 
 
 class Gateway:
@@ -198,6 +212,7 @@ class Gateway:
             logger.warning("client_refused_redis", error=str(exc))
             return self._refuse(request, 503, "over_capacity", "Redis is unavailable; retry later")
         self.metrics.connections.inc()
+        _cap_send_buffer(request)
         try:
             headers = {**SSE_HEADERS, **self.settings.cors.headers(request.headers.get("Origin"))}
             response = web.StreamResponse(headers=headers)

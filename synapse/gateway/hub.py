@@ -230,6 +230,7 @@ class Hub:
 
     def dispatch(self, reply: list[Any]) -> None:
         """Hand one XREAD reply to the channels, then advance the positions."""
+        read_at = time.time()
         touched: set[Channel] = set()
         read = 0
         first_ms = 0
@@ -259,7 +260,8 @@ class Hub:
         self.metrics.sent_bytes.inc(sent_bytes)
         self.metrics.events_read.inc(read)
         if first_ms:
-            self.metrics.read_lag.observe(max(0.0, time.time() - first_ms / 1000))
+            self.metrics.read_lag.observe(max(0.0, read_at - first_ms / 1000))
+            self.metrics.write_lag.observe(max(0.0, time.time() - first_ms / 1000))
         self.metrics.deliveries.inc(sent)
 
     async def _drop_non_streams(self) -> None:

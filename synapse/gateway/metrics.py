@@ -20,7 +20,7 @@ from synapse import __version__
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # as the router's: no _created series
 
-LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 #: Why a request was refused (the ``reason`` label of requests_refused_total).
 REFUSALS = ("unauthorized", "forbidden", "bad_request", "over_capacity", "not_a_stream")
@@ -69,6 +69,12 @@ class GatewayMetrics:
         self.read_lag = Histogram(
             "synapse_gateway_read_lag_seconds",
             "Entry id time to read by the gateway (first entry of each read)",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.write_lag = Histogram(
+            "synapse_gateway_event_latency_seconds",
+            "Entry id time to written to every live client's socket (first entry of each read)",
             buckets=LAG_BUCKETS,
             registry=r,
         )

@@ -12,7 +12,7 @@ from tests.conftest import wait_for
 from tests.gateway.conftest import base_url
 from tests.gateway.sse import open_events
 
-LIMIT_BYTES = 64 * 1024
+LIMIT_BYTES = 1024 * 1024  # the default --client-buffer-kib
 
 
 async def stalled_client(port: int, path: str) -> socket.socket:
@@ -69,6 +69,7 @@ async def test_a_client_that_stops_reading_is_dropped_while_others_get_everythin
                 for i in range(start, start + 100):
                     pipe.xadd("firehose", {"type": "t", "data": f'{{"i": {i}, "pad": "{body}"}}'})
                 await pipe.execute()
+                await asyncio.sleep(0.02)  # ~10 MB/s: a reading client keeps up, a stalled one not
             got = await received
             assert [m.data["data"]["i"] for m in got] == list(range(count))
             await wait_for(lambda: gw.hub.subscribers == 1, what="the stalled client dropped")
