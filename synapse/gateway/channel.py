@@ -14,13 +14,13 @@ the gateway's memory. No I/O of its own, no clock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Protocol
+from typing import Any, Protocol
 
-from synapse.gateway.cursor import IdKey, escape, id_text
-from synapse.gateway.sse import Entry, message
+from synapse.gateway.cursor import IdKey, escape, id_key, id_text
+from synapse.gateway.sse import Entry, entry, message
 
 #: Why a subscriber stopped: metric label values.
 SLOW = "slow"
@@ -176,3 +176,50 @@ class Channel:
         for sub in tuple(self.subscribers):
             sub.push(chunk, framed)
         return len(chunk) * len(self.subscribers)
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What one read did: entries read, writes handed out, bytes, first entry's ms."""
+
+    read: int
+    deliveries: int
+    sent_bytes: int
+    first_ms: int
+
+
+def fan_out(
+    reply: Sequence[Any], positions: dict[str, IdKey], channels: Iterable[Channel]
+) -> Tally:
+    """Hand one raw XREAD reply to the channels that watch its streams; advance positions.
+
+    Entries at or before a stream's position are skipped (a reply that raced a
+    stream's restart), so nothing is sent twice; streams nobody watches are ignored.
+    """
+    channels = tuple(channels)
+    touched: set[Channel] = set()
+    read = first_ms = 0
+    for raw_stream, raw_entries in reply:
+        stream = raw_stream.decode("utf-8", "surrogateescape")
+        position = positions.get(stream)
+        if position is None:
+            continue
+        entries: list[Entry] = []
+        for raw_id, fields in raw_entries:
+            entry_id = raw_id.decode()
+            key = id_key(entry_id)
+            if key > position and fields is not None:
+                entries.append(entry(stream, entry_id, key, fields))
+        if not entries:
+            continue
+        read += len(entries)
+        first_ms = first_ms or entries[0].key[0]
+        for channel in channels:
+            if stream in channel.shape.streams and channel.collect(stream, entries):
+                touched.add(channel)
+        positions[stream] = entries[-1].key
+    deliveries = sent_bytes = 0
+    for channel in touched:
+        sent_bytes += channel.flush()
+        deliveries += len(channel.subscribers)
+    return Tally(read, deliveries, sent_bytes, first_ms)

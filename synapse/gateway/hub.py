@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,11 +26,10 @@ from redis.exceptions import RedisError, ResponseError
 
 from synapse import log
 from synapse.backoff import Backoff
-from synapse.gateway.channel import NOT_A_STREAM, SHUTDOWN, Channel, Shape, Subscriber
+from synapse.gateway.channel import NOT_A_STREAM, SHUTDOWN, Channel, Shape, Subscriber, fan_out
 from synapse.gateway.cursor import ZERO, IdKey, id_key
 from synapse.gateway.metrics import GatewayMetrics
 from synapse.gateway.redisconn import call, control_client, key_type, reader_client
-from synapse.gateway.sse import Entry, entry
 
 logger = log.get("synapse.gateway")
 
@@ -63,6 +63,7 @@ class Hub:
         self.reads = 0  # completed XREADs (and idle pings), for waiters
         self._read_done = asyncio.Condition()
         self._active = asyncio.Event()
+        self._starting: dict[str, asyncio.Future[None]] = {}
         self._stopping = False
         self._reader: aioredis.Redis = reader_client(url, block_ms)
         self.control: aioredis.Redis = control_client(url)
@@ -109,15 +110,27 @@ class Hub:
         self.metrics.streams.set(len(self.positions))
 
     async def _activate(self, streams: list[str]) -> None:
+        """Start reading ``streams`` at their last entry; joins share one start per stream."""
         for s in streams:
-            kind = await key_type(self.control, s)
-            if kind not in ("stream", "none"):
-                raise NotAStream(f"{s!r} is a {kind}, not a stream")
-        for s in streams:
-            last = await self._last_key(s)
-            self.positions.setdefault(s, last)
+            starting = self._starting.get(s)
+            if starting is None:
+                starting = self._starting[s] = asyncio.ensure_future(self._start(s))
+                starting.add_done_callback(functools.partial(self._started, s))
+            await asyncio.shield(starting)
         self._active.set()
         await self.wake_reader()
+
+    async def _start(self, stream: str) -> None:
+        kind = await key_type(self.control, stream)
+        if kind not in ("stream", "none"):
+            raise NotAStream(f"{stream!r} is a {kind}, not a stream")
+        last = await self._last_key(stream)
+        self.positions.setdefault(stream, last)
+
+    def _started(self, stream: str, done: asyncio.Future[None]) -> None:
+        self._starting.pop(stream, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here: a join that gave up waiting must not warn
 
     async def _last_key(self, stream: str) -> IdKey:
         reply = await call(self.control, "XREVRANGE", stream, "+", "-", "COUNT", 1)
@@ -229,40 +242,16 @@ class Hub:
         self.metrics.redis_up.set(1)
 
     def dispatch(self, reply: list[Any]) -> None:
-        """Hand one XREAD reply to the channels, then advance the positions."""
+        """Hand one XREAD reply to the channels (advancing the positions); count it."""
         read_at = time.time()
-        touched: set[Channel] = set()
-        read = 0
-        first_ms = 0
-        for raw_stream, raw_entries in reply:
-            stream = raw_stream.decode("utf-8", "surrogateescape")
-            position = self.positions.get(stream)
-            if position is None:  # nobody watches it any more
-                continue
-            entries: list[Entry] = []
-            for raw_id, fields in raw_entries:
-                entry_id = raw_id.decode()
-                key = id_key(entry_id)
-                if key > position and fields is not None:
-                    entries.append(entry(stream, entry_id, key, fields))
-            if not entries:
-                continue
-            read += len(entries)
-            first_ms = first_ms or entries[0].key[0]
-            for channel in self.channels.values():
-                if stream in channel.shape.streams and channel.collect(stream, entries):
-                    touched.add(channel)
-            self.positions[stream] = entries[-1].key
-        sent = sent_bytes = 0
-        for channel in touched:
-            sent_bytes += channel.flush()
-            sent += len(channel.subscribers)
-        self.metrics.sent_bytes.inc(sent_bytes)
-        self.metrics.events_read.inc(read)
-        if first_ms:
-            self.metrics.read_lag.observe(max(0.0, read_at - first_ms / 1000))
-            self.metrics.write_lag.observe(max(0.0, time.time() - first_ms / 1000))
-        self.metrics.deliveries.inc(sent)
+        tally = fan_out(reply, self.positions, self.channels.values())
+        m = self.metrics
+        m.sent_bytes.inc(tally.sent_bytes)
+        m.events_read.inc(tally.read)
+        m.deliveries.inc(tally.deliveries)
+        if tally.first_ms:
+            m.read_lag.observe(max(0.0, read_at - tally.first_ms / 1000))
+            m.write_lag.observe(max(0.0, time.time() - tally.first_ms / 1000))
 
     async def _drop_non_streams(self) -> None:
         for s in list(self.positions):

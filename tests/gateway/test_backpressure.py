@@ -128,3 +128,23 @@ async def test_a_stream_replaced_by_another_type_drops_its_clients_only(
         assert gw.metrics.disconnected.labels(reason="not_a_stream")._value.get() == 1
         await doomed.close()
         await fine.close()
+
+
+async def test_a_crowd_joining_a_new_stream_starts_it_once(
+    gateway_at, aclient: aioredis.Redis
+) -> None:
+    """50 simultaneous joins on an unread stream cost one XREVRANGE, not 50."""
+    await aclient.xadd("crowd", {"type": "t", "data": "{}"})
+    await aclient.config_resetstat()
+    async with gateway_at() as gw:
+        clients = await asyncio.gather(
+            *(open_events(base_url(gw), "stream=crowd") for _ in range(50))
+        )
+        await wait_for(lambda: gw.hub.subscribers == 50, what="all joined")
+        stats = await aclient.info("commandstats")
+        assert stats["cmdstat_xrevrange"]["calls"] == 1
+        await aclient.xadd("crowd", {"type": "t", "data": '{"n": 1}'})
+        for sse in clients:
+            [msg] = await sse.take(1)
+            assert msg.data["data"] == {"n": 1}
+            await sse.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from synapse.gateway.access import Cors, StreamPolicy, token_ok
-from synapse.gateway.channel import SLOW, Channel, Shape, Subscriber, frame
+from synapse.gateway.channel import SLOW, Channel, Shape, Subscriber, fan_out, frame
 from synapse.gateway.cursor import BadCursor, format_cursor, parse_cursor
 from synapse.gateway.sse import entry, event_view, message
 
@@ -122,3 +122,22 @@ def test_sse_fields_cannot_be_split_by_newlines_in_a_type() -> None:
     """A type with CR/LF cannot inject SSE lines."""
     out = message("s/1-0", "evil\nid: 9-9\r", b"{}")
     assert out == b"id: s/1-0\nevent: evilid: 9-9\ndata: {}\n\n"
+
+
+def test_fan_out_skips_what_was_already_read_and_streams_nobody_watches() -> None:
+    """A reply that raced a restart repeats nothing; positions advance to the last entry."""
+    positions = {"a": (5, 0)}
+    channel = Channel(Shape(("a",), None, True), positions)
+    sock = FakeSocket()
+    sub = Subscriber(channel.shape, 1 << 20, lambda r: None)
+    sub.go_live(sock, chunked=False)
+    channel.subscribers.add(sub)
+    fields = [b"type", b"t", b"data", b"{}"]
+    reply = [
+        [b"a", [[b"4-0", fields], [b"5-0", fields], [b"6-0", fields]]],
+        [b"gone", [[b"9-0", fields]]],
+    ]
+    tally = fan_out(reply, positions, [channel])
+    assert (tally.read, tally.deliveries, tally.first_ms) == (1, 1, 6)
+    assert positions == {"a": (6, 0)}
+    assert sock.buffered[0].startswith(b"id: a/6-0\n") and len(sock.buffered) == 1
