@@ -8,9 +8,12 @@ XREADGROUP (``reads.py``) and plans and commits each source's entries
 atomically (``batches.py``). Sources and groups live in ``sources.py``; pending
 entries and their delivery counts in ``pending.py``.
 
-Redis errors never end the loop: connection errors and timeouts back off with
-jitter and mark the router not ready; NOGROUP recreates the group per the
-``start`` policy.
+Redis errors never end the loop: connection errors, timeouts and server-wide
+refusals (OOM, READONLY, LOADING, BUSY...) back off with jitter and mark the
+router not ready, and the re-read of our pending entries that follows does not
+count as a delivery (``retry.py``); NOGROUP recreates the group per the
+``start`` policy. Refused entries due for a retry are claimed before each read,
+and the blocking read waits no longer than the first of them.
 """
 
 from __future__ import annotations
@@ -31,14 +34,16 @@ from synapse import log as logging
 from synapse import membership, sources, wire
 from synapse.backoff import Backoff
 from synapse.batches import Batches
-from synapse.cluster import commit_cluster, connect_any, is_cluster_url
+from synapse.cluster import connect_any, is_cluster_url
+from synapse.clustercommit import commit_cluster
 from synapse.commit import commit
 from synapse.config import RoutingTable
-from synapse.errors import ConsumerInUse
+from synapse.errors import ConsumerInUse, Outage
 from synapse.metrics import Metrics
 from synapse.pending import Pending
 from synapse.plan import Entry, Planner
 from synapse.reads import Reads
+from synapse.retry import OUTAGE, RAISED, REDELIVER, error_text, verdict
 
 STATS_INTERVAL_S = 5.0
 COMMIT_TIMEOUT_S = 30.0
@@ -98,19 +103,13 @@ class Router:
         self._last_lease = 0.0
         self._last_forget = 0.0
         self.sources: list[str] = []
+        self._skipped_names: set[bytes] = set()  # globbed streams warned about (sources.py)
         self.ready = False
         self._next_table: RoutingTable | None = None
         self._needs_setup = True
         self._last_rescan = 0.0
         self._last_claim = 0.0
         self._last_stats = 0.0
-        self._batches = Batches(
-            self.writer,
-            commit_cluster if self.cluster else commit,
-            metrics,
-            self.log,
-            self.on_progress,
-        )
         self._pending = Pending(
             self.writer,
             self.consumer,
@@ -119,6 +118,18 @@ class Router:
             metrics=metrics,
             log=self.log,
         )
+        self._batches = Batches(
+            self.writer,
+            commit_cluster if self.cluster else commit,
+            metrics,
+            self.log,
+            self.on_progress,
+            self._pending.schedule,
+        )
+        # Whether the next re-read of our own pending entries counts as a delivery: at
+        # start (a restart under a fixed name may follow a crash on an entry) and after
+        # an error that may have come from an entry; never after an outage (retry.py).
+        self._count_redelivery = True
 
     @property
     def reader(self) -> wire.Client:
@@ -155,6 +166,10 @@ class Router:
                 self.failure = exc
                 self.log.error("consumer_name_in_use", error=str(exc))
                 break
+            except Outage as exc:  # a server-wide refusal inside a commit: not the entries'
+                attempt += 1
+                self._down("outage", exc, attempt)
+                await self._sleep(self.backoff.delay_s(attempt))
             except (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError) as exc:
                 # RedisClusterException: no cluster node reachable (not a RedisError)
                 attempt += 1
@@ -170,10 +185,14 @@ class Router:
                     self._needs_setup = True
                     await self._sleep(self.backoff.delay_s(attempt) if attempt > 1 else 0)
                 else:
-                    self._down("response", exc, attempt)
+                    judged = verdict(RAISED, error=error_text(exc))
+                    if judged.action == REDELIVER:
+                        self._count_redelivery = True
+                    self._down("outage" if judged.action == OUTAGE else "response", exc, attempt)
                     await self._sleep(self.backoff.delay_s(attempt))
             except Exception as exc:  # a bug must not stop routing for good: log, back off
                 attempt += 1
+                self._count_redelivery = True
                 self.log.exception("router_error", error=repr(exc), attempt=attempt)
                 self._down("internal", exc, attempt)
                 await self._sleep(self.backoff.delay_s(attempt))
@@ -228,7 +247,10 @@ class Router:
         self.metrics.redis_up.set(1)
         await self._renew_lease()
         await self.discover(create=True)
-        await self._pending.drain_own(self.table.settings, self.sources)
+        await self._pending.drain_own(
+            self.table.settings, self.sources, count=self._count_redelivery
+        )
+        self._count_redelivery = False
         self._needs_setup = False
         if not self.ready:
             self.log.info(
@@ -257,11 +279,18 @@ class Router:
         if now - self._last_stats >= STATS_INTERVAL_S:
             self._last_stats = now
             await self.refresh_stats()
+        due_s = self._pending.next_due_s()
+        if due_s == 0:
+            await self._pending.retry_due(settings)
+            due_s = self._pending.next_due_s()
         self.on_progress()
+        block_ms = (
+            settings.block_ms if due_s is None else min(settings.block_ms, int(due_s * 1000) + 1)
+        )
         if not self.sources:
-            await self._sleep(settings.block_ms / 1000)
+            await self._sleep(block_ms / 1000)
             return
-        reply = await self._reads.next(settings, self.sources)
+        reply = await self._reads.next(settings, self.sources, block_ms)
         if reply is None:
             return
         await self._batches.route(self.planner, reply, self._read_more)
@@ -311,7 +340,13 @@ class Router:
         """Resolve source names and globs to streams; create missing groups."""
         self._last_rescan = time.monotonic()
         self.sources = await sources.discover(
-            self.writer, self.table, self.sources, create=create, metrics=self.metrics, log=self.log
+            self.writer,
+            self.table,
+            self.sources,
+            create=create,
+            metrics=self.metrics,
+            log=self.log,
+            skipped=self._skipped_names,
         )
 
     async def refresh_stats(self) -> None:

@@ -74,6 +74,10 @@ class TransientError(SynapseError):
     """Redis unreachable, a destination refusing writes: may pass later."""
 
 
+class Outage(TransientError):
+    """The server refuses writes as a whole (OOM, READONLY, LOADING...): back off, not ready."""
+
+
 class ConsumerInUse(SynapseError):
     """Another live router holds this consumer name in the group: refuse to start."""
 

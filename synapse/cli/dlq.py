@@ -13,6 +13,7 @@ from synapse.cli import common
 from synapse.cli.deadletter import (
     DeadLetter,
     Selection,
+    counted,
     dlq_options,
     select,
     selection_options,
@@ -51,6 +52,7 @@ def list_cmd(
         if not limit or len(shown) < limit:
             shown.append(letter)
     total = sum(by_reason.values())
+    shown = counted(client, name, shown)
     if as_json:
         common.emit_json(
             {
@@ -93,7 +95,8 @@ def list_cmd(
 def show_cmd(config_path: Path, as_json: bool, stream: str | None, entry_id: str) -> None:
     """One dead letter: why, where from, and every original field."""
     name = stream_name(stream, config_path)
-    found = list(select(common.connect(), name, Selection(), ids=(entry_id,)))
+    client = common.connect()
+    found = counted(client, name, list(select(client, name, Selection(), ids=(entry_id,))))
     if not found:
         raise common.Failure(f"no dead letter {entry_id} in {name}")
     letter = found[0]

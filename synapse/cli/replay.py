@@ -30,7 +30,7 @@ from synapse.cli import common
 from synapse.cli.progress import Progress
 from synapse.cluster import slot_of
 from synapse.errors import InvalidEvent, UsageError
-from synapse.events import Limits, parse, strip_fields
+from synapse.events import Limits, parse, strip_ours
 from synapse.matching import Filter, WhereError, compile_glob, compile_where
 from synapse.plan import limits_of
 
@@ -127,6 +127,8 @@ def replay(
     filt = compile_filter(where)
     table = common.table_or_none(config_path)
     limits = limits_of(table) if table else Limits()
+    # Provenance on a stream the table consumes was set by producers, not by the router.
+    trusted = table is not None and not any(test(source) for test in table.source_globs)
     client = common.connect()
     if client.type(source) != b"stream":
         raise common.Failure(f"no stream {source!r}")
@@ -171,7 +173,7 @@ def replay(
                     if not _matches(fields, limits, wanted_type, filt):
                         tally["skipped"] += 1
                         continue
-                    copies.append(_copy(fields, source, entry_id))
+                    copies.append(_copy(fields, source, entry_id, trusted))
                     first = first or common.text(entry_id)
                     last = common.text(entry_id)
                 if considered is None:
@@ -205,8 +207,15 @@ def _matches(fields: list[bytes], limits: Limits, wanted_type: Any, filt: Filter
     return filt is None or filt.holds(body)
 
 
-def _copy(fields: list[bytes], source: str, entry_id: bytes) -> list[bytes]:
-    kept = strip_fields(fields, frozenset({keys.F_REPLAY_OF, keys.F_REPLAY_SOURCE}))
+def _copy(fields: list[bytes], source: str, entry_id: bytes, trusted: bool) -> list[bytes]:
+    """The replayed copy: the entry's fields, its ``synapse-*`` ones replaced.
+
+    Only the router's own provenance survives, and only from a stream the router
+    writes (``trusted``: not one the table consumes, where every ``synapse-*`` field
+    is a producer's); the replay adds ``synapse-replay-of`` and
+    ``synapse-replay-source``.
+    """
+    kept = strip_ours(fields, keys.PROVENANCE_FIELDS if trusted else frozenset())
     return [*kept, keys.F_REPLAY_OF, entry_id, keys.F_REPLAY_SOURCE, source.encode()]
 
 

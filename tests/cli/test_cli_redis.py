@@ -10,6 +10,7 @@ import redis
 import redis.asyncio as aioredis
 
 from synapse import keys, registry
+from synapse.events import dead_letter_fields
 from tests.cli.conftest import Invoke, as_json
 from tests.support.deadletters import dead_letter_entry
 
@@ -65,11 +66,10 @@ def test_unreachable_redis_is_one_line(cli: Invoke) -> None:
     """A refused connection: exit 1, one readable line, the password redacted, no traceback."""
     result = cli("streams", "--redis-url", "redis://:secret@127.0.0.1:1/0")
     assert result.exit_code == 1
-    assert result.stderr.startswith(
-        "synapse: error: cannot reach Redis at redis://:***@127.0.0.1:1"
-    )
+    warning, error = result.stderr.strip().splitlines()  # the password on argv is warned about
+    assert warning.startswith("synapse: warning: a password in --redis-url is visible")
+    assert error.startswith("synapse: error: cannot reach Redis at redis://:***@127.0.0.1:1")
     assert "secret" not in result.output and "Traceback" not in result.output
-    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_debug_shows_the_traceback(cli: Invoke) -> None:
@@ -175,20 +175,19 @@ def test_redrive_moves_original_fields_and_counts(cli: Invoke, r: redis.Redis) -
     assert dry["would_redrive"] == 1 and r.xlen("synapse:dlq") == 1 and not r.exists("ingress")
     result = cli("dlq", "redrive", "--json")
     assert result.exit_code == 0 and as_json(result)["redriven"] == 1
-    [(_, fields)] = r.xrange("ingress")
-    assert fields == {
-        b"type": b"model.ready",
-        b"data": b'{"model_id": 1}',
-        b"n": b"1",
-        b"synapse-redrives": b"1",
-    }
+    [(new_id, fields)] = r.xrange("ingress")
+    assert fields == {b"type": b"model.ready", b"data": b'{"model_id": 1}', b"n": b"1"}
     assert r.xlen("synapse:dlq") == 0
+    # The count is kept where no producer can write it, under the new entry's id.
+    assert r.hgetall(keys.redrive_counts("synapse:dlq")) == {b"ingress\0" + new_id: b"1"}
 
 
 def test_redrive_refuses_truncated_and_looping(cli: Invoke, r: redis.Redis) -> None:
     """Truncated entries are refused; entries at the redrive limit need --force; exit 1."""
+    counts = keys.redrive_counts("synapse:dlq")
     dead_letter(r, 1, blob=b"x" * 5000)
-    dead_letter(r, 2, **{"synapse-redrives": b"3"})
+    dead_letter(r, 2)  # made from entry 3-0 of ingress, itself a third redrive:
+    r.hset(counts, b"ingress\0" + b"3-0", 3)
     result = cli("dlq", "redrive", "--to", "elsewhere")
     assert result.exit_code == 1
     assert "truncated (blob:5000)" in result.stderr
@@ -198,9 +197,68 @@ def test_redrive_refuses_truncated_and_looping(cli: Invoke, r: redis.Redis) -> N
         "dlq", "redrive", "--to", "elsewhere", "--force", "--reason", "schema_violation", "--json"
     )
     assert as_json(forced)["redriven"] == 1
-    [(_, fields)] = r.xrange("elsewhere")
-    assert fields[b"n"] == b"2" and fields[b"synapse-redrives"] == b"4"
+    [(new_id, fields)] = r.xrange("elsewhere")
+    assert fields[b"n"] == b"2"
+    assert r.hgetall(counts) == {b"elsewhere\0" + new_id: b"4"}
     assert r.xlen("synapse:dlq") == 1  # the truncated one stays
+
+
+def test_producer_set_redrives_field_neither_blocks_nor_dodges_the_limit(
+    cli: Invoke, r: redis.Redis
+) -> None:
+    """A producer's own synapse-redrives field never reaches the dead letter or the count."""
+    dead_letter(r, 1, **{"synapse-redrives": b"3"})
+    [(_, letter)] = r.xrange("synapse:dlq")
+    assert b"synapse-redrives" not in letter
+    result = cli("dlq", "redrive", "--json")
+    assert result.exit_code == 0 and as_json(result)["redriven"] == 1
+    [(_, fields)] = r.xrange("ingress")
+    assert b"synapse-redrives" not in fields
+
+
+def test_redrive_goes_only_to_a_stream_the_table_consumes(cli: Invoke, r: redis.Redis) -> None:
+    """A hand-written dead letter naming a stream the table does not consume is refused."""
+    fields = {b"type": b"x", b"synapse-source": b"payments", b"synapse-id": b"1-0"}
+    r.xadd("synapse:dlq", fields)
+    r.xadd("synapse:dlq", {**fields, b"synapse-destination": b"payments"})
+    result = cli("dlq", "redrive", "--json")
+    assert result.exit_code == 1
+    whys = [x["why"] for x in as_json(result)["refused"]]
+    assert "is not a stream the table consumes" in whys[0]
+    assert "is not a destination of the table" in whys[1]
+    assert not r.exists("payments") and r.xlen("synapse:dlq") == 2
+    moved = cli("dlq", "redrive", "--to", "payments", "--json")  # the operator's choice
+    assert as_json(moved)["redriven"] == 2 and r.xlen("payments") == 2
+
+
+def test_redrive_of_a_destination_dead_letter_writes_that_destination_only(
+    cli: Invoke, r: redis.Redis
+) -> None:
+    """A dead letter recording synapse-destination goes there, with the router's provenance."""
+    original = [b"type", b"model.ready", b"data", b"{}"]
+    fields = dead_letter_fields(
+        original,
+        reason="destination_error",
+        error="x",
+        source=b"ingress",
+        entry_id=b"5-0",
+        deliveries=5,
+        config_hash="abc",
+        now_ms=1_700_000_000_000,
+        destination=(b"model-events", b"models"),
+    )
+    r.xadd("synapse:dlq", dict(zip(fields[::2], fields[1::2], strict=True)))
+    result = cli("dlq", "redrive", "--json")
+    assert result.exit_code == 0 and as_json(result)["entries"][0]["to"] == "model-events"
+    assert not r.exists("ingress")
+    [(_, copy)] = r.xrange("model-events")
+    assert copy == {
+        b"type": b"model.ready",
+        b"data": b"{}",
+        b"synapse-source": b"ingress",
+        b"synapse-id": b"5-0",
+        b"synapse-route": b"models",
+    }
 
 
 def test_redrive_into_wrong_type_keeps_the_dead_letter(cli: Invoke, r: redis.Redis) -> None:
@@ -320,3 +378,23 @@ def test_topology_formats(cli: Invoke, r: redis.Redis) -> None:
     text = cli("topology").stdout
     assert "-> models [model.*]  (pending 0, lag 1)" in text
     assert "-> group model-events/analytics (0 consumers)  (pending 0, lag 1)" in text
+
+
+def test_replay_replaces_synapse_fields_producers_could_set(cli: Invoke, r: redis.Redis) -> None:
+    """Replaying a stream producers write drops their synapse-* fields; replaying one the
+    router writes keeps only the router's provenance; each copy gets its replay fields."""
+    forged = {b"synapse-source": b"forged", b"synapse-redrives": b"9", b"synapse-replay-of": b"1"}
+    r.xadd("ingress", {b"type": b"model.ready", b"data": b"{}", **forged})
+    routed = {b"synapse-source": b"ingress", b"synapse-id": b"1-0", b"synapse-route": b"models"}
+    r.xadd("model-events", {b"type": b"model.ready", **routed, b"synapse-reason": b"x"})
+    assert cli("replay", "ingress", "--to", "debug-a").exit_code == 0
+    assert cli("replay", "model-events", "--to", "debug-b").exit_code == 0
+    [(_, from_ingress)] = r.xrange("debug-a")
+    assert {k for k in from_ingress if k.startswith(b"synapse-")} == {
+        b"synapse-replay-of",
+        b"synapse-replay-source",
+    }
+    assert from_ingress[b"synapse-replay-source"] == b"ingress"
+    [(_, from_routed)] = r.xrange("debug-b")
+    assert {k: from_routed[k] for k in routed} == routed
+    assert b"synapse-reason" not in from_routed

@@ -127,9 +127,15 @@ def dead_letter(rc: RedisCluster, source: str, n: int) -> str:
 
 
 def test_dlq_on_a_cluster_redrives_in_slot_atomically_and_across_slots_safely(
-    curl: str, rc: RedisCluster
+    curl: str, rc: RedisCluster, tmp_path: Path
 ) -> None:
     """dlq list/show/purge work; redrive is atomic in the DLQ's slot, write-then-delete apart."""
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        'version: 1\nrouter: {dead_letter: "{orders}:dlq"}\n'
+        'sources: [ingress, "{orders}:in", broken]\n'
+        'routes: [{name: all, match: "*", to: [out]}]\n'
+    )
     assert slot("ingress") != slot(DLQ) == slot("{orders}:in")
     dead_letter(rc, "{orders}:in", 1)
     apart = dead_letter(rc, "ingress", 2)
@@ -139,7 +145,7 @@ def test_dlq_on_a_cluster_redrives_in_slot_atomically_and_across_slots_safely(
     assert listed["total"] == 3 and listed["by_reason"] == {"schema_violation": 3}
     shown = as_json(synapse(curl, "dlq", "show", apart, "--stream", DLQ, "--json"))
     assert shown["source"] == "ingress" and shown["fields"]["n"] == "2"
-    result = synapse(curl, "dlq", "redrive", "--stream", DLQ, "--json")
+    result = synapse(curl, "dlq", "redrive", "--stream", DLQ, "--json", config=config)
     assert result.exit_code == 1  # the WRONGTYPE one is refused
     report = json.loads(result.stdout)
     assert report["redriven"] == 2 and report["not_atomic"] == 2  # ingress and broken
@@ -147,7 +153,9 @@ def test_dlq_on_a_cluster_redrives_in_slot_atomically_and_across_slots_safely(
     assert "WRONGTYPE" in report["refused"][0]["why"]
     assert rc.xlen("{orders}:in") == 1 and rc.xlen("ingress") == 1
     [(_, copy)] = rc.xrange("ingress")
-    assert copy == {b"type": b"order.new", b"n": b"2", b"synapse-redrives": b"1"}
+    assert copy == {b"type": b"order.new", b"n": b"2"}
+    counts = rc.hgetall(keys.redrive_counts(DLQ))  # in the DLQ's slot, either way
+    assert sorted(counts.values()) == [b"1", b"1"] and slot(keys.redrive_counts(DLQ)) == slot(DLQ)
     assert [e[0].decode() for e in rc.xrange(DLQ)] == [refused]  # only the refused one stays
     text = synapse(curl, "dlq", "redrive", "--stream", DLQ, "--to", "elsewhere")
     assert text.exit_code == 0
