@@ -116,9 +116,9 @@ class Gateway:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        addresses = self._runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
         self._tasks = [
             asyncio.create_task(self.hub.run(), name="gateway-read-loop"),
             asyncio.create_task(self._keepalive(), name="gateway-keepalive"),
@@ -213,6 +213,13 @@ class Gateway:
             return self._refuse(request, 503, "over_capacity", "Redis is unavailable; retry later")
         self.metrics.connections.inc()
         _cap_send_buffer(request)
+        logger.debug(  # never the query string: it may hold the token
+            "client_connected",
+            streams=list(shape.streams),
+            types=list(shape.types or ()),
+            resumed=bool(cursor),
+            clients=self.hub.subscribers,
+        )
         try:
             headers = {**SSE_HEADERS, **self.settings.cors.headers(request.headers.get("Origin"))}
             response = web.StreamResponse(headers=headers)
@@ -226,6 +233,7 @@ class Gateway:
             return web.StreamResponse()  # the client is gone (or Redis failed mid catch-up)
         finally:
             self.hub.unsubscribe(sub)
+            logger.debug("client_disconnected", reason=sub.dropped or "closed")
 
     async def _send(
         self,

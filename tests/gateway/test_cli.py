@@ -52,6 +52,7 @@ def test_token_is_never_logged_and_sigterm_exits_0(tmp_path: Path, url: str) -> 
     assert token not in log
     events = [json.loads(line)["event"] for line in log.splitlines() if line.startswith("{")]
     assert "gateway_started" in events and "gateway_stopped" in events
+    assert "client_connected" in events  # debug lines were written, and hold no token
 
 
 def test_url_comes_from_the_state_folder_like_the_cli(tmp_path: Path, url: str) -> None:
