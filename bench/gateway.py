@@ -31,6 +31,8 @@ from synapse.embedded import EmbeddedServer, free_port
 STREAM = "gateway-bench"
 PAD = "x" * 220  # ~300-byte events, like the other phases
 GATEWAY = str(Path(sys.executable).parent / "synapse-gateway")
+#: Processes holding the SSE clients (1000 browsers would be 1000 machines).
+HELPERS = 4
 
 
 class Clients:
@@ -114,7 +116,7 @@ def run(url: str, clients: int, rate: int, seconds: float, folder: Path) -> dict
         first.ready()
         time.sleep(0.5)
         conns_one, rss_one = gateway_connections(r), gw.memory_info().rss
-        per_proc = max(1, (clients + 1) // 2)
+        per_proc = max(1, -(-clients // HELPERS))
         groups = [Clients(port, min(per_proc, clients - i)) for i in range(0, clients, per_proc)]
         for g in groups:
             g.ready()
