@@ -156,6 +156,7 @@ def run(url: str, clients: int, rate: int, seconds: float, folder: Path) -> dict
         raise RuntimeError(f"gateway: clients got {missing[0]['min']}..{missing[0]['max']} "
                            f"of {sent} events")  # fmt: skip
     lat = [x for f in finals for x in f["latencies_ms"]]
+    reconnects = sum(f["reconnects"] for f in finals)
     warm = lat[len(lat) // 20 :] or lat
     delivered = sent * (clients + 1)
     return {
@@ -169,6 +170,7 @@ def run(url: str, clients: int, rate: int, seconds: float, folder: Path) -> dict
         "p99_ms": _pct(warm, 99),
         "max_ms": max(warm),
         "reads_timed": len(lat),
+        "slow_client_reconnects": reconnects,
         "gateway_written_p50_ms_at_most": own[0],
         "gateway_written_p99_ms_at_most": own[1],
         "gateway_cpu_s": cpu,
@@ -232,7 +234,9 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
 def report(g: dict[str, Any]) -> str:
     return (
         f"gateway: {g['clients']:,} SSE clients, {g['rate']:,} events/s for {g['seconds']:g}s: "
-        f"every client got all {g['events']:,} events; publish-to-client p50 {g['p50_ms']:.1f} ms, "
+        f"every client got all {g['events']:,} events, none twice "
+        f"({g['slow_client_reconnects']} drops of a slow client, resumed); "
+        f"publish-to-client p50 {g['p50_ms']:.1f} ms, "
         f"p99 {g['p99_ms']:.1f} ms, max {g['max_ms']:.1f} ms (gateway's own part, publish to "
         f"written to every socket: p50 <= {g['gateway_written_p50_ms_at_most']:g} ms, p99 <= "
         f"{g['gateway_written_p99_ms_at_most']:g} ms); gateway CPU "
