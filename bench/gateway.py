@@ -124,6 +124,7 @@ def run(url: str, clients: int, rate: int, seconds: float, folder: Path) -> dict
         conns_all, rss_all = gateway_connections(r), gw.memory_info().rss
         helpers = [psutil.Process(g.proc.pid) for g in [first, *groups]]
         cpu0 = sum(gw.cpu_times()[:2])
+        wait0 = _runqueue_wait_s(proc.pid)
         clients_cpu0 = sum(sum(h.cpu_times()[:2]) for h in helpers)
         redis_proc = _server_process(r)
         redis_cpu0 = sum(redis_proc.cpu_times()[:2]) if redis_proc else 0.0
@@ -137,6 +138,7 @@ def run(url: str, clients: int, rate: int, seconds: float, folder: Path) -> dict
             time.sleep(0.1)
         wall = time.perf_counter() - started
         cpu = sum(gw.cpu_times()[:2]) - cpu0
+        waited = _runqueue_wait_s(proc.pid) - wait0
         clients_cpu = sum(sum(h.cpu_times()[:2]) for h in helpers) - clients_cpu0
         redis_cpu = sum(redis_proc.cpu_times()[:2]) - redis_cpu0 if redis_proc else 0.0
         load = os.getloadavg()[0]
@@ -175,6 +177,7 @@ def run(url: str, clients: int, rate: int, seconds: float, folder: Path) -> dict
         "gateway_written_p99_ms_at_most": own[1],
         "gateway_cpu_s": cpu,
         "gateway_cores_busy": cpu / wall,
+        "gateway_runqueue_wait_s": waited,
         "gateway_cpu_us_per_delivery": cpu / delivered * 1e6,
         "gateway_cpu_us_per_event": cpu / sent * 1e6,
         "client_processes_cores_busy": clients_cpu / wall,
@@ -206,6 +209,14 @@ def _histogram_quantiles(port: int, name: str) -> tuple[float, float]:
         return next(le for le, count in buckets if count >= q * total) * 1000
 
     return upper(0.5), upper(0.99)
+
+
+def _runqueue_wait_s(pid: int) -> float:
+    """Seconds ``pid`` spent runnable but waiting for a CPU (Linux schedstat; 0 elsewhere)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _server_process(r: redis.Redis) -> psutil.Process | None:
@@ -246,7 +257,8 @@ def report(g: dict[str, Any]) -> str:
         f"{g['redis_connections_one_client']} with 1 client, "
         f"{g['redis_connections_all_clients']} with {g['clients']:,}; "
         f"the client processes used {g['client_processes_cores_busy']:.2f} cores, Redis "
-        f"{g['redis_cores_busy']:.2f}; load average {g['load_avg_1m_after']:.1f}"
+        f"{g['redis_cores_busy']:.2f}; the gateway waited {g['gateway_runqueue_wait_s']:.1f} s "
+        f"of {g['wall_s']:.0f} s for a CPU (load average {g['load_avg_1m_after']:.1f})"
     )
 
 
