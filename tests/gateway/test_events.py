@@ -250,3 +250,42 @@ async def test_stopping_the_gateway_ends_every_stream(gateway_at) -> None:
         gw.hub.stop()
         assert await sse.next(5) is None
         await sse.close()
+
+
+async def test_cors_preflight_answers_only_allowed_origins(gateway_at) -> None:
+    """OPTIONS /events: 204 with methods and headers for an allowed origin, 403 otherwise."""
+    import aiohttp
+
+    async with gateway_at(cors=Cors.of(["https://ops.example"])) as gw:
+        url = f"{base_url(gw)}/events?stream=a"
+        async with aiohttp.ClientSession() as session:
+            async with session.options(url, headers={"Origin": "https://ops.example"}) as r:
+                assert r.status == 204
+                assert "Last-Event-ID" in r.headers["Access-Control-Allow-Headers"]
+            async with session.options(url, headers={"Origin": "https://evil.example"}) as r:
+                assert r.status == 403 and "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_metrics_are_prometheus_text_named_synapse_gateway(gateway_at, aclient) -> None:
+    """/metrics counts clients, reads, deliveries and refusals under synapse_gateway_* names."""
+    async with gateway_at() as gw:
+        base = base_url(gw)
+        sse = await open_events(base, "stream=m")
+        await wait_for(lambda: gw.hub.subscribers == 1, what="subscribed")
+        await publish(aclient, "m", "t", 3)
+        await sse.take(3)
+        await status_of(f"{base}/events?stream=synapse:dlq")
+        status, text, headers = await status_of(f"{base}/metrics")
+        assert status == 200 and headers["Content-Type"].startswith("text/plain")
+        samples = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
+        assert all(name.startswith("synapse_gateway_") for name in samples)
+        assert samples["synapse_gateway_clients"] == 1
+        assert samples["synapse_gateway_events_read_total"] == 3
+        assert samples["synapse_gateway_deliveries_total"] >= 1
+        assert samples['synapse_gateway_requests_refused_total{reason="forbidden"}'] == 1
+        assert samples["synapse_gateway_redis_up"] == 1
+        await sse.close()
