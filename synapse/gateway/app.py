@@ -127,11 +127,14 @@ class Gateway:
     async def stop(self) -> None:
         """End every client's stream, stop reading, close."""
         self.hub.stop()
+        await self.hub.wake_reader()  # the read loop sees the stop flag at once
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # bounded: a cancel that lands as a read completes may be lost inside the Redis
+            # client; the loop still ends on the stop flag within one read
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, self.settings.block_ms / 1000 + 5)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.hub.close()

@@ -162,11 +162,9 @@ class Hub:
         after = self.reads
         await self.wake_reader()
         async with self._read_done:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._read_done.wait_for(lambda: not behind() or self.reads >= after + 2),
-                    timeout_s,
-                )
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: never eats a cancel
+                async with asyncio.timeout(timeout_s):
+                    await self._read_done.wait_for(lambda: not behind() or self.reads >= after + 2)
 
     # -- the read loop -------------------------------------------------------------------
 
@@ -208,8 +206,11 @@ class Hub:
             self._set_ready()
         if not self.positions:
             self._active.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the event is set, and the loop would never stop
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._active.wait(), self.block_ms / 1000)
+                async with asyncio.timeout(self.block_ms / 1000):
+                    await self._active.wait()
             if not self.positions:
                 await call(self._reader, "PING")
                 self._set_ready()

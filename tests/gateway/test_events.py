@@ -289,3 +289,31 @@ async def test_metrics_are_prometheus_text_named_synapse_gateway(gateway_at, acl
         assert samples['synapse_gateway_requests_refused_total{reason="forbidden"}'] == 1
         assert samples["synapse_gateway_redis_up"] == 1
         await sse.close()
+
+
+async def test_a_cursor_ahead_of_this_gateways_read_repeats_nothing(gateway_at, aclient) -> None:
+    """Resuming with a cursor from another gateway, ahead of this one's read: no repeats."""
+    async with gateway_at() as gw:
+        base = base_url(gw)
+        watcher = await open_events(base, "stream=shared")
+        await wait_for(lambda: gw.hub.subscribers == 1, what="subscribed")
+        gw.hub._stopping = True  # this gateway's read stops, and falls behind...
+        await gw.hub.wake_reader()
+        await asyncio.wait_for(gw._tasks[0], 10)
+        gw.hub._stopping = False
+        seen_elsewhere = await publish(aclient, "shared", "t", 2)
+        assert gw.hub.positions["shared"] < tuple(map(int, seen_elsewhere[-1].split("-")))
+        joining = asyncio.create_task(
+            open_events(base, "stream=shared", {"Last-Event-ID": f"shared/{seen_elsewhere[-1]}"})
+        )
+        await asyncio.sleep(0.05)
+        gw._tasks[0] = asyncio.create_task(gw.hub.run())  # ...then resumes
+        resumed = await joining
+        later = await publish(aclient, "shared", "t", 1)
+        try:
+            assert [m.data["entry_id"] for m in await resumed.take(1)] == later
+            got = await watcher.take(3)
+            assert [m.data["entry_id"] for m in got] == seen_elsewhere + later
+        finally:
+            await resumed.close()
+            await watcher.close()
