@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import gateway, phases
+from bench import clientbench, gateway, phases
 from bench.proc import Pinning, pin
 from bench.workload import mean_event_bytes, write_table
 from synapse.embedded import EmbeddedServer, server_binary
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("drain", "latency", "memory", "scale", "gateway")
+PHASES = ("drain", "latency", "memory", "scale", "client", "gateway")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -36,6 +36,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rate", type=int, default=5000, help="offered load of the latency phase")
     p.add_argument("--duration", type=float, help="seconds of the latency phase (default 30)")
     p.add_argument("--memory-events", type=int, help="events of the memory phase (default 1M)")
+    p.add_argument("--client-events", type=int, help="events per client-phase run (default 100000)")
     p.add_argument("--batch", type=int, default=500, help="entries per XREADGROUP")
     p.add_argument("--fanout", type=int, default=2, help="destinations per event")
     p.add_argument("--gateway-clients", type=int, help="SSE clients (default 1000; quick 50)")
@@ -53,6 +54,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.gateway_clients = args.gateway_clients or (50 if quick else 1000)
     args.gateway_rate = args.gateway_rate or (200 if quick else 1000)
     args.gateway_seconds = args.gateway_seconds or (3.0 if quick else 20.0)
+    args.client_events = args.client_events or (2_000 if quick else 100_000)
     args.only = [x for x in args.only.split(",") if x]
     unknown = set(args.only) - set(PHASES)
     if unknown:
@@ -134,6 +136,12 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             )
             pin(os.getpid(), pinning.driver)
             progress(f"gateway p99 {result['gateway']['p99_ms']:.1f} ms")
+        if "client" in args.only:
+            result["client"] = clientbench.run(
+                server.url, args.client_events, args.reps, args.memory_events
+            )
+            ratios = result["client"]["ratios"]
+            progress(f"client: subscribe x{ratios['subscribe_vs_handwritten']:.2f} of hand-written")
     finally:
         b.r.close()
         server.stop()
@@ -226,6 +234,8 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"scale-out: 2 routers / 1 router = {result['scale']['ratio']:.2f}")
     if "gateway" in result:
         lines.append(gateway.report(result["gateway"]))
+    if "client" in result:
+        lines += ["", *clientbench.report(result["client"])]
     return "\n".join(lines)
 
 

@@ -50,6 +50,10 @@ class _InFlight:
     commit: asyncio.Future[CommitResult] | None = None
 
 
+#: Told of each dead letter committed: (source, entry id, reason, error) (summary.py logs it).
+DeadLetterSeen = Callable[[str, bytes, str, str], None]
+
+
 class Batches:
     """Plans and commits batches on the writer connection; counts them in ``count``."""
 
@@ -61,8 +65,10 @@ class Batches:
         log: Any,
         on_progress: Callable[[], None],
         schedule: Schedule,
+        on_dead_letter: DeadLetterSeen | None = None,
     ) -> None:
         self.writer = writer
+        self.on_dead_letter = on_dead_letter or (lambda source, entry_id, reason, error: None)
         self.schedule = schedule
         self._commit = commit
         self.metrics = metrics
@@ -157,7 +163,8 @@ class Batches:
             self.log.warning(
                 "entries_already_committed", source=source, entries=len(result.skipped)
             )
-        account(self.metrics, committed, batch.now_ms)
+        for e in account(self.metrics, committed, batch.now_ms):
+            self.on_dead_letter(source, e.entry_id, e.reason or "", e.error or "")
         self.metrics.batch.observe(time.perf_counter() - batch.started)
         self.count += 1
         self.on_progress()  # a long reclaim or drain is progress too (systemd watchdog)
@@ -232,6 +239,9 @@ class Batches:
                 letters = sum(1 for w in e.writes if w.stream == settings.dead_letter)
                 if e.outcome != DEAD_LETTER and letters:
                     self.metrics.dead_lettered.labels("destination_error").inc()
+                if letters:
+                    error = "; ".join(f"{d}: {x}" for d, x in refused_of[e.entry_id].items())
+                    self.on_dead_letter(source, e.entry_id, "destination_error", error)
                 dead += letters
             refused_of = {
                 eid: {**refused_of[eid], **again.refused.get(eid, {})} for eid in again.failed
@@ -251,8 +261,9 @@ class Batches:
         return dead
 
 
-def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> None:
-    """Count a committed batch: grouped per batch, so the cost is per distinct value."""
+def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> list[Any]:
+    """Count a committed batch: grouped per batch, so the cost is per distinct value.
+    Returns the dead-lettered entries (found only when the batch is not all routed)."""
     by_routes: Tally[tuple[tuple[str, str], ...]] = Tally(
         [e.routes for e in entries if e.outcome == ROUTED]
     )
@@ -262,12 +273,14 @@ def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> None:
             routed[pair] += n
     for (dest, route), n in routed.items():
         metrics.routed.labels(route, dest).inc(n)
+    dead_entries: list[Any] = []
     if by_routes.total() != len(entries):
         dead: Tally[str] = Tally()
         dropped: Tally[str] = Tally()
         for e in entries:
             if e.outcome == DEAD_LETTER:
                 dead[e.reason] += 1
+                dead_entries.append(e)
             elif e.outcome == DROPPED:
                 dropped[e.reason or "policy"] += 1
             elif e.outcome == DELETED:
@@ -280,3 +293,4 @@ def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> None:
     stamps: Tally[bytes] = Tally([e.entry_id.partition(b"-")[0] for e in entries])
     for ms, n in stamps.items():
         observe_many(metrics.latency, max(0.0, (now_ms - int(ms)) / 1000), n)
+    return dead_entries

@@ -31,7 +31,7 @@ from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from synapse import log as logging
-from synapse import membership, sources, wire
+from synapse import membership, retention, sources, wire
 from synapse.backoff import Backoff
 from synapse.batches import Batches
 from synapse.cluster import connect_any, is_cluster_url
@@ -39,11 +39,14 @@ from synapse.clustercommit import commit_cluster
 from synapse.commit import commit
 from synapse.config import RoutingTable
 from synapse.errors import ConsumerInUse, Outage
+from synapse.groupstats import GroupStats
+from synapse.matching import is_glob
 from synapse.metrics import Metrics
 from synapse.pending import Pending
 from synapse.plan import Entry, Planner
 from synapse.reads import Reads
 from synapse.retry import OUTAGE, RAISED, REDELIVER, error_text, verdict
+from synapse.summary import Summary
 
 STATS_INTERVAL_S = 5.0
 COMMIT_TIMEOUT_S = 30.0
@@ -73,6 +76,8 @@ class Router:
         on_progress: Callable[[], None] | None = None,
         lease_ttl_ms: int = membership.LEASE_TTL_MS,
         forget_idle_ms: int = membership.FORGET_IDLE_MS,
+        summary_interval_s: float | None = None,
+        retention_interval_s: float = retention.INTERVAL_S,
     ) -> None:
         self.table = table
         self.planner = Planner(table)
@@ -84,6 +89,12 @@ class Router:
         self.on_progress = on_progress or (lambda: None)
         self.log = logging.get("synapse.router").bind(consumer=self.consumer)
         self.stopping = asyncio.Event()
+        # router_summary every interval (60 s), dead letters at WARNING, rate-limited.
+        self.group_stats = GroupStats(metrics)
+        metrics.watch_routes((r.name, r.to) for r in table.routes)
+        self.summary = Summary(
+            metrics, self.log, interval_s=summary_interval_s, now=time.monotonic()
+        )
         # Redis Cluster: one XREADGROUP per slot, and a per-slot commit (cluster.py).
         self.cluster = is_cluster_url(url)
         self._reads = Reads(
@@ -110,6 +121,8 @@ class Router:
         self._last_rescan = 0.0
         self._last_claim = 0.0
         self._last_stats = 0.0
+        self.retention_interval_s = retention_interval_s
+        self._last_retention = 0.0
         self._pending = Pending(
             self.writer,
             self.consumer,
@@ -125,6 +138,7 @@ class Router:
             self.log,
             self.on_progress,
             self._pending.schedule,
+            self.summary.dead_letter,
         )
         # Whether the next re-read of our own pending entries counts as a delivery: at
         # start (a restart under a fixed name may follow a crash on an entry) and after
@@ -155,6 +169,7 @@ class Router:
     async def run(self) -> None:
         attempt = 0
         while not self.stopping.is_set():
+            self.summary.tick(time.monotonic())
             try:
                 if self._next_table is not None:
                     await self._apply_table(self._next_table)
@@ -196,6 +211,7 @@ class Router:
                 self.log.exception("router_error", error=repr(exc), attempt=attempt)
                 self._down("internal", exc, attempt)
                 await self._sleep(self.backoff.delay_s(attempt))
+        self.summary.emit(time.monotonic())  # the last interval, on the way out
         await self._farewell()
 
     async def _farewell(self) -> None:
@@ -226,6 +242,7 @@ class Router:
     async def _apply_table(self, table: RoutingTable) -> None:
         old = self.table
         self.table, self.planner, self._next_table = table, Planner(table), None
+        self.metrics.watch_routes((r.name, r.to) for r in table.routes)
         if old.settings.block_ms != table.settings.block_ms:
             # The read timeout must outlast the new BLOCK time: a new reader connection.
             await self._reads.reconnect(table.settings.block_ms)
@@ -276,6 +293,9 @@ class Router:
         if now - self._last_forget >= min(self.forget_idle_ms / 2, 60_000) / 1000:
             self._last_forget = now
             await self.forget_idle()
+        if self.table.max_ages and now - self._last_retention >= self.retention_interval_s:
+            self._last_retention = now
+            await self.trim_by_age()
         if now - self._last_stats >= STATS_INTERVAL_S:
             self._last_stats = now
             await self.refresh_stats()
@@ -349,10 +369,28 @@ class Router:
             skipped=self._skipped_names,
         )
 
+    async def trim_by_age(self) -> None:
+        """Retention by age (``max_age``): XTRIM MINID on every stream a rule matches."""
+        s = self.table.settings
+        known = [*self.sources, *self.table.destinations, s.dead_letter]
+        if s.unrouted not in ("dead-letter", "drop"):
+            known.append(s.unrouted)
+        removed = await retention.trim_by_age(
+            self.writer,
+            self.table,
+            [name for name in known if not is_glob(name)],
+            self.sources,
+            int(time.time() * 1000),
+        )
+        if removed:
+            self.log.info("retention_trimmed", streams=removed)
+
     async def refresh_stats(self) -> None:
         """Per-source lag and pending gauges (on an interval, not per batch)."""
         group = self.table.settings.group
         await sources.refresh_stats(self.writer, self.sources, group, self.metrics)
+        destinations = [d for d in self.table.destinations if not is_glob(d)]
+        await self.group_stats.refresh(self.writer, destinations)
 
     async def delivery_counts(self, source: str, entries: Sequence[Entry]) -> dict[bytes, int]:
         """Delivery counts of ``entries`` from the group's pending list."""

@@ -80,12 +80,16 @@ FAILURES = (RedisError, RedisClusterException, OSError)
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One entry's outcome: ``mark`` (key, ttl_ms) and/or ``dead`` (stream, fields)."""
+    """One entry's outcome: ``mark`` (key, ttl_ms) and/or ``dead`` (stream, fields).
+
+    ``written``, when given, is resolved once the outcome is on the server.
+    """
 
     stream: str
     entry_id: bytes
     mark: tuple[str, int] | None = None
     dead: tuple[str, list[bytes]] | None = None
+    written: asyncio.Future[None] | None = None
 
 
 class Acks:
@@ -101,10 +105,18 @@ class Acks:
         self.backoff = backoff
         self.refused = 0  # dead letters refused by their stream's type (left pending)
         self._queued: list[Outcome] = []
+        self._plain: dict[str, list[bytes]] = defaultdict(list)  # plain acks, per stream
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._script: Any = None
+
+    def ack(self, stream: str, entry_id: bytes) -> None:
+        """Acknowledge one entry (no mark, no dead letter)."""
+        self._plain[stream].append(entry_id)
+        if not self._wake.is_set():
+            self._idle.clear()
+            self._wake.set()
 
     def add(self, outcome: Outcome) -> None:
         self._queued.append(outcome)
@@ -113,7 +125,7 @@ class Acks:
 
     @property
     def backlog(self) -> int:
-        return len(self._queued)
+        return len(self._queued) + sum(len(ids) for ids in self._plain.values())
 
     async def flushed(self) -> None:
         """Wait until every outcome queued so far is written."""
@@ -123,7 +135,7 @@ class Acks:
         """Write outcomes as they come, until ``stopping`` and nothing is left to write."""
         attempt = 0
         while True:
-            if not self._queued:
+            if not self._queued and not self._plain:
                 self._idle.set()
                 if stopping.is_set():
                     return
@@ -132,35 +144,34 @@ class Acks:
                 await asyncio.wait({wake, stop}, return_when=asyncio.FIRST_COMPLETED)
                 wake.cancel()
                 stop.cancel()
-                self._wake.clear()
                 continue
+            self._wake.clear()
             ops, self._queued = self._queued, []
+            plain, self._plain = self._plain, defaultdict(list)
             try:
-                await self.write(ops)
+                await self.write(plain, ops)
                 attempt = 0
+                for op in ops:
+                    if op.written is not None and not op.written.done():
+                        op.written.set_result(None)
             except FAILURES as exc:
                 self._queued[:0] = ops  # kept, in order: every op is safe to re-send
+                for stream, ids in plain.items():
+                    self._plain[stream][:0] = ids
                 attempt += 1
                 if attempt == 1:
                     self.log.warning("outcomes_unwritten", error=str(exc), entries=len(ops))
                 await asyncio.sleep(self.backoff.delay_s(attempt))
 
-    async def write(self, ops: list[Outcome]) -> None:
-        """Write ``ops``: plain acks as one XACK per stream, the rest by the script."""
-        plain: dict[str, list[bytes]] = defaultdict(list)
-        rest: list[Outcome] = []
-        for op in ops:
-            if op.mark is None and op.dead is None:
-                plain[op.stream].append(op.entry_id)
-            else:
-                rest.append(op)
+    async def write(self, plain: dict[str, list[bytes]], ops: list[Outcome]) -> None:
+        """Write plain acks as one XACK per stream, marks and dead letters by the script."""
         for stream, ids in plain.items():
             await wire.execute(self.client, "XACK", stream, self.group, *ids)
-        if rest:
+        if ops:
             if self.cluster:
-                await self._write_apart(rest)
+                await self._write_apart(ops)
             else:
-                await self._write_script(rest)
+                await self._write_script(ops)
 
     async def _write_script(self, ops: list[Outcome]) -> None:
         index: dict[str, int] = {}

@@ -89,6 +89,10 @@ class RedisStreams:
         """One blocking read of new entries on every stream; None when stopped meanwhile."""
         return await self.reads.next(self.settings, self.streams)
 
+    def read_ahead(self, reply: Any) -> asyncio.Future[Any] | None:
+        """The next read, sent now without BLOCK, when ``reply`` filled a batch (else None)."""
+        return self.reads.ahead(self.settings, self.streams, reply)
+
     async def reclaim(self) -> None:
         """Claim entries idle longer than claim_idle_ms from any consumer of the group."""
         await self.pending.reclaim(self.settings, self.streams)
@@ -106,6 +110,15 @@ class RedisStreams:
         entry = (reply[0][0], reply[0][1])
         counts = await self.pending.delivery_counts(stream, self.settings.group, [entry])
         return entry, counts.get(entry_id, 1)
+
+    async def keep(self, stream: str, ids: Sequence[bytes], min_idle_ms: int) -> None:
+        """Claim ``ids`` idle at least ``min_idle_ms`` again, counting no delivery (JUSTID)."""
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            await wire.execute(
+                self.writer, "XCLAIM", stream, self.settings.group, self.consumer,
+                min_idle_ms, *chunk, "JUSTID",
+            )  # fmt: skip
 
     async def delivery_counts(self, stream: str, entries: Sequence[Entry]) -> dict[bytes, int]:
         return await self.pending.delivery_counts(stream, self.settings.group, entries)

@@ -27,6 +27,13 @@ except ImportError:  # pragma: no cover - exercised when the extra is not instal
 ENABLED = _trace is not None
 
 
+def active() -> bool:
+    """Whether spans are recorded: the package is there and an SDK provider is set."""
+    if _trace is None:
+        return False
+    return not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
+
+
 def current_traceparent() -> str | None:
     """The active span's W3C traceparent, or None (no package, no valid span)."""
     if _trace is None:

@@ -231,11 +231,12 @@ def test_router_on_a_cluster_shows_in_services_and_topology(
         wait_sync(lambda: rc.exists("{orders}:billing") == 1, 10, "the order routed")
         graph = as_json(synapse(curl, "topology", "--json", config=config))
         nodes = {n["id"]: n for n in graph["nodes"]}
-        assert nodes["service:synapse-router/cli-r1"]["service_kind"] == "router"
+        assert nodes["router:synapse-router"]["instances"] == 1
         assert nodes["stream:{orders}:billing"]["length"] == 1
         edges = {(e["from"], e["to"]): e for e in graph["edges"]}
-        assert edges[("stream:{orders}:in", "route:orders")]["group"] == "synapse-router"
-        assert edges[("stream:{orders}:in", "route:orders")]["pending"] == 0
+        assert edges[("stream:{orders}:in", "router:synapse-router")]["group"] == "synapse-router"
+        assert edges[("stream:{orders}:in", "router:synapse-router")]["pending"] == 0
+        assert edges[("router:synapse-router", "route:orders")]
         assert "registry_heartbeat_failed" not in router.text()
     finally:
         code = router.stop()
@@ -265,7 +266,7 @@ def test_wrong_or_unreachable_urls_fail_in_one_line(
 
 
 def test_tail_follow_on_a_cluster_in_a_real_process(curl: str, rc: RedisCluster) -> None:
-    """`synapse tail --follow` on a cluster URL prints new entries; Ctrl-C ends it with exit 0."""
+    """`synapse tail --follow` on a cluster URL prints new entries; Ctrl-C ends it with 130."""
     rc.xadd("feed", {"type": "t", "n": "0"})
     env = {**os.environ, "SYNAPSE_REDIS_URL": curl, "SYNAPSE_CONFIG": "/nonexistent/routes.yaml"}
     synapse_bin = str(Path(sys.executable).parent / "synapse")
@@ -281,7 +282,7 @@ def test_tail_follow_on_a_cluster_in_a_real_process(curl: str, rc: RedisCluster)
         finally:
             process.send_signal(signal.SIGINT)
             code = process.wait(10)
-        assert code == 0, process.stderr.read()
+        assert code == 130, process.stderr.read()
 
 
 async def test_heartbeat_survives_a_cluster_with_no_node_reachable() -> None:
