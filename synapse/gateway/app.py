@@ -12,19 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from dataclasses import dataclass, field
 from importlib import resources
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from synapse import log
-from synapse.gateway.access import Cors, StreamPolicy, token_ok
+from synapse.gateway.access import token_ok
 from synapse.gateway.catchup import catch_up
 from synapse.gateway.channel import SLOW, Shape, Subscriber
 from synapse.gateway.cursor import BadCursor, parse_cursor
 from synapse.gateway.hub import Hub, NotAStream
 from synapse.gateway.metrics import GatewayMetrics
+from synapse.gateway.settings import GatewaySettings
 from synapse.gateway.sse import KEEPALIVE, PREAMBLE
 
 logger = log.get("synapse.gateway")
@@ -48,22 +48,6 @@ PAGE_HEADERS = {
         "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'self'"
     ),
 }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GatewaySettings:
-    """Everything ``synapse-gateway`` is told (see ``main.py`` for the flags)."""
-
-    url: str
-    host: str = "127.0.0.1"
-    port: int = 8088
-    policy: StreamPolicy = field(default_factory=StreamPolicy)
-    token: str | None = field(default=None, repr=False)
-    cors: Cors = field(default_factory=Cors)
-    max_clients: int = 1000
-    client_buffer_bytes: int = 1 << 20
-    keepalive_s: float = 15.0
-    block_ms: int = 1000
 
 
 #: Kernel send buffer per SSE socket at most (autotuning would let each grow to megabytes).

@@ -10,7 +10,6 @@ SIGINT end every client's stream (browsers reconnect elsewhere) and exit 0.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
@@ -20,44 +19,12 @@ import click
 from synapse import __version__, log, settings
 from synapse.errors import UsageError
 from synapse.gateway.access import Cors, StreamPolicy, read_token
-from synapse.gateway.app import Gateway, GatewaySettings
+from synapse.gateway.app import Gateway
 from synapse.gateway.redisconn import check_url
+from synapse.gateway.settings import GatewaySettings, parse_listen, resolve_url, token_path
 from synapse.notify import Notifier
 
 logger = log.get("synapse.gateway")
-
-TOKEN_CREDENTIAL = "gateway-token"
-
-
-def resolve_url(flag: str | None, state_flag: str | None) -> str:
-    """flag > SYNAPSE_URL > SYNAPSE_REDIS_URL > <state-dir>/redis.url; UsageError when none."""
-    url = flag or os.environ.get("SYNAPSE_URL") or os.environ.get("SYNAPSE_REDIS_URL")
-    if url:
-        return url
-    state = settings.state_dir(state_flag or os.environ.get("SYNAPSE_STATE_DIR"))
-    found = settings.url_from_state(state)
-    if found:
-        return found
-    raise UsageError(
-        "no Redis URL: pass --url or set SYNAPSE_URL, or start the router (bin/run) "
-        f"so that {state / settings.URL_FILE} exists"
-    )
-
-
-def token_path(flag: Path | None) -> Path | None:
-    if flag is not None:
-        return flag
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if creds and (Path(creds) / TOKEN_CREDENTIAL).exists():
-        return Path(creds) / TOKEN_CREDENTIAL
-    return None
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8088")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from synapse.gateway.app import Gateway, GatewaySettings
+from synapse.gateway.app import Gateway
+from synapse.gateway.settings import GatewaySettings
 
 
 @contextlib.asynccontextmanager

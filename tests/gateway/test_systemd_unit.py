@@ -49,7 +49,7 @@ def test_gateway_unit_exposure_at_most_two(tmp_path: Path) -> None:
 
 def test_gateway_unit_loads_the_token_credential_the_command_reads() -> None:
     """The unit loads `gateway-token`, the credential name synapse-gateway looks for."""
-    from synapse.gateway.main import TOKEN_CREDENTIAL
+    from synapse.gateway.settings import TOKEN_CREDENTIAL
 
     text = UNIT.read_text()
     assert f"LoadCredential={TOKEN_CREDENTIAL}:" in text
