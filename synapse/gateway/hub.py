@@ -77,8 +77,12 @@ class Hub:
         self, shape: Shape, on_drop: Callable[[str], None] = lambda reason: None
     ) -> Subscriber:
         """Register a subscriber at the streams' current read positions (see ``joined_at``)."""
-        while new := [s for s in shape.streams if s not in self.positions]:
-            await self._activate(new)  # (another client may deactivate one meanwhile: loop)
+        try:
+            while new := [s for s in shape.streams if s not in self.positions]:
+                await self._activate(new)  # (another client may deactivate one meanwhile)
+        except BaseException:  # not a stream, Redis gone, the client left: read nothing for it
+            self._forget_unwatched(shape.streams)
+            raise
         # No await from here on: the subscriber joins exactly at the current positions.
         sub = Subscriber(shape, self.client_buffer_bytes, on_drop)
         channel = self.channels.get(shape)
@@ -108,6 +112,11 @@ class Hub:
                     self.positions.pop(s, None)
         self.metrics.clients.set(self.subscribers)
         self.metrics.streams.set(len(self.positions))
+
+    def _forget_unwatched(self, streams: tuple[str, ...]) -> None:
+        for s in streams:
+            if s not in self.refs and s not in self._starting:
+                self.positions.pop(s, None)
 
     async def _activate(self, streams: list[str]) -> None:
         """Start reading ``streams`` at their last entry; joins share one start per stream."""

@@ -209,9 +209,10 @@ async def test_bad_requests_get_400_with_the_reason(gateway_at, aclient) -> None
         assert status == 400 and "stream" in body
         status, body, _ = await status_of(f"{base}/events?stream=a&last_event_id=a/banana")
         assert status == 400 and "Last-Event-ID" in body
-        status, body, _ = await status_of(f"{base}/events?stream=plain-key")
+        status, body, _ = await status_of(f"{base}/events?stream=fine&stream=plain-key")
         assert status == 400 and "not a stream" in body
         assert gw.clients == 0 and gw.hub.subscribers == 0
+        assert gw.hub.positions == {}  # nothing left being read for the refused request
 
 
 async def test_cors_headers_only_for_the_allowed_origin(gateway_at) -> None:
