@@ -129,8 +129,8 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         if "gateway" in args.only:
             b.r.flushall()
             # unpinned, like the latency phase: gateway, clients and server each wake per read
-            pin(os.getpid(), phases.ALL_CPUS)
-            pin(b.server_pid, phases.ALL_CPUS)
+            pin(os.getpid(), set(phases.ALL_CPUS))
+            pin(b.server_pid, set(phases.ALL_CPUS))
             result["gateway"] = gateway.run(
                 server.url, args.gateway_clients, args.gateway_rate, args.gateway_seconds, folder
             )

@@ -20,6 +20,7 @@ import re
 import socket
 import sys
 import time
+from typing import Any
 
 PATTERN = b"}\n\n"
 RCVBUF_BYTES = 256 * 1024
@@ -111,7 +112,7 @@ async def main(host: str, port: int, n: int, query: str) -> None:
     while True:
         line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
         counts = [c.count for c in clients]
-        out = {
+        out: dict[str, Any] = {
             "min": min(counts),
             "max": max(counts),
             "reconnects": sum(c.reconnects for c in clients),
