@@ -16,8 +16,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from synapse import settings
-from synapse.cluster import is_cluster_url
 from synapse.errors import UsageError
+from synapse.wire import is_cluster_url
 
 #: Connections for joins and catch-ups, shared by every client.
 CONTROL_CONNECTIONS = 4
