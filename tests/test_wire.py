@@ -128,3 +128,25 @@ def test_connect_any_sets_bounded_timeouts_and_resp2(url: str) -> None:
     assert kwargs["socket_connect_timeout"] == wire.CONNECT_TIMEOUT_S
     assert kwargs["password"] == "pw"
     assert kwargs["protocol"] == 2
+
+
+async def test_single_and_pooled_clients_read_streams_flat_and_name_themselves(
+    url: str, r: redis.Redis
+) -> None:
+    """connect_single / connect_pool (the gateway's): raw XRANGE, client names set, the pool
+    bounded to its size."""
+    r.execute_command("XADD", "s", "1-1", "a", "1", "a", "2")
+    single = wire.connect_single(url, read_timeout_s=5, password=None, client_name="t-one")
+    pool = wire.connect_pool(
+        url, max_connections=2, wait_s=5, read_timeout_s=5, password=None, client_name="t-pool"
+    )
+    try:
+        for client in (single, pool):
+            reply = await client.execute_command("XRANGE", "s", "-", "+")
+            assert reply == [[b"1-1", [b"a", b"1", b"a", b"2"]]]
+        names = {c["name"] for c in r.client_list()}
+        assert {"t-one", "t-pool"} <= names
+        assert pool.connection_pool.max_connections == 2
+    finally:
+        await single.aclose()
+        await pool.aclose()
