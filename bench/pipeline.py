@@ -1,0 +1,329 @@
+"""The headline: end to end, durable, a producer running, Synapse beside NATS JetStream.
+
+One throughput run: a fresh server (Valkey with the AOF as configured, or
+``nats-server -js``) in a folder of its own, the Synapse router already
+waiting (``bench.worker``), then a producer process (``bench.producer``)
+publishing ``count`` events as fast as its acknowledgements allow. The clock
+runs from the producer's start until every copy is stored: the routed copies
+(Synapse) or the per-family stream copies (NATS). CPU seconds of the server,
+the router and the producer are read with psutil at that moment. Every copy is
+then counted per stream against the workload, so a run that lost or doubled
+an event fails instead of winning.
+
+A latency run offers a fixed rate (half the peak measured in the same run) and
+reads the copies back in this process: publish-to-copy percentiles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import natsjs
+from bench.phases import Arrivals, _pct, _receive
+from bench.proc import Worker, cpu_s
+from bench.producer import NATS_TS
+from bench.workload import GROUP, SOURCE, TOPICS, audit_streams, per_family, write_table
+from synapse.embedded import EmbeddedServer
+from synapse.keys import DEFAULT_DEAD_LETTER
+
+WINDOW = 1000  # unacknowledged publishes a producer keeps in flight
+COMMANDS = ("evalsha", "xreadgroup", "xadd", "xack", "xautoclaim", "xpending")
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One system under test: NATS JetStream, or Synapse at a fan-out and an AOF fsync policy."""
+
+    name: str
+    system: str
+    fanout: int = 1
+    appendfsync: str = ""
+
+    @property
+    def stored_copies(self) -> int:
+        """Copies of each event kept: NATS AUDIT + family; Synapse's source + its routed copies."""
+        return 2 if self.system == "nats" else 1 + self.fanout
+
+    @property
+    def durability(self) -> str:
+        if self.system == "nats":
+            return "ack after write to OS"
+        return "fsync before reply" if self.appendfsync == "always" else "AOF everysec"
+
+    @property
+    def label(self) -> str:
+        if self.system == "nats":
+            return "NATS JetStream (AUDIT + per-family streams sourcing it; producer validates)"
+        routed = (
+            "ingress kept as audit copy + 1 routed copy"
+            if self.fanout == 1
+            else (f"{self.fanout} routed copies")
+        )
+        return f"Synapse, {routed}, AOF {self.appendfsync}"
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("nats", "nats"),
+        Variant("synapse-fo1-everysec", "synapse", 1, "everysec"),
+        Variant("synapse-fo2-everysec", "synapse", 2, "everysec"),
+        Variant("synapse-fo1-always", "synapse", 1, "always"),
+        Variant("synapse-fo2-always", "synapse", 2, "always"),
+    )
+}
+
+
+@dataclass
+class Pipeline:
+    """Runs of the pipeline phase, each in a fresh folder under ``folder``."""
+
+    folder: Path
+    batch: int = 500
+    window: int = WINDOW
+    timeout_s: float = 300.0
+    runs: int = 0
+
+    def _fresh(self, variant: Variant) -> Path:
+        self.runs += 1
+        return self.folder / f"{self.runs:03d}-{variant.name}"
+
+    def throughput(self, variant: Variant, count: int) -> dict[str, Any]:
+        """Publish ``count`` events flat out; wall time and CPU until every copy is stored."""
+        if variant.system == "nats":
+            return self._nats(variant, count, rate=0)
+        return self._synapse(variant, count, rate=0)
+
+    def latency(self, variant: Variant, rate: int, duration_s: float) -> dict[str, Any]:
+        """Offer ``rate`` events/s for ``duration_s``: publish-to-copy percentiles (ms)."""
+        count = max(1, int(rate * duration_s))
+        if variant.system == "nats":
+            return self._nats(variant, count, rate=rate)
+        return self._synapse(variant, count, rate=rate)
+
+    def _producer(self, kind: str, address: str, count: int, rate: int) -> Worker:
+        args = [kind, address, str(count), str(rate), str(self.window)]
+        return Worker(args, module="bench.producer")
+
+    def _synapse(self, variant: Variant, count: int, rate: int) -> dict[str, Any]:
+        folder = self._fresh(variant)
+        table = write_table(folder / "table", batch=self.batch, fanout=variant.fanout)
+        server = EmbeddedServer(folder / "server", appendfsync=variant.appendfsync).start()
+        assert server.process is not None
+        r = redis.Redis(port=server.port)
+        r.xgroup_create(SOURCE, GROUP, "0", mkstream=True)
+        family = per_family(count)
+        want = {f"{f}-events": n for f, n in family.items()}
+        want.update({s: count for s in audit_streams(variant.fanout)})
+        router = producer = None
+        try:
+            router = Worker(["synapse", server.url, "router", str(table)])
+            producer = self._producer("redis", str(server.port), count, rate)
+            pids = {"server": server.process.pid, "router": router.pid, "producer": producer.pid}
+            cpu0 = _cpu(pids)
+            r.config_resetstat()
+            router.go()
+            if rate:
+                measured = asyncio.run(_synapse_latency(server.port, producer, count, self))
+            else:
+                started = time.perf_counter()
+                producer.go()
+                _done(producer, count, self.timeout_s)
+                _until(lambda: sum(_xlens(r, want).values()) == sum(want.values()), self)
+                measured = {"seconds": time.perf_counter() - started}
+            cpu = _delta(cpu0, _cpu(pids))
+            got = _xlens(r, {SOURCE: count, DEFAULT_DEAD_LETTER: 0, **want})
+            pending = r.xpending(SOURCE, GROUP)["pending"]
+            stats = _server_stats(r)
+        finally:
+            for w in (producer, router):
+                if w is not None:
+                    w.stop()
+            r.close()
+            server.stop()
+        _check(variant, got, {SOURCE: count, DEFAULT_DEAD_LETTER: 0, **want}, pending)
+        return _result(variant, count, rate, measured, cpu, got, stats)
+
+    def _nats(self, variant: Variant, count: int, rate: int) -> dict[str, Any]:
+        folder = self._fresh(variant)
+        server = natsjs.NatsServer(folder / "nats").start()
+        family = per_family(count)
+        want = {natsjs.AUDIT: count, **{f.upper(): n for f, n in family.items()}}
+        producer = None
+        try:
+            producer = self._producer("nats", server.url, count, rate)
+            measured, got, stats, cpu = asyncio.run(_nats_run(server, producer, want, rate, self))
+        finally:
+            if producer is not None:
+                producer.stop()
+            server.stop()
+        _check(variant, got, want, 0)
+        return _result(variant, count, rate, measured, cpu, got, stats)
+
+
+async def _nats_run(
+    server: natsjs.NatsServer, producer: Worker, want: dict[str, int], rate: int, p: Pipeline
+) -> tuple[dict[str, Any], dict[str, int], dict[str, Any], dict[str, float]]:
+    import nats
+
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    await natsjs.create_topology(js)
+    pids = {"server": server.pid, "producer": producer.pid}
+    arrivals: list[tuple[int, int]] = []
+    total = sum(n for s, n in want.items() if s != natsjs.AUDIT)
+    all_in = asyncio.Event()
+    subs = []
+    if rate:
+
+        async def on_copy(msg: Any) -> None:
+            arrivals.append((int(msg.headers[NATS_TS]), time.time_ns()))
+            if len(arrivals) >= total:
+                all_in.set()
+
+        for name, subjects in natsjs.family_streams().items():
+            subs.append(
+                await js.subscribe(subjects, stream=name, ordered_consumer=True, cb=on_copy)
+            )
+    loop = asyncio.get_running_loop()
+    cpu0 = _cpu(pids)
+    started = time.perf_counter()
+    producer.go()
+    await loop.run_in_executor(None, _done, producer, want[natsjs.AUDIT], p.timeout_s)
+    deadline = time.monotonic() + p.timeout_s
+    while sum(v for s, v in (await natsjs.counts(js)).items() if s != natsjs.AUDIT) < total:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nats: copies not stored within {p.timeout_s}s")
+        await asyncio.sleep(0.005)
+    seconds = time.perf_counter() - started
+    if rate:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_in.wait(), max(0.0, deadline - time.monotonic()))
+    cpu = _delta(cpu0, _cpu(pids))
+    got = await natsjs.counts(js)
+    stats = {"stored_bytes": await natsjs.stored_bytes(js)}
+    for sub in subs:
+        await sub.unsubscribe()
+    await nc.close()
+    measured: dict[str, Any] = {"seconds": seconds}
+    if rate:
+        measured.update(_percentiles(arrivals, total))
+    return measured, got, stats, cpu
+
+
+async def _synapse_latency(port: int, producer: Worker, count: int, p: Pipeline) -> dict[str, Any]:
+    """Read the topic streams (each event lands in one) while the producer paces itself."""
+    got: list[tuple[int, int]] = []
+    arrivals = Arrivals(got, expected=count, all_in=asyncio.Event())
+    stop = asyncio.Event()
+    receiver = asyncio.create_task(_receive(port, list(TOPICS), arrivals, stop))
+    started = time.perf_counter()
+    producer.go()
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, _done, producer, count, p.timeout_s)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(arrivals.all_in.wait(), p.timeout_s)
+    seconds = time.perf_counter() - started
+    stop.set()
+    await receiver
+    return {"seconds": seconds, **_percentiles(got, count)}
+
+
+def _percentiles(got: list[tuple[int, int]], expected: int) -> dict[str, Any]:
+    """Percentiles (ms) after the first tenth of the run (warm-up)."""
+    if len(got) != expected:
+        raise RuntimeError(f"latency: {len(got)} of {expected} copies read back")
+    first = min(s for s, _ in got)
+    last = max(s for s, _ in got)
+    skip = first + (last - first) // 10
+    lat = sorted((r - s) / 1e6 for s, r in got if s >= skip)
+    return {
+        "read_back": len(got),
+        "p50_ms": _pct(lat, 50),
+        "p99_ms": _pct(lat, 99),
+        "p999_ms": _pct(lat, 99.9),
+        "max_ms": lat[-1],
+    }
+
+
+def _done(producer: Worker, count: int, timeout_s: float) -> None:
+    line = producer.wait_line(timeout_s)
+    if line != f"done {count}":
+        raise RuntimeError(f"producer: {line!r}, expected 'done {count}'")
+
+
+def _until(condition: Any, p: Pipeline) -> None:
+    deadline = time.monotonic() + p.timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"copies not stored within {p.timeout_s}s")
+        time.sleep(0.005)
+
+
+def _xlens(r: redis.Redis, streams: dict[str, int]) -> dict[str, int]:
+    pipe = r.pipeline(transaction=False)
+    for s in streams:
+        pipe.xlen(s)
+    return {s: int(n) for s, n in zip(streams, pipe.execute(), strict=True)}
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu_s(pid, children=name == "server") for name, pid in pids.items()}
+
+
+def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in before}
+
+
+def _server_stats(r: redis.Redis) -> dict[str, Any]:
+    """Per-command calls and server µs (INFO commandstats), AOF size and rewrites."""
+    stats = r.info("commandstats")
+    persistence = r.info("persistence")
+    commands = {
+        c: {"calls": stats[f"cmdstat_{c}"]["calls"], "usec": stats[f"cmdstat_{c}"]["usec"]}
+        for c in COMMANDS
+        if f"cmdstat_{c}" in stats
+    }
+    return {
+        "commands": commands,
+        "aof_current_size": persistence.get("aof_current_size", 0),
+        "aof_rewrites": persistence.get("aof_rewrites", 0),
+    }
+
+
+def _check(variant: Variant, got: dict[str, int], want: dict[str, int], pending: int) -> None:
+    if got != want or pending:
+        raise RuntimeError(f"{variant.name}: stored {got}, expected {want}, pending {pending}")
+
+
+def _result(
+    variant: Variant,
+    count: int,
+    rate: int,
+    measured: dict[str, Any],
+    cpu: dict[str, float],
+    got: dict[str, int],
+    stats: dict[str, Any],
+) -> dict[str, Any]:
+    us = {f"{k}_us_per_event": v / count * 1e6 for k, v in cpu.items()}
+    us.setdefault("router_us_per_event", 0.0)
+    seconds = measured["seconds"]
+    return {
+        "variant": variant.name,
+        "events": count,
+        "rate": rate,
+        "events_per_s": count / seconds,
+        **measured,
+        **us,
+        "total_us_per_event": sum(v for k, v in us.items()),
+        "stored_copies": variant.stored_copies,
+        "copies": got,
+        **stats,
+    }
