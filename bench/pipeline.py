@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,10 @@ class Pipeline:
     window: int = WINDOW
     timeout_s: float = 300.0
     runs: int = 0
+    #: extra server arguments (bench.profile turns AOF rewrites off to size the AOF)
+    server_args: tuple[str, ...] = ()
+    #: wraps the measured part of a run, given the pids (bench.profile's samplers)
+    around: Callable[[dict[str, int]], AbstractContextManager[Any]] | None = None
 
     def _fresh(self, variant: Variant) -> Path:
         self.runs += 1
@@ -118,7 +124,9 @@ class Pipeline:
     def _synapse(self, variant: Variant, count: int, rate: int) -> dict[str, Any]:
         folder = self._fresh(variant)
         table = write_table(folder / "table", batch=self.batch, fanout=variant.fanout)
-        server = EmbeddedServer(folder / "server", appendfsync=variant.appendfsync).start()
+        server = EmbeddedServer(
+            folder / "server", appendfsync=variant.appendfsync, extra_args=self.server_args
+        ).start()
         assert server.process is not None
         r = redis.Redis(port=server.port)
         r.xgroup_create(SOURCE, GROUP, "0", mkstream=True)
@@ -133,21 +141,14 @@ class Pipeline:
             cpu0 = _cpu(pids)
             r.config_resetstat()
             router.go()
-            if rate:
-                sampled = family[SAMPLED]
-                measured = asyncio.run(
-                    _synapse_latency(server.port, producer, count, sampled, self)
-                )
-            else:
-                started = time.perf_counter()
-                producer.go()
-                _done(producer, count, self.timeout_s)
-                _until(lambda: sum(_xlens(r, want).values()) == sum(want.values()), self)
-                measured = {"seconds": time.perf_counter() - started}
+            sampling = self.around(pids) if self.around else contextlib.nullcontext()
+            with sampling:
+                measured = self._measure(r, producer, want, count, rate)
             cpu = _delta(cpu0, _cpu(pids))
             got = _xlens(r, {SOURCE: count, DEFAULT_DEAD_LETTER: 0, **want})
             pending = r.xpending(SOURCE, GROUP)["pending"]
             stats = _server_stats(r)
+            stats["entry_bytes"] = {s: _entry_bytes(r, s) for s in (SOURCE, *want)}
         finally:
             for w in (producer, router):
                 if w is not None:
@@ -156,6 +157,24 @@ class Pipeline:
             server.stop()
         _check(variant, got, {SOURCE: count, DEFAULT_DEAD_LETTER: 0, **want}, pending)
         return _result(variant, count, rate, measured, cpu, got, stats)
+
+    def _measure(
+        self,
+        r: redis.Redis,
+        producer: Worker,
+        want: dict[str, int],
+        count: int,
+        rate: int,
+    ) -> dict[str, Any]:
+        if rate:
+            port = r.connection_pool.connection_kwargs["port"]
+            family = per_family(count)[SAMPLED]
+            return asyncio.run(_synapse_latency(port, producer, count, family, self))
+        started = time.perf_counter()
+        producer.go()
+        _done(producer, count, self.timeout_s)
+        _until(lambda: sum(_xlens(r, want).values()) == sum(want.values()), self)
+        return {"seconds": time.perf_counter() - started}
 
     def _nats(self, variant: Variant, count: int, rate: int) -> dict[str, Any]:
         folder = self._fresh(variant)
@@ -280,6 +299,12 @@ def _xlens(r: redis.Redis, streams: dict[str, int]) -> dict[str, int]:
     for s in streams:
         pipe.xlen(s)
     return {s: int(n) for s, n in zip(streams, pipe.execute(), strict=True)}
+
+
+def _entry_bytes(r: redis.Redis, stream: str) -> int:
+    """Bytes of field names and values of the stream's first entry (0 when empty)."""
+    entries = r.xrange(stream, count=1)
+    return sum(len(k) + len(v) for k, v in entries[0][1].items()) if entries else 0
 
 
 def _cpu(pids: dict[str, int]) -> dict[str, float]:
