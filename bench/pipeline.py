@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,18 +39,29 @@ from synapse.embedded import EmbeddedServer
 from synapse.keys import DEFAULT_DEAD_LETTER
 
 WINDOW = 1000  # unacknowledged publishes a producer keeps in flight
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"  # Debian: libjemalloc2
 SAMPLED = "training"  # the family whose copies latency runs read back
 COMMANDS = ("evalsha", "xreadgroup", "xadd", "xack", "xautoclaim", "xpending")
 
 
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """One system under test: NATS JetStream, or Synapse at a fan-out and an AOF fsync policy."""
+    """One system under test: NATS JetStream, or Synapse at a fan-out and an AOF fsync policy
+    (on the bundled Valkey, built with libc malloc, or with ``jemalloc`` preloaded into it)."""
 
     name: str
     system: str
     fanout: int = 1
     appendfsync: str = ""
+    jemalloc: bool = False
+
+    @property
+    def server_env(self) -> dict[str, str]:
+        if not self.jemalloc:
+            return {}
+        if not Path(JEMALLOC).exists():
+            raise RuntimeError(f"{self.name}: no {JEMALLOC} (Debian: apt-get install libjemalloc2)")
+        return {"LD_PRELOAD": JEMALLOC}
 
     @property
     def stored_copies(self) -> int:
@@ -71,7 +83,8 @@ class Variant:
             if self.fanout == 1
             else (f"{self.fanout} routed copies")
         )
-        return f"Synapse, {routed}, AOF {self.appendfsync}"
+        server = ", jemalloc server" if self.jemalloc else ""
+        return f"Synapse, {routed}, AOF {self.appendfsync}{server}"
 
 
 VARIANTS = {
@@ -82,6 +95,8 @@ VARIANTS = {
         Variant("synapse-fo2-everysec", "synapse", 2, "everysec"),
         Variant("synapse-fo1-always", "synapse", 1, "always"),
         Variant("synapse-fo2-always", "synapse", 2, "always"),
+        Variant("synapse-fo1-everysec-jemalloc", "synapse", 1, "everysec", jemalloc=True),
+        Variant("synapse-fo2-everysec-jemalloc", "synapse", 2, "everysec", jemalloc=True),
     )
 }
 
@@ -97,6 +112,8 @@ class Pipeline:
     runs: int = 0
     #: extra server arguments (bench.profile turns AOF rewrites off to size the AOF)
     server_args: tuple[str, ...] = ()
+    #: environment for the server process only (bench.ab: LD_PRELOAD, SYNAPSE_SERVER)
+    server_env: dict[str, str] | None = None
     #: wraps the measured part of a run, given the pids (bench.profile's samplers)
     around: Callable[[dict[str, int]], AbstractContextManager[Any]] | None = None
 
@@ -124,9 +141,10 @@ class Pipeline:
     def _synapse(self, variant: Variant, count: int, rate: int) -> dict[str, Any]:
         folder = self._fresh(variant)
         table = write_table(folder / "table", batch=self.batch, fanout=variant.fanout)
-        server = EmbeddedServer(
-            folder / "server", appendfsync=variant.appendfsync, extra_args=self.server_args
-        ).start()
+        with _environ({**variant.server_env, **(self.server_env or {})}):
+            server = EmbeddedServer(
+                folder / "server", appendfsync=variant.appendfsync, extra_args=self.server_args
+            ).start()
         assert server.process is not None
         r = redis.Redis(port=server.port)
         r.xgroup_create(SOURCE, GROUP, "0", mkstream=True)
@@ -299,6 +317,21 @@ def _xlens(r: redis.Redis, streams: dict[str, int]) -> dict[str, int]:
     for s in streams:
         pipe.xlen(s)
     return {s: int(n) for s, n in zip(streams, pipe.execute(), strict=True)}
+
+
+@contextlib.contextmanager
+def _environ(extra: dict[str, str]) -> Iterator[None]:
+    """``extra`` in os.environ while the server process is spawned (it copies the env)."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _entry_bytes(r: redis.Redis, stream: str) -> int:
