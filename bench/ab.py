@@ -35,20 +35,35 @@ SETTINGS: dict[str, dict[str, Any]] = {
 FIGURES = ("events_per_s", "server_us_per_event", "router_us_per_event", "total_us_per_event")
 
 
+def combined(name: str) -> dict[str, Any]:
+    """``a+b``: the settings of a and b together (arguments appended, env merged)."""
+    out: dict[str, Any] = {}
+    for part in name.split("+"):
+        s = SETTINGS[part]
+        out.update({k: v for k, v in s.items() if k not in ("env", "args")})
+        out["env"] = {**out.get("env", {}), **s.get("env", {})}
+        out["args"] = (*out.get("args", ()), *s.get("args", ()))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
-    p.add_argument("settings", nargs="+", choices=sorted(SETTINGS))
+    p.add_argument("settings", nargs="+", help=f"of {', '.join(SETTINGS)}; a+b combines")
     p.add_argument("--variant", default="synapse-fo2-everysec", choices=sorted(VARIANTS))
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--reps", type=int, default=3)
     args = p.parse_args(argv)
     names: list[str] = args.settings
+    for name in names:
+        unknown = set(name.split("+")) - set(SETTINGS)
+        if unknown:
+            p.error(f"unknown settings: {sorted(unknown)}")
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="synapse-ab-") as tmp:
         for rep in range(args.reps):
             shift = rep % len(names)
             for name in names[shift:] + names[:shift]:
-                s = SETTINGS[name]
+                s = combined(name)
                 pipe = Pipeline(
                     Path(tmp) / f"{rep}-{name}",
                     batch=s.get("batch", 500),

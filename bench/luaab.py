@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from bench.pipeline import JEMALLOC, _environ
 from bench.proc import cpu_s
 from bench.workload import GROUP, SOURCE, preload, write_table
 from synapse.commit import COMMIT_LUA, encode
@@ -102,10 +103,13 @@ def batches(r: redis.Redis, config: Path, count: int, size: int) -> list[tuple[l
         out.append((keys, argv))
 
 
-def one(folder: Path, config: Path, name: str, count: int, size: int) -> dict[str, Any]:
+def one(
+    folder: Path, config: Path, name: str, count: int, size: int, env: dict[str, str]
+) -> dict[str, Any]:
     script, edit = VARIANTS[name]
     args = ("--auto-aof-rewrite-percentage", "0")
-    server = EmbeddedServer(folder, extra_args=args).start()
+    with _environ(env):
+        server = EmbeddedServer(folder, extra_args=args).start()
     assert server.process is not None
     r = redis.Redis(port=server.port)
     try:
@@ -142,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--fanout", type=int, default=2)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--jemalloc", action="store_true", help="preload jemalloc into the server")
     args = p.parse_args(argv)
+    env = {"LD_PRELOAD": JEMALLOC} if args.jemalloc else {}
     names: list[str] = args.variants or list(VARIANTS)
     if set(names) - set(VARIANTS):
         p.error(f"unknown variants: {sorted(set(names) - set(VARIANTS))}")
@@ -153,17 +159,20 @@ def main(argv: list[str] | None = None) -> int:
             shift = rep % len(names)
             for name in names[shift:] + names[:shift]:
                 folder = Path(tmp) / f"{rep}-{name}"
-                runs[name].append(one(folder, config, name, args.events, args.batch))
+                runs[name].append(one(folder, config, name, args.events, args.batch, env))
     print(
         f"commit only, fan-out {args.fanout}, batch {args.batch}, {args.events:,} events, "
         f"median of {args.reps}"
     )
-    print("| variant | server CPU us/event | EVALSHA us/event | AOF bytes/event |")
-    print("|---|---:|---:|---:|")
+    print(f"| variant | server CPU us/event | x {names[0]} | EVALSHA us/event | AOF bytes/event |")
+    print("|---|---:|---:|---:|---:|")
+    key = "server_us_per_event"
     for name in names:
         med = {k: statistics.median(r[k] for r in runs[name]) for k in runs[name][0]}
+        pairs = zip(runs[name], runs[names[0]], strict=True)
+        ratio = statistics.median(a[key] / b[key] for a, b in pairs)
         print(
-            f"| {name} | {med['server_us_per_event']:.2f} | {med['evalsha_us_per_event']:.2f} | "
+            f"| {name} | {med[key]:.2f} | {ratio:.2f} | {med['evalsha_us_per_event']:.2f} | "
             f"{med['aof_bytes_per_event']:,.0f} |"
         )
     return 0
