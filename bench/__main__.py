@@ -276,6 +276,12 @@ def report(result: dict[str, Any]) -> str:
             f"router RSS: {m['rss_mb_steady']:.1f} MB steady, {m['rss_mb_end']:.1f} MB after "
             f"{m['events']:,} events (max {m['rss_mb_max']:.1f}, growth {m['growth_mb']:+.1f} MB)"
         )
+        f = m["type_flood"]
+        lines.append(
+            f"router RSS under {f['events']:,} new {f['type_bytes']} B types: "
+            f"{f['rss_mb_before']:.1f} -> {f['rss_mb_half']:.1f} -> {f['rss_mb_after']:.1f} MB "
+            f"(growth {f['growth_mb']:+.1f} MB, second half {f['growth_second_half_mb']:+.1f} MB)"
+        )
     if "scale" in result:
         lines.append(f"scale-out: 2 routers / 1 router = {result['scale']['ratio']:.2f}")
     return "\n".join(lines)

@@ -249,6 +249,33 @@ def _pct(sorted_values: list[float], p: float) -> float:
     return sorted_values[index]
 
 
+#: The memory phase's flood of distinct event types (issue 10: 12,000 types of 4 KB
+#: added ~45 MB when the caches were bounded by entries).
+TYPE_FLOOD_EVENTS = 12_000
+TYPE_FLOOD_BYTES = 4096
+
+
+def _type_flood(b: Bench, worker: Worker, count: int) -> dict[str, Any]:
+    """Router RSS before and after ``count`` events, each of a new 4 KB type, in two halves."""
+    before = worker.rss_mb()
+    rss = []
+    for half in (count // 2, count - count // 2):
+        last = preload(b.server.port, half, type_bytes=TYPE_FLOOD_BYTES)
+        b.wait_drained(last, timeout_s=60 + half / 100)
+        b.r.xtrim(SOURCE, maxlen=0)
+        b.r.delete(*b.destinations("synapse"), "synapse:dlq")
+        rss.append(worker.rss_mb())
+    return {
+        "events": count,
+        "type_bytes": TYPE_FLOOD_BYTES,
+        "rss_mb_before": before,
+        "rss_mb_half": rss[0],
+        "rss_mb_after": rss[1],
+        "growth_mb": rss[1] - before,
+        "growth_second_half_mb": rss[1] - rss[0],
+    }
+
+
 def memory(b: Bench, total: int, chunk: int) -> dict[str, Any]:
     """Router RSS after each ``chunk`` of ``total`` events (source and copies trimmed between)."""
     b.fresh(0)
@@ -266,10 +293,12 @@ def memory(b: Bench, total: int, chunk: int) -> dict[str, Any]:
             b.r.xtrim(SOURCE, maxlen=0)
             b.r.delete(*b.destinations("synapse"))
             samples.append((done, worker.rss_mb()))
+        flood = _type_flood(b, worker, min(total, TYPE_FLOOD_EVENTS))
     finally:
         worker.stop()
     steady = samples[min(1, len(samples) - 1)][1]
     return {
+        "type_flood": flood,
         "events": total,
         "samples": samples,
         "rss_mb_steady": steady,

@@ -126,23 +126,29 @@ def _body(rng: random.Random, kind: str, n: int) -> tuple[str, dict[str, object]
     }
 
 
-def events(count: int, seed: int = 7) -> Iterator[list[bytes]]:
-    """``count`` entries as flat field lists [type, t, data, json, producer, p]."""
+def events(count: int, seed: int = 7, type_bytes: int = 0) -> Iterator[list[bytes]]:
+    """``count`` entries as flat field lists [type, t, data, json, producer, p].
+
+    With ``type_bytes``, every type gets a distinct random suffix of that size
+    (``model.ready.<hex>``): a flood of types no cache has seen.
+    """
     rng = random.Random(seed)
     kinds = ("model", "inference", "inference", "training")
     for n in range(count):
         event_type, body = _body(rng, kinds[n % len(kinds)], n)
+        if type_bytes:
+            event_type = f"{event_type}.{rng.randbytes(type_bytes // 2).hex()}"
         yield [b"type", event_type.encode(), b"data", orjson.dumps(body), b"producer", b"bench"]
 
 
-def preload(port: int, count: int, chunk: int = 2000) -> bytes:
+def preload(port: int, count: int, chunk: int = 2000, type_bytes: int = 0) -> bytes:
     """XADD ``count`` events to the source (hiredis-packed, pipelined); return the last id."""
     reader = hiredis.Reader()
     last = [b""]
     with socket.create_connection(("127.0.0.1", port)) as sock:
         pending = 0
         packed: list[bytes] = []
-        for fields in events(count):
+        for fields in events(count, type_bytes=type_bytes):
             packed.append(hiredis.pack_command(("XADD", SOURCE, "*", *fields)))
             if len(packed) == chunk:
                 sock.sendall(b"".join(packed))

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,6 +34,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, ResponseError
 
 from synapse import wire
+from synapse.boundedcache import BoundedCache
 from synapse.commit import CommitResult, commit
 from synapse.config import Route, RoutingTable
 from synapse.plan import BatchPlan, EntryPlan
@@ -58,10 +58,17 @@ def node_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, "", parts.query, parts.fragment))
 
 
-@lru_cache(maxsize=65536)
+_slots: BoundedCache[str | bytes, int] = BoundedCache()  # names come from producers too
+
+
 def slot_of(key: str | bytes) -> int:
-    """The hash slot of ``key`` (hash tags ``{...}`` honoured), cached."""
-    return int(key_slot(key.encode() if isinstance(key, str) else key))
+    """The hash slot of ``key`` (hash tags ``{...}`` honoured), cached (bounded in bytes)."""
+    found = _slots.get(key)
+    if found is not None:
+        return found
+    slot = int(key_slot(key.encode() if isinstance(key, str) else key))
+    _slots.put(key, slot)
+    return slot
 
 
 class ClusterClient(RedisCluster):

@@ -19,11 +19,12 @@ from typing import Any
 
 import jsonschema
 
-from synapse import keys
+from synapse import keys, loops
+from synapse.boundedcache import BoundedCache
 from synapse.errors import ConfigError, Problem
-from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where, is_glob
+from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where
 from synapse.schemas import SchemaRegistry, load_registry
-from synapse.yamlfile import LineMap, line_of, read_yaml
+from synapse.yamlfile import LineMap, line_of, read_yaml_raw
 
 DEFAULT_CONFIG = Path("config/routes.yaml")
 
@@ -93,8 +94,12 @@ class RoutingTable:
     retention: tuple[tuple[str, GlobTest, int], ...]
     hash: str
     spec: Mapping[str, Any]
-    _decisions: dict[tuple[str, str], Decision] = field(default_factory=dict, compare=False)
-    _maxlens: dict[str, int | None] = field(default_factory=dict, compare=False)
+    _decisions: BoundedCache[tuple[str, str], Decision] = field(
+        default_factory=BoundedCache, compare=False
+    )
+    _maxlens: BoundedCache[str, tuple[int | None]] = field(
+        default_factory=BoundedCache, compare=False
+    )
 
     def decide(self, source: str, event_type: str) -> Decision:
         """The candidate routes for (source, type), cached: most events read no body."""
@@ -107,18 +112,17 @@ class RoutingTable:
         if all(r.where is None for r in routes):
             fixed = destinations_of(routes, None)
         decision = Decision(routes, fixed)
-        if len(self._decisions) < 100_000:  # bounded: types are a small set in practice
-            self._decisions[key] = decision
+        self._decisions.put(key, decision)  # bounded in bytes: types come from producers
         return decision
 
     def maxlen_for(self, stream: str) -> int | None:
         """The retention cap of a destination (first matching glob), or None."""
-        try:
-            return self._maxlens[stream]
-        except KeyError:
-            found = next((n for _, test, n in self.retention if test(stream)), None)
-            self._maxlens[stream] = found
-            return found
+        cached = self._maxlens.get(stream)
+        if cached is not None:
+            return cached[0]
+        found = next((n for _, test, n in self.retention if test(stream)), None)
+        self._maxlens.put(stream, (found,))
+        return found
 
     @property
     def destinations(self) -> frozenset[str]:
@@ -151,8 +155,8 @@ def config_schema() -> dict[str, Any]:
 def load_table(path: Path | str = DEFAULT_CONFIG) -> RoutingTable:
     """Read, check and compile routes.yaml and its schemas; raise ConfigError on any problem."""
     path = Path(path)
-    data, lines = read_yaml(path)
-    return compile_table(data, lines, path, path.read_bytes())
+    data, lines, raw = read_yaml_raw(path)
+    return compile_table(data, lines, path, raw)
 
 
 def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingTable:
@@ -163,16 +167,6 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
 
     routes: list[Route] = []
     seen_names: set[str] = set()
-    literal_sources = {src for src in data["sources"] if not is_glob(src)}
-    for i, src in enumerate(data["sources"]):
-        if src == settings.dead_letter:  # globs never pick it (nor destinations) up
-            problems.append(
-                Problem(
-                    name,
-                    line_of(lines, ("sources", i)),
-                    f"source {src!r} is the dead-letter stream: dead letters would be routed again",
-                )
-            )
     for i, spec in enumerate(data.get("routes") or []):
         at: tuple[str | int, ...] = ("routes", i)
         if spec["name"] in seen_names:
@@ -201,15 +195,6 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
                         f"route {spec['name']!r} writes to the dead-letter stream",
                     )
                 )
-            elif dest in literal_sources:
-                problems.append(
-                    Problem(
-                        name,
-                        line_of(lines, (*at, "to", j)),
-                        f"route {spec['name']!r} writes to source {dest!r}: every copy would be "
-                        "routed again (a loop)",
-                    )
-                )
         routes.append(
             Route(
                 name=spec["name"],
@@ -224,6 +209,11 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
             )
         )
 
+    problems.extend(
+        loops.check(
+            data, lines, name, loops.write_targets(data, settings.dead_letter, settings.unrouted)
+        )
+    )
     retention = tuple(
         (glob, compile_glob(glob), int(rule["maxlen"]))
         for glob, rule in (data.get("retention") or {}).items()

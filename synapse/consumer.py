@@ -98,6 +98,7 @@ class Router:
         self._last_lease = 0.0
         self._last_forget = 0.0
         self.sources: list[str] = []
+        self._skipped_names: set[bytes] = set()  # globbed streams warned about (sources.py)
         self.ready = False
         self._next_table: RoutingTable | None = None
         self._needs_setup = True
@@ -311,7 +312,13 @@ class Router:
         """Resolve source names and globs to streams; create missing groups."""
         self._last_rescan = time.monotonic()
         self.sources = await sources.discover(
-            self.writer, self.table, self.sources, create=create, metrics=self.metrics, log=self.log
+            self.writer,
+            self.table,
+            self.sources,
+            create=create,
+            metrics=self.metrics,
+            log=self.log,
+            skipped=self._skipped_names,
         )
 
     async def refresh_stats(self) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from synapse import __version__, gctune, launch, settings
 from synapse import log as logging
@@ -26,9 +27,11 @@ from synapse.config import DEFAULT_CONFIG, RoutingTable, diff, load_table
 from synapse.consumer import Router
 from synapse.embedded import EmbeddedServer
 from synapse.errors import ConfigError, SynapseError
+from synapse.files import read_small_text
 from synapse.metrics import Metrics, MetricsServer
 from synapse.notify import Notifier
 from synapse.registry import Heartbeat, ServiceInfo
+from synapse.statelock import StateLock
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus= names it
 
@@ -81,10 +84,10 @@ class Daemon:
         if launch.hup_pending():  # a SIGHUP during start-up: reload once running
             self.reload_requested.set()
 
-        host, _, port = self.metrics_addr.rpartition(":")
+        host, port = settings.host_port(self.metrics_addr)
         server = MetricsServer(self.metrics, lambda: self.router.ready)
         try:
-            await server.start(host or "127.0.0.1", int(port))
+            await server.start(host, port)
         except OSError as exc:
             self.log.error("metrics_port_unavailable", addr=self.metrics_addr, error=str(exc))
             return 1
@@ -96,7 +99,7 @@ class Daemon:
             config=str(self.config),
             config_hash=self.table.hash,
             redis=settings.redact(self.url),
-            metrics=f"http://{host}:{server.port}/metrics",
+            metrics=f"http://{settings.url_host(host)}:{server.port}/metrics",
             consumer=self.router.consumer,
         )
         self.notifier.status("connecting to Redis")
@@ -195,9 +198,10 @@ def _run_loop(coro: Any) -> int:
 
 def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Check HOST:PORT at the command line, so a typo is a usage error, not a traceback."""
-    _, sep, port = value.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    try:
+        settings.host_port(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     return value
 
 
@@ -259,16 +263,24 @@ def main(
     launch.install_early_hup()  # already done by the console script; here for direct calls
     logging.configure(log_format, log_level)
     log = logging.get("synapse.daemon")
+    source = click.get_current_context().get_parameter_source("redis_url")
+    if redis_url and source is ParameterSource.COMMANDLINE and settings.has_password(redis_url):
+        log.warning("redis_password_on_command_line", hint=settings.PASSWORD_HINT)
     try:
         table = load_table(config_path)
     except ConfigError as exc:
         log.error("config_invalid", config=str(config_path), errors=[str(p) for p in exc.problems])
         sys.exit(EXIT_CONFIG)
+    except Exception as exc:  # a table no check foresaw: still no restart loop, no traceback
+        log.error("config_invalid", config=str(config_path), errors=[repr(exc)])
+        sys.exit(EXIT_CONFIG)
     embedded: EmbeddedServer | None = None
     url = redis_url
     state = settings.state_dir(state_dir)
+    lock = StateLock(state)
     try:
         if not url:
+            lock.acquire()  # before anything in the folder is read, stopped or written
             embedded = _start_embedded(state, log)
             url = embedded.url
         daemon = Daemon(
@@ -289,13 +301,14 @@ def main(
             with contextlib.suppress(OSError):
                 (state / settings.URL_FILE).unlink()
             log.info("embedded_server_stopped")
+        lock.release()
     sys.exit(code)
 
 
 def _start_embedded(state: Path, log: Any) -> EmbeddedServer:
     data = state / "data"
     pidfile = state / "server.pid"
-    _stop_stale(pidfile, log)
+    _stop_stale(pidfile, data, log)
     server = EmbeddedServer(data_dir=data, extra_args=("--pidfile", str(pidfile.resolve())))
     state.mkdir(parents=True, exist_ok=True)
     server.start()
@@ -309,17 +322,22 @@ def _start_embedded(state: Path, log: Any) -> EmbeddedServer:
     return server
 
 
-def _stop_stale(pidfile: Path, log: Any) -> None:
-    """A server left behind by a router killed with SIGKILL would share our AOF: stop it."""
+def _stop_stale(pidfile: Path, data: Path, log: Any) -> None:
+    """A server left behind by a router killed with SIGKILL would share our AOF: stop it.
+
+    Only called with the state lock held (statelock.py), so no live router owns that
+    server; and only a process whose working directory is our data folder (the server
+    chdirs to its --dir) is ours: a reused pid is never signalled.
+    """
     try:
-        pid = int(pidfile.read_text().strip())
+        pid = int(read_small_text(pidfile))
     except (OSError, ValueError):
         return
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return
-    if b"server" not in cmdline:
+    if cwd != str(data.resolve()):
         return
     log.warning("stale_embedded_server", pid=pid)
     os.kill(pid, signal.SIGTERM)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synapse import files
 from synapse.errors import SynapseError
 
 
@@ -104,7 +105,7 @@ class EmbeddedServer:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 log = self.data_dir / "server.log"
-                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                tail = files.tail(log, 2000).decode(errors="replace") if log.exists() else ""
                 raise SynapseError(f"server exited with {self.process.returncode}: {tail}")
             # The port may answer for another server (a free_port race): only ours counts.
             if self.ping() and (self.process is None or self.served_pid() == self.process.pid):

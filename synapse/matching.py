@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from synapse.regexes import RegexError, compile_search
+
 GlobTest = Callable[[str], bool]
 
 _MISSING: Any = object()
@@ -214,10 +216,10 @@ def _predicate(op: str, operand: Any, at: tuple[str | int, ...]) -> Callable[[An
         if not isinstance(operand, str):
             raise WhereError(at, "regex takes a string")
         try:
-            rx = re.compile(operand)
-        except re.error as exc:
-            raise WhereError(at, f"bad regex {operand!r}: {exc}") from exc
-        return lambda v: isinstance(v, str) and rx.search(v) is not None
+            search = compile_search(operand)  # linear time: a producer cannot stall routing
+        except RegexError as exc:
+            raise WhereError(at, f"bad regex {exc}") from exc
+        return lambda v: isinstance(v, str) and search(v)
     check = _OPERATORS.get(op)
     if check is None:
         raise WhereError(at, f"unknown operator {op!r}; one of {', '.join(OPERATOR_NAMES)}")

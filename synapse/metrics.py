@@ -116,6 +116,13 @@ class Metrics:
             "synapse_config_info", "Hash of the loaded config", ["hash"], registry=r
         )
         self.sources = Gauge("synapse_sources", "Source streams being consumed", registry=r)
+        self.sources_skipped = Counter(
+            "synapse_sources_skipped",
+            "Streams a source glob matched but the router left out, once per name "
+            "(invalid_name: not UTF-8; write_target: the router writes it)",
+            ["reason"],
+            registry=r,
+        )
         self.ready = Gauge("synapse_ready", "1 when the router is ready", registry=r)
         Info("synapse_build", "Build information", registry=r).info({"version": __version__})
         self.redis_up.set(0)

@@ -25,9 +25,13 @@ import jsonschema
 import jsonschema_rs
 import orjson
 import referencing
+import referencing.exceptions
 import referencing.jsonschema
 
+from synapse import refs, regexes
+from synapse.boundedcache import BoundedCache
 from synapse.errors import ConfigError, Problem
+from synapse.files import TooLarge, read_bounded
 from synapse.matching import GlobTest, compile_glob
 
 MAX_SCHEMA_BYTES = 1 << 20
@@ -40,7 +44,7 @@ class CompiledSchema:
     name: str
     uri: str
     fast: Any  # jsonschema_rs.Validator
-    full: Any  # jsonschema.protocols.Validator
+    full: Any  # jsonschema.protocols.Validator, or None: readable errors from ``fast``
 
     def error(self, body: Any) -> str | None:
         """None when ``body`` is valid, else the first error, readable and located."""
@@ -50,9 +54,25 @@ class CompiledSchema:
         return errors[0] if errors else "does not match the schema"
 
     def errors(self, body: Any) -> list[str]:
-        """Every validation error, best first, each as ``at /path: message``."""
-        found = sorted(self.full.iter_errors(body), key=jsonschema.exceptions.relevance)
-        return [f"at /{'/'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in found]
+        """Every validation error, best first, each as ``at /path: message``.
+
+        Linear time whatever the schema's patterns (regexes.py): nothing here can
+        stall the event loop that calls it.
+        """
+        if self.full is not None:
+            try:
+                found = sorted(self.full.iter_errors(body), key=jsonschema.exceptions.relevance)
+            except (referencing.exceptions.Unresolvable, RecursionError):
+                pass  # refs.py rules this out at load; the fast validator still answers
+            else:
+                return [f"at /{_pointer(e.absolute_path)}: {e.message}" for e in found]
+        return [
+            f"at /{_pointer(e.instance_path)}: {e.message}" for e in self.fast.iter_errors(body)
+        ]
+
+
+def _pointer(path: Any) -> str:
+    return "/".join(str(p) for p in path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +83,16 @@ class SchemaRegistry:
     rules: tuple[tuple[str, GlobTest, CompiledSchema], ...]
     files: Mapping[str, CompiledSchema]
     digest: str
-    _cache: dict[str, CompiledSchema | None] = field(default_factory=dict, compare=False)
+    _cache: BoundedCache[str, tuple[CompiledSchema | None]] = field(
+        default_factory=BoundedCache, compare=False
+    )
 
     def schema_for(self, event_type: str) -> CompiledSchema | None:
-        try:
-            return self._cache[event_type]
-        except KeyError:
-            pass
+        cached = self._cache.get(event_type)
+        if cached is not None:
+            return cached[0]
         found = next((s for _, test, s in self.rules if test(event_type)), None)
-        if len(self._cache) < 100_000:
-            self._cache[event_type] = found
+        self._cache.put(event_type, (found,))  # bounded in bytes: types come from producers
         return found
 
 
@@ -105,6 +125,9 @@ def load_registry(
                 schema = {"$id": uri, **schema}
             documents[rel] = (uri, schema)
 
+    for bad, at, message in list(refs.dangling(documents)):
+        problems.append(Problem(str(folder / bad), json_line(raw_texts[bad], at), message))
+        documents.pop(bad, None)  # compiled by neither validator: reported, not crashed on
     resources = [
         (
             uri,
@@ -115,9 +138,16 @@ def load_registry(
         for uri, schema in documents.values()
     ]
     py_registry: referencing.Registry[Any] = referencing.Registry().with_resources(resources)
-    rs_registry = jsonschema_rs.Registry([(uri, schema) for uri, schema in documents.values()])
+    try:
+        rs_registry = jsonschema_rs.Registry(
+            [(uri, schema) for uri, schema in documents.values()], retriever=_never_fetch
+        )
+    except ValueError as exc:  # a reference refs.dangling did not foresee: still a problem
+        problems.append(Problem(str(folder), None, f"cannot resolve references: {exc}"))
+        raise ConfigError(problems) from None
 
     compiled: dict[str, CompiledSchema] = {}
+    rs_only = regexes.needs_backtracking_engine([s for _, s in documents.values()])
     for rel, (uri, schema) in documents.items():
         where = str(folder / rel)
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
@@ -129,11 +159,17 @@ def load_registry(
             problems.append(Problem(where, line, f"invalid schema at /{pointer}: {exc.message}"))
             continue
         try:
-            fast = jsonschema_rs.validator_for(schema, registry=rs_registry, base_uri=uri)
+            fast = jsonschema_rs.validator_for(
+                schema,
+                registry=rs_registry,
+                base_uri=uri,
+                retriever=_never_fetch,
+                pattern_options=regexes.LINEAR,
+            )
         except Exception as exc:  # jsonschema-rs raises several types for bad refs
             problems.append(Problem(where, None, f"cannot compile: {exc}"))
             continue
-        full = cls(schema, registry=py_registry)
+        full = None if rs_only else regexes.linear_validator(cls)(schema, registry=py_registry)
         compiled[rel] = CompiledSchema(name=rel, uri=uri, fast=fast, full=full)
 
     rules: list[tuple[str, GlobTest, CompiledSchema]] = []
@@ -158,14 +194,20 @@ def load_registry(
     )
 
 
+def _never_fetch(uri: str) -> Any:
+    """The retriever given to jsonschema-rs: references are never fetched (refs.py)."""
+    raise ValueError(f"{uri}: not one of the schema files (references are never fetched)")
+
+
 def _read_schema(path: Path, problems: list[Problem]) -> tuple[bytes, dict[str, Any]] | None:
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path, MAX_SCHEMA_BYTES)  # stat first: a 3 GB file is never read
+    except TooLarge as exc:
+        message = f"schema file is {exc.size} bytes; the limit is {MAX_SCHEMA_BYTES}"
+        problems.append(Problem(str(path), None, message))
+        return None
     except OSError as exc:
         problems.append(Problem(str(path), None, f"cannot read: {exc.strerror or exc}"))
-        return None
-    if len(raw) > MAX_SCHEMA_BYTES:
-        problems.append(Problem(str(path), None, f"schema is larger than {MAX_SCHEMA_BYTES} bytes"))
         return None
     try:
         raw.decode("utf-8")

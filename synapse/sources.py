@@ -1,9 +1,13 @@
 """The sources of a table on the server: names and globs resolved, groups, gauges.
 
 Literal source names are always sources (their group is created with MKSTREAM);
-globs match existing streams (SCAN TYPE stream), never a destination nor the
-dead-letter stream. Group creation treats BUSYGROUP as success. Per-source lag
-and pending gauges come from XINFO GROUPS, on an interval, not per batch.
+globs match existing streams (SCAN TYPE stream). A stream found by a glob is
+skipped, with one warning per name and a count in ``synapse_sources_skipped``,
+when its name is not valid UTF-8 (anyone who can create a key could otherwise
+stop every read) or when the router writes it (a destination, the unrouted or the
+dead-letter stream: a loop; ``loops.py`` refuses such a table at load too).
+Group creation treats BUSYGROUP as success.
+Per-source lag and pending gauges come from XINFO GROUPS, on an interval, not per batch.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from redis.exceptions import ResponseError
 
 from synapse import wire
 from synapse.config import RouterSettings, RoutingTable
+from synapse.loops import UNROUTED_POLICIES
 from synapse.matching import is_glob
 from synapse.metrics import Metrics
 
@@ -27,21 +32,30 @@ async def discover(
     create: bool,
     metrics: Metrics,
     log: Any,
+    skipped: set[bytes] | None = None,
 ) -> list[str]:
     """Resolve source names and globs to streams; create missing groups; the sources found.
 
     With ``create``, every found source's group is ensured; else only new ones'.
+    ``skipped`` remembers the names already warned about (one warning per name).
     """
-    excluded = table.destinations | {table.settings.dead_letter}
+    excluded = written_by(table)
+    warned = set() if skipped is None else skipped
     found: list[str] = []
     for pattern in table.sources:
         if not is_glob(pattern):
             found.append(pattern)
             continue
         async for key in client.scan_iter(match=pattern, count=1000, _type="stream"):
-            name = key.decode("utf-8", "replace")
-            if name not in excluded:
-                found.append(name)
+            try:
+                name = key.decode("utf-8")
+            except UnicodeDecodeError:
+                _skip(warned, key, "invalid_name", pattern, metrics, log)
+                continue
+            if name in excluded:
+                _skip(warned, key, "write_target", pattern, metrics, log)
+                continue
+            found.append(name)
     found = list(dict.fromkeys(found))
     new = [s for s in found if s not in known]
     if create:
@@ -58,6 +72,30 @@ async def discover(
         log.info("sources_removed", sources=gone)
     metrics.sources.set(len(found))
     return found
+
+
+def written_by(table: RoutingTable) -> frozenset[str]:
+    """Every stream the router writes under ``table``: never one of its sources."""
+    unrouted = table.settings.unrouted
+    extra = () if unrouted in UNROUTED_POLICIES else (unrouted,)
+    return table.destinations | {table.settings.dead_letter, *extra}
+
+
+#: Names remembered for "warn once"; past this many the memory is cleared (and warns again).
+MAX_SKIPPED_NAMES = 10_000
+
+
+def _skip(
+    warned: set[bytes], key: bytes, reason: str, pattern: str, metrics: Metrics, log: Any
+) -> None:
+    """Leave a globbed stream out of the sources: warn once per name, count each new one."""
+    if key in warned:
+        return
+    if len(warned) >= MAX_SKIPPED_NAMES:
+        warned.clear()
+    warned.add(key)
+    metrics.sources_skipped.labels(reason).inc()
+    log.warning("source_skipped", stream=repr(key)[2:-1], reason=reason, glob=pattern)
 
 
 async def ensure_group(

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from synapse.errors import ConfigError
+from synapse.files import TooLarge, read_bounded
 
 #: Largest config or test file accepted; a routing table is kilobytes.
 MAX_FILE_BYTES = 1 << 20
@@ -43,23 +44,23 @@ class _Loader(yaml.SafeLoader):
 
 def read_yaml(path: Path) -> tuple[Any, LineMap]:
     """Read one YAML document; return (data, lines). Raises ConfigError with file:line."""
+    data, lines, _ = read_yaml_raw(path)
+    return data, lines
+
+
+def read_yaml_raw(path: Path) -> tuple[Any, LineMap, bytes]:
+    """``read_yaml``, plus the bytes it parsed (read once: what is hashed is what was parsed)."""
     name = str(path)
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ConfigError.single(name, None, f"cannot read: {exc.strerror or exc}") from exc
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)  # never more than the limit, whatever stat said
-    except OSError as exc:
-        raise ConfigError.single(name, None, f"cannot read: {exc.strerror or exc}") from exc
-    if size > MAX_FILE_BYTES or len(raw) > MAX_FILE_BYTES:
+        raw = read_bounded(path, MAX_FILE_BYTES)  # stat first, then never more than the limit
+    except TooLarge as exc:
         raise ConfigError.single(
             name,
-            raw.count(b"\n", 0, MAX_FILE_BYTES) + 1,
-            f"file is {max(size, len(raw))} bytes; the limit is {MAX_FILE_BYTES} "
-            "(passed on this line)",
-        )
+            _line_at_limit(path),
+            f"file is {exc.size} bytes; the limit is {MAX_FILE_BYTES} (passed on this line)",
+        ) from None
+    except OSError as exc:
+        raise ConfigError.single(name, None, f"cannot read: {exc.strerror or exc}") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -67,7 +68,16 @@ def read_yaml(path: Path) -> tuple[Any, LineMap]:
         raise ConfigError.single(
             name, line, f"not UTF-8 text: {exc.reason} (byte {raw[exc.start]:#04x})"
         ) from exc
-    return parse_yaml(text, name)
+    data, lines = parse_yaml(text, name)
+    return data, lines, raw
+
+
+def _line_at_limit(path: Path) -> int | None:
+    try:
+        with path.open("rb") as f:
+            return f.read(MAX_FILE_BYTES).count(b"\n") + 1
+    except OSError:
+        return None
 
 
 def parse_yaml(text: str, name: str) -> tuple[Any, LineMap]:

@@ -61,6 +61,7 @@ def test_quick_bench_runs_the_secondary_phases_and_writes_json(tmp_path: Path) -
     for key in ("latency", "latency_baseline"):
         assert 0 < result[key]["p50_ms"] <= result[key]["p99_ms"] <= result[key]["max_ms"]
     assert result["memory"]["rss_mb_end"] > 0
+    assert result["memory"]["type_flood"]["events"] > 0
     assert result["scale"]["two"]["routers"] == 2
 
 

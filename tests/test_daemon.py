@@ -291,3 +291,60 @@ def test_bin_run_routes_the_readme_example(spawn: Callable[..., Daemon], tmp_pat
         local.close()
     assert daemon.stop(signal.SIGINT) == 0
     assert not (state / "redis.url").exists()
+
+
+def test_second_router_on_a_state_dir_leaves_the_first_alone(
+    spawn: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """A second start on the same state folder says "already running (pid N)" and exits 75."""
+    state = tmp_path / "state"
+    first = spawn(*router_args(None, None, "--state-dir", str(state)))
+    url = first.event("embedded_server_started")["url"]
+    first.wait_ready()
+    server_pid = (state / "server.pid").read_text()
+    before = {p.name: p.stat().st_mtime_ns for p in state.iterdir()}
+    second = spawn(*router_args(None, None, "--state-dir", str(state)))
+    assert second.proc.wait(60) == 75
+    failed = second.event("router_failed")
+    assert f"already running (pid {first.proc.pid})" in failed["error"]
+    assert not [e for e in second.events if e.get("event") == "stale_embedded_server"]
+    assert {p.name: p.stat().st_mtime_ns for p in state.iterdir()} == before  # nothing touched
+    assert (state / "server.pid").read_text() == server_pid
+    local = redis.Redis.from_url(url)
+    try:
+        assert local.ping()  # the first one's server is alive, and so is the first router
+        route_readme_example(local)
+    finally:
+        local.close()
+    first.wait_ready()
+    assert first.stop(signal.SIGTERM) == 0
+    third = spawn(*router_args(None, None, "--state-dir", str(state)))  # the lock went with it
+    third.wait_ready()
+    assert third.stop(signal.SIGTERM) == 0
+
+
+def test_stale_server_of_a_killed_router_is_stopped_but_no_stranger(
+    spawn: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """After SIGKILL the next router stops the orphaned server; a reused pid is never signalled."""
+    state = tmp_path / "state"
+    first = spawn(*router_args(None, None, "--state-dir", str(state)))
+    first.wait_ready()
+    orphan = int((state / "server.pid").read_text())
+    first.proc.kill()
+    first.proc.wait(10)
+    second = spawn(*router_args(None, None, "--state-dir", str(state)))
+    assert second.event("stale_embedded_server")["pid"] == orphan
+    second.wait_ready()
+    assert second.stop(signal.SIGTERM) == 0
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)", "fake-server"]
+    stranger = subprocess.Popen(sleeper, cwd=tmp_path)  # "server" in its cmdline, not ours
+    try:
+        (state / "server.pid").write_text(f"{stranger.pid}\n")
+        third = spawn(*router_args(None, None, "--state-dir", str(state)))
+        third.wait_ready()
+        assert stranger.poll() is None
+        assert third.stop(signal.SIGTERM) == 0
+    finally:
+        stranger.kill()
+        stranger.wait(10)

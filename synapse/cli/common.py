@@ -105,11 +105,14 @@ def json_option(func: F) -> F:
 def redis_url() -> str:
     """The URL to use, by flag > env > state file; a Failure saying what to do when none."""
     meta = click.get_current_context().meta
-    url = meta.get("synapse.redis_url") or os.environ.get("SYNAPSE_REDIS_URL")
+    flag = meta.get("synapse.redis_url")
+    if flag and settings.has_password(flag) and not meta.get("synapse.password_warned"):
+        meta["synapse.password_warned"] = True
+        click.echo(f"synapse: warning: {settings.PASSWORD_HINT}", err=True)
+    url = flag or os.environ.get("SYNAPSE_REDIS_URL")
     if url:
         return str(url)
-    flag = meta.get("synapse.state_dir") or os.environ.get("SYNAPSE_STATE_DIR")
-    state = settings.state_dir(flag)
+    state = settings.state_dir(meta.get("synapse.state_dir") or os.environ.get("SYNAPSE_STATE_DIR"))
     found = settings.url_from_state(state)
     if found:
         return found

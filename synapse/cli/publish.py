@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from synapse import files
 from synapse.cli import common
 from synapse.config import RoutingTable
 from synapse.errors import InvalidEvent, UsageError
@@ -75,15 +76,15 @@ def publish(
 def _body(data: str | None, file: Path | None) -> bytes:
     if file is not None and data is not None:
         raise UsageError("give the body as DATA, --file or -, not two of them")
-    if file is not None:
+    if file is not None or data == "-":
         try:
-            return file.read_bytes()
+            return files.read_input(str(file) if file is not None else "-", sys.stdin.buffer)
+        except files.TooLarge as exc:
+            raise UsageError(str(exc)) from None
         except OSError as exc:
             raise UsageError(f"cannot read {file}: {exc.strerror or exc}") from None
     if data is None:
         raise UsageError("no body: give DATA, --file FILE or - (stdin)")
-    if data == "-":
-        return sys.stdin.buffer.read()
     return data.encode()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import orjson
 
+from synapse import files
 from synapse.cli import common
 from synapse.cli.dryrun import Verdict, default_source, dry_run, event_fields
 from synapse.errors import UsageError
@@ -57,10 +58,10 @@ def route(
 
 
 def _read(event: str) -> bytes:
-    if event == "-":
-        return sys.stdin.buffer.read()
     try:
-        return Path(event).read_bytes()
+        return files.read_input(event, sys.stdin.buffer)
+    except files.TooLarge as exc:
+        raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot read {event}: {exc.strerror or exc}") from None
 

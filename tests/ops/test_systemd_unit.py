@@ -74,10 +74,9 @@ def test_unit_exposure_at_most_two(tmp_path: Path) -> None:
 
 
 def test_unit_lifecycle_settings() -> None:
-    """Type=notify, config check first, SIGHUP reload, restart policy, watchdog, state, secrets."""
+    """Type=notify, SIGHUP reload, restart policy, watchdog, state, secrets."""
     s = service_settings()
     assert s["Type"] == ["notify"]
-    assert "synapse check --config" in s["ExecStartPre"][0]
     assert s["ExecStart"][0].split()[0].endswith("/synapse-router")
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert s["Restart"] == ["on-failure"]
@@ -102,30 +101,31 @@ def test_unit_lifecycle_settings() -> None:
     assert "@system-service" in s["SystemCallFilter"]
 
 
-def test_bad_config_exits_78_and_check_exits_1(tmp_path: Path) -> None:
-    """A bad table: `synapse check` (ExecStartPre) exits 1, the daemon exits 78 (no restart)."""
+def test_bad_table_under_systemd_is_not_restarted(tmp_path: Path) -> None:
+    """Every command the unit starts exits with a RestartPreventExitStatus= code on a bad table.
+
+    systemd compares RestartPreventExitStatus= with the main process's status only: an
+    ExecStartPre= that fails is restarted for ever, so the unit has none, and ExecStart=
+    itself (the daemon) exits 78 with config_invalid. `synapse check` still exits 1.
+    """
+    s = service_settings()
+    assert "ExecStartPre" not in s and "ExecStartPost" not in s
+    prevent = {int(code) for v in s["RestartPreventExitStatus"] for code in v.split()}
     config = write_table(tmp_path / "cfg", "version: 1\nsources: [ingress\n")
+    unit_command = s["ExecStart"][0].replace("/opt/synapse/bin", str(Path(sys.executable).parent))
+    args = unit_command.replace("${SYNAPSE_CONFIG}", str(config)).split()
+    daemon = subprocess.run(
+        [*args, "--redis-url", "redis://127.0.0.1:1", "--metrics-addr", "127.0.0.1:0"],
+        capture_output=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "SYNAPSE_LOG_FORMAT": "json"},
+    )
+    assert daemon.returncode == EXIT_CONFIG and daemon.returncode in prevent, daemon.stderr
+    assert b'"config_invalid"' in daemon.stderr
     check = subprocess.run(
         [script("synapse"), "check", "--config", str(config)], capture_output=True, timeout=60
     )
     assert check.returncode == 1 and b"routes.yaml:" in check.stderr
-    daemon = subprocess.run(
-        [
-            script("synapse-router"),
-            "--config",
-            str(config),
-            "--redis-url",
-            "redis://127.0.0.1:1",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ],
-        capture_output=True,
-        timeout=60,
-    )
-    assert daemon.returncode == EXIT_CONFIG, daemon.stderr
-    assert b'"config_invalid"' in daemon.stderr
 
 
 def test_password_from_systemd_credential(
