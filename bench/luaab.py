@@ -25,8 +25,9 @@ from typing import Any
 
 import redis
 
-from bench.pipeline import JEMALLOC, _environ
+from bench.pipeline import JEMALLOC
 from bench.proc import cpu_s
+from bench.readings import environ
 from bench.workload import GROUP, SOURCE, preload, write_table
 from synapse.commit import COMMIT_LUA, encode
 from synapse.config import load_table
@@ -108,7 +109,7 @@ def one(
 ) -> dict[str, Any]:
     script, edit = VARIANTS[name]
     args = ("--auto-aof-rewrite-percentage", "0")
-    with _environ(env):
+    with environ(env):
         server = EmbeddedServer(folder, extra_args=args).start()
     assert server.process is not None
     r = redis.Redis(port=server.port)

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,9 @@ from typing import Any
 
 import redis
 
-from bench import natsjs
-from bench.phases import Arrivals, _pct, _receive
-from bench.proc import Worker, cpu_s
+from bench import natsjs, readings
+from bench.phases import Arrivals, _receive
+from bench.proc import Worker
 from bench.producer import NATS_TS
 from bench.workload import GROUP, SOURCE, audit_streams, per_family, write_table
 from synapse.embedded import EmbeddedServer
@@ -41,7 +40,6 @@ from synapse.keys import DEFAULT_DEAD_LETTER
 WINDOW = 1000  # unacknowledged publishes a producer keeps in flight
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"  # Debian: libjemalloc2
 SAMPLED = "training"  # the family whose copies latency runs read back
-COMMANDS = ("evalsha", "xreadgroup", "xadd", "xack", "xautoclaim", "xpending")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +139,7 @@ class Pipeline:
     def _synapse(self, variant: Variant, count: int, rate: int) -> dict[str, Any]:
         folder = self._fresh(variant)
         table = write_table(folder / "table", batch=self.batch, fanout=variant.fanout)
-        with _environ({**variant.server_env, **(self.server_env or {})}):
+        with readings.environ({**variant.server_env, **(self.server_env or {})}):
             server = EmbeddedServer(
                 folder / "server", appendfsync=variant.appendfsync, extra_args=self.server_args
             ).start()
@@ -156,25 +154,27 @@ class Pipeline:
             router = Worker(["synapse", server.url, "router", str(table)])
             producer = self._producer("redis", str(server.port), count, rate)
             pids = {"server": server.process.pid, "router": router.pid, "producer": producer.pid}
-            cpu0 = _cpu(pids)
+            cpu0 = readings.cpu(pids)
             r.config_resetstat()
             router.go()
             sampling = self.around(pids) if self.around else contextlib.nullcontext()
             with sampling:
                 measured = self._measure(r, producer, want, count, rate)
-            cpu = _delta(cpu0, _cpu(pids))
-            got = _xlens(r, {SOURCE: count, DEFAULT_DEAD_LETTER: 0, **want})
+            cpu = readings.delta(cpu0, readings.cpu(pids))
+            got = readings.xlens(r, {SOURCE: count, DEFAULT_DEAD_LETTER: 0, **want})
             pending = r.xpending(SOURCE, GROUP)["pending"]
-            stats = _server_stats(r)
-            stats["entry_bytes"] = {s: _entry_bytes(r, s) for s in (SOURCE, *want)}
+            stats = readings.server_stats(r)
+            stats["entry_bytes"] = {s: readings.entry_bytes(r, s) for s in (SOURCE, *want)}
         finally:
             for w in (producer, router):
                 if w is not None:
                     w.stop()
             r.close()
             server.stop()
-        _check(variant, got, {SOURCE: count, DEFAULT_DEAD_LETTER: 0, **want}, pending)
-        return _result(variant, count, rate, measured, cpu, got, stats)
+        readings.check(variant.name, got, {SOURCE: count, DEFAULT_DEAD_LETTER: 0, **want}, pending)
+        return readings.result(
+            variant.name, variant.stored_copies, count, rate, measured, cpu, got, stats
+        )
 
     def _measure(
         self,
@@ -190,8 +190,10 @@ class Pipeline:
             return asyncio.run(_synapse_latency(port, producer, count, family, self))
         started = time.perf_counter()
         producer.go()
-        _done(producer, count, self.timeout_s)
-        _until(lambda: sum(_xlens(r, want).values()) == sum(want.values()), self)
+        readings.wait_done(producer, count, self.timeout_s)
+        readings.until(
+            lambda: sum(readings.xlens(r, want).values()) == sum(want.values()), self.timeout_s
+        )
         return {"seconds": time.perf_counter() - started}
 
     def _nats(self, variant: Variant, count: int, rate: int) -> dict[str, Any]:
@@ -207,8 +209,10 @@ class Pipeline:
             if producer is not None:
                 producer.stop()
             server.stop()
-        _check(variant, got, want, 0)
-        return _result(variant, count, rate, measured, cpu, got, stats)
+        readings.check(variant.name, got, want, 0)
+        return readings.result(
+            variant.name, variant.stored_copies, count, rate, measured, cpu, got, stats
+        )
 
 
 async def _nats_run(
@@ -236,10 +240,10 @@ async def _nats_run(
         subjects = natsjs.family_streams()[name]
         subs.append(await js.subscribe(subjects, stream=name, ordered_consumer=True, cb=on_copy))
     loop = asyncio.get_running_loop()
-    cpu0 = _cpu(pids)
+    cpu0 = readings.cpu(pids)
     started = time.perf_counter()
     producer.go()
-    await loop.run_in_executor(None, _done, producer, want[natsjs.AUDIT], p.timeout_s)
+    await loop.run_in_executor(None, readings.wait_done, producer, want[natsjs.AUDIT], p.timeout_s)
     deadline = time.monotonic() + p.timeout_s
     while sum(v for s, v in (await natsjs.counts(js)).items() if s != natsjs.AUDIT) < total:
         if time.monotonic() > deadline:
@@ -249,7 +253,7 @@ async def _nats_run(
     if rate:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_in.wait(), max(0.0, deadline - time.monotonic()))
-    cpu = _delta(cpu0, _cpu(pids))
+    cpu = readings.delta(cpu0, readings.cpu(pids))
     got = await natsjs.counts(js)
     stats = {"stored_bytes": await natsjs.stored_bytes(js)}
     for sub in subs:
@@ -257,7 +261,7 @@ async def _nats_run(
     await nc.close()
     measured: dict[str, Any] = {"seconds": seconds}
     if rate:
-        measured.update(_percentiles(arrivals, sampled))
+        measured.update(readings.percentiles(arrivals, sampled))
     return measured, got, stats, cpu
 
 
@@ -272,124 +276,10 @@ async def _synapse_latency(
     started = time.perf_counter()
     producer.go()
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, _done, producer, count, p.timeout_s)
+    await loop.run_in_executor(None, readings.wait_done, producer, count, p.timeout_s)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(arrivals.all_in.wait(), p.timeout_s)
     seconds = time.perf_counter() - started
     stop.set()
     await receiver
-    return {"seconds": seconds, **_percentiles(got, sampled)}
-
-
-def _percentiles(got: list[tuple[int, int]], expected: int) -> dict[str, Any]:
-    """Percentiles (ms) after the first tenth of the run (warm-up)."""
-    if len(got) != expected:
-        raise RuntimeError(f"latency: {len(got)} of {expected} copies read back")
-    first = min(s for s, _ in got)
-    last = max(s for s, _ in got)
-    skip = first + (last - first) // 10
-    lat = sorted((r - s) / 1e6 for s, r in got if s >= skip)
-    return {
-        "read_back": len(got),
-        "p50_ms": _pct(lat, 50),
-        "p99_ms": _pct(lat, 99),
-        "p999_ms": _pct(lat, 99.9),
-        "max_ms": lat[-1],
-    }
-
-
-def _done(producer: Worker, count: int, timeout_s: float) -> None:
-    line = producer.wait_line(timeout_s)
-    if line != f"done {count}":
-        raise RuntimeError(f"producer: {line!r}, expected 'done {count}'")
-
-
-def _until(condition: Any, p: Pipeline) -> None:
-    deadline = time.monotonic() + p.timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"copies not stored within {p.timeout_s}s")
-        time.sleep(0.005)
-
-
-def _xlens(r: redis.Redis, streams: dict[str, int]) -> dict[str, int]:
-    pipe = r.pipeline(transaction=False)
-    for s in streams:
-        pipe.xlen(s)
-    return {s: int(n) for s, n in zip(streams, pipe.execute(), strict=True)}
-
-
-@contextlib.contextmanager
-def _environ(extra: dict[str, str]) -> Iterator[None]:
-    """``extra`` in os.environ while the server process is spawned (it copies the env)."""
-    saved = {k: os.environ.get(k) for k in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _entry_bytes(r: redis.Redis, stream: str) -> int:
-    """Bytes of field names and values of the stream's first entry (0 when empty)."""
-    entries = r.xrange(stream, count=1)
-    return sum(len(k) + len(v) for k, v in entries[0][1].items()) if entries else 0
-
-
-def _cpu(pids: dict[str, int]) -> dict[str, float]:
-    return {name: cpu_s(pid, children=name == "server") for name, pid in pids.items()}
-
-
-def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {k: after[k] - before[k] for k in before}
-
-
-def _server_stats(r: redis.Redis) -> dict[str, Any]:
-    """Per-command calls and server µs (INFO commandstats), AOF size and rewrites."""
-    stats = r.info("commandstats")
-    persistence = r.info("persistence")
-    commands = {
-        c: {"calls": stats[f"cmdstat_{c}"]["calls"], "usec": stats[f"cmdstat_{c}"]["usec"]}
-        for c in COMMANDS
-        if f"cmdstat_{c}" in stats
-    }
-    return {
-        "commands": commands,
-        "aof_current_size": persistence.get("aof_current_size", 0),
-        "aof_rewrites": persistence.get("aof_rewrites", 0),
-    }
-
-
-def _check(variant: Variant, got: dict[str, int], want: dict[str, int], pending: int) -> None:
-    if got != want or pending:
-        raise RuntimeError(f"{variant.name}: stored {got}, expected {want}, pending {pending}")
-
-
-def _result(
-    variant: Variant,
-    count: int,
-    rate: int,
-    measured: dict[str, Any],
-    cpu: dict[str, float],
-    got: dict[str, int],
-    stats: dict[str, Any],
-) -> dict[str, Any]:
-    us = {f"{k}_us_per_event": v / count * 1e6 for k, v in cpu.items()}
-    us.setdefault("router_us_per_event", 0.0)
-    seconds = measured["seconds"]
-    return {
-        "variant": variant.name,
-        "events": count,
-        "rate": rate,
-        "events_per_s": count / seconds,
-        **measured,
-        **us,
-        "total_us_per_event": sum(v for k, v in us.items()),
-        "stored_copies": variant.stored_copies,
-        "copies": got,
-        **stats,
-    }
+    return {"seconds": seconds, **readings.percentiles(got, sampled)}
