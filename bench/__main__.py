@@ -233,7 +233,9 @@ def report(result: dict[str, Any]) -> str:
         f"workload: {result['settings']}",
     ]
     if "pipeline" in result:
-        lines += ["", *headline.table(result["pipeline"]), "", "secondary (drain, AOF off):"]
+        lines += ["", *headline.table(result["pipeline"])]
+        if any(k in result for k in ("drain", "latency", "memory", "scale")):
+            lines += ["", "secondary: the router alone (AOF off):"]
     if "drain" in result or "scale" in result:
         lines += [
             "",
