@@ -31,6 +31,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "redis-7": {"env": {"SYNAPSE_SERVER": "redis-server"}},
     "no-aof-rewrite": {"args": ("--auto-aof-rewrite-percentage", "0")},
     "aof-off": {"args": ("--appendonly", "no")},
+    # write to the OS before replying, fsync left to the OS: JetStream's default durability
+    "fsync-no": {"args": ("--appendfsync", "no")},
 }
 FIGURES = ("events_per_s", "server_us_per_event", "router_us_per_event", "total_us_per_event")
 
