@@ -53,6 +53,12 @@ def until(condition: Callable[[], bool], timeout_s: float) -> None:
         time.sleep(0.005)
 
 
+def group_done(r: redis.Redis, count: int) -> bool:
+    """The router's group has read ``count`` entries and has none pending."""
+    group = r.xinfo_groups("ingress")[0]
+    return bool(group["entries-read"] == count and group["pending"] == 0)
+
+
 def xlens(r: redis.Redis, streams: dict[str, int]) -> dict[str, int]:
     pipe = r.pipeline(transaction=False)
     for s in streams:

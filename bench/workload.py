@@ -69,8 +69,10 @@ def audit_streams(fanout: int) -> list[str]:
     return ["all-events", *(f"audit-{i}" for i in range(2, fanout))][: fanout - 1]
 
 
-def write_table(folder: Path, batch: int = 500, fanout: int = 2) -> Path:
-    """routes.yaml + the shipped schemas in ``folder``; return the routes.yaml path."""
+def write_table(folder: Path, batch: int = 500, fanout: int = 2, maxlen: int = 0) -> Path:
+    """routes.yaml + the shipped schemas in ``folder``; return the routes.yaml path.
+
+    ``maxlen``: a retention cap on every destination (``MAXLEN ~`` on each copy)."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "config" / "schemas", folder / "schemas", dirs_exist_ok=True)
     audit = audit_streams(fanout)
@@ -82,6 +84,7 @@ def write_table(folder: Path, batch: int = 500, fanout: int = 2) -> Path:
             source=SOURCE,
             audit=AUDIT_ROUTE.format(to=", ".join(audit)) if audit else "",
         )
+        + (f'retention:\n  "*": {{maxlen: {maxlen}}}\n' if maxlen else "")
     )
     return path
 
