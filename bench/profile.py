@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--pipeline", metavar="VARIANT", help="profile a pipeline run of VARIANT")
     p.add_argument("--perf", action="store_true", help="with --pipeline: perf record the server")
+    p.add_argument("--rate", type=int, default=0, help="with --pipeline: pace the producer")
     args = p.parse_args(argv)
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:

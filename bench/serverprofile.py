@@ -1,7 +1,8 @@
 """``python -m bench.profile --pipeline VARIANT``: one headline run, the server's side of it.
 
-Runs one ``bench.pipeline`` throughput run with AOF rewrites off (so the AOF's
-size is what the run appended) while py-spy samples the router and, with
+Runs one ``bench.pipeline`` throughput run (or, with ``--rate``, a paced one)
+with AOF rewrites off (so the AOF's size is what the run appended) while
+py-spy samples the router and, with
 ``--perf``, ``perf record`` samples the server. Prints, per event: the server's
 CPU and the time INFO commandstats gives each command (a script's inner
 XADD/XACK are counted both in their own line and in EVALSHA's), entries per
@@ -61,7 +62,10 @@ def main(
     with tempfile.TemporaryDirectory(prefix="synapse-profile-") as tmp:
         p = Pipeline(Path(tmp), server_args=("--auto-aof-rewrite-percentage", "0"))
         p.around = samplers
-        result = p.throughput(variant, args.events)
+        if args.rate:
+            result = p.latency(variant, args.rate, args.events / args.rate)
+        else:
+            result = p.throughput(variant, args.events)
     print(report(result))
     print("\nrouter (py-spy, --nonblocking):")
     print(summarise(stacks.read_text(), args.top))
