@@ -33,6 +33,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "aof-off": {"args": ("--appendonly", "no")},
     # write to the OS before replying, fsync left to the OS: JetStream's default durability
     "fsync-no": {"args": ("--appendfsync", "no")},
+    # router and producer on a unix socket (the worker works around unix:// in connect_any)
+    "unix-socket": {"unix": True},
     "retention-10k": {"maxlen": 10_000},  # MAXLEN ~ 10000 on every copy: trimming runs
 }
 FIGURES = ("events_per_s", "server_us_per_event", "router_us_per_event", "total_us_per_event")
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                     Path(tmp) / f"{rep}-{name}",
                     batch=s.get("batch", 500),
                     maxlen=s.get("maxlen", 0),
+                    unix_socket=s.get("unix", False),
                     server_args=s.get("args", ()),
                     server_env=s.get("env"),
                 )

@@ -111,6 +111,8 @@ class Pipeline:
     runs: int = 0
     #: extra server arguments (bench.profile turns AOF rewrites off to size the AOF)
     server_args: tuple[str, ...] = ()
+    #: router and producer on the server's unix socket instead of TCP (bench.ab)
+    unix_socket: bool = False
     #: environment for the server process only (bench.ab: LD_PRELOAD, SYNAPSE_SERVER)
     server_env: dict[str, str] | None = None
     #: wraps the measured part of a run, given the pids (bench.profile's samplers)
@@ -142,10 +144,17 @@ class Pipeline:
         table = write_table(
             folder / "table", batch=self.batch, fanout=variant.fanout, maxlen=self.maxlen
         )
+        unix = folder / "server" / "redis.sock"
+        extra = ("--unixsocket", str(unix), "--unixsocketperm", "700") if self.unix_socket else ()
         with readings.environ({**variant.server_env, **(self.server_env or {})}):
             server = EmbeddedServer(
-                folder / "server", appendfsync=variant.appendfsync, extra_args=self.server_args
+                folder / "server",
+                appendfsync=variant.appendfsync,
+                extra_args=(*self.server_args, *extra),
             ).start()
+        url, address = server.url, str(server.port)
+        if self.unix_socket:
+            url, address = f"unix://{unix}", str(unix)
         assert server.process is not None
         r = redis.Redis(port=server.port)
         r.xgroup_create(SOURCE, GROUP, "0", mkstream=True)
@@ -154,8 +163,8 @@ class Pipeline:
         want.update({s: count for s in audit_streams(variant.fanout)})
         router = producer = None
         try:
-            router = Worker(["synapse", server.url, "router", str(table)])
-            producer = self._producer("redis", str(server.port), count, rate)
+            router = Worker(["synapse", url, "router", str(table)])
+            producer = self._producer("redis", address, count, rate)
             pids = {"server": server.process.pid, "router": router.pid, "producer": producer.pid}
             cpu0 = readings.cpu(pids)
             r.config_resetstat()

@@ -1,6 +1,6 @@
 """A producer under measurement: ``python -m bench.producer KIND ADDRESS COUNT RATE WINDOW``.
 
-``KIND`` is ``redis`` (ADDRESS: the port; pipelined XADD to the source stream,
+``KIND`` is ``redis`` (ADDRESS: the port or a unix socket path; pipelined XADD to the source stream,
 hiredis-packed) or ``nats`` (ADDRESS: the server URL; nats-py publishes to
 ``events.<type>`` with a reply inbox, the JetStream acknowledgements counted as
 they come back; each event validated first with fastjsonschema, since with
@@ -36,13 +36,23 @@ def corpus(count: int) -> list[list[bytes]]:
     return list(events(count))
 
 
-def redis_publish(port: int, entries: list[list[bytes]], rate: int, window: int) -> int:
+def connect(address: str) -> socket.socket:
+    """A TCP port on 127.0.0.1, or the path of the server's unix socket."""
+    if address.isdigit():
+        sock = socket.create_connection(("127.0.0.1", int(address)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(address)
+    return sock
+
+
+def redis_publish(address: str, entries: list[list[bytes]], rate: int, window: int) -> int:
     """XADD every entry, pipelined, at most ``window`` unacknowledged."""
     reader = hiredis.Reader()
     last = [b""]
     step = min(CHUNK, window)
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with connect(address) as sock:
         pending, sent, started = 0, 0, time.perf_counter()
         while sent < len(entries):
             due = _due(started, sent, len(entries), step, rate)
@@ -129,7 +139,7 @@ def main(argv: list[str]) -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     if kind == "redis":
-        sent = redis_publish(int(address), entries, rate, window)
+        sent = redis_publish(address, entries, rate, window)
     elif kind == "nats":
         sent = asyncio.run(nats_publish(address, entries, rate, window))
     else:
