@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.pipeline import JEMALLOC, VARIANTS, Pipeline
+from bench.pipeline import JEMALLOC, VARIANTS, WINDOW, Pipeline
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "base": {},
@@ -35,6 +35,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "fsync-no": {"args": ("--appendfsync", "no")},
     # router and producer on a unix socket (the worker works around unix:// in connect_any)
     "unix-socket": {"unix": True},
+    "window-5000": {"window": 5000},  # the producer keeps 5,000 unacknowledged (1,000)
     "retention-10k": {"maxlen": 10_000},  # MAXLEN ~ 10000 on every copy: trimming runs
 }
 FIGURES = ("events_per_s", "server_us_per_event", "router_us_per_event", "total_us_per_event")
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                     batch=s.get("batch", 500),
                     maxlen=s.get("maxlen", 0),
                     unix_socket=s.get("unix", False),
+                    window=s.get("window", WINDOW),
                     server_args=s.get("args", ()),
                     server_env=s.get("env"),
                 )
