@@ -23,14 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import headline, natsjs, phases
+from bench import clientbench, headline, natsjs, phases
 from bench.pipeline import JEMALLOC, VARIANTS, WINDOW
 from bench.proc import Pinning, pin
 from bench.workload import mean_event_bytes, write_table
 from synapse.embedded import EmbeddedServer, server_binary
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("pipeline", "drain", "latency", "memory", "scale")
+PHASES = ("pipeline", "drain", "latency", "memory", "scale", "client")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -51,6 +51,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rate", type=int, default=5000, help="offered load of the latency phase")
     p.add_argument("--duration", type=float, help="seconds of the latency phase (default 30)")
     p.add_argument("--memory-events", type=int, help="events of the memory phase (default 1M)")
+    p.add_argument("--client-events", type=int, help="events per client-phase run (default 100000)")
     p.add_argument("--batch", type=int, default=500, help="entries per XREADGROUP")
     p.add_argument("--fanout", type=int, default=2, help="destinations per event")
     p.add_argument("--only", default=",".join(PHASES), help=f"phases to run: {','.join(PHASES)}")
@@ -72,6 +73,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.reps = args.reps or (1 if quick else 3)
     args.duration = args.duration or (2.0 if quick else 30.0)
     args.memory_events = args.memory_events or (8_000 if quick else 1_000_000)
+    args.client_events = args.client_events or (2_000 if quick else 100_000)
     args.only = [x for x in args.only.split(",") if x]
     unknown = set(args.only) - set(PHASES)
     if unknown:
@@ -160,6 +162,12 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 "ratio": two["events_per_s"] / one["events_per_s"],
             }
             progress(f"scale-out x{result['scale']['ratio']:.2f}")
+        if "client" in args.only:
+            result["client"] = clientbench.run(
+                server.url, args.client_events, args.reps, args.memory_events
+            )
+            ratios = result["client"]["ratios"]
+            progress(f"client: subscribe x{ratios['subscribe_vs_handwritten']:.2f} of hand-written")
     finally:
         b.r.close()
         server.stop()
@@ -286,6 +294,8 @@ def report(result: dict[str, Any]) -> str:
         )
     if "scale" in result:
         lines.append(f"scale-out: 2 routers / 1 router = {result['scale']['ratio']:.2f}")
+    if "client" in result:
+        lines += ["", *clientbench.report(result["client"])]
     return "\n".join(lines)
 
 

@@ -19,14 +19,19 @@ from typing import Any
 
 from synapse import wire
 from synapse.commit import CommitResult
+from synapse.errors import Outage
+from synapse.giveup import give_up as plan_give_up
 from synapse.metrics import Metrics, observe_many
 from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, BatchPlan, Entry, Planner
+from synapse.retry import GIVE_UP, OUTAGE, REFUSED, RETRY_BACKOFF, verdict
 
 #: Longest stretch of read-ahead pipelining before the loop returns to its chores.
 PIPELINE_MAX_S = 1.0
 
-#: Applies a plan for a group: ``commit.commit`` or ``cluster.commit_cluster``.
+#: Applies a plan for a group: ``commit.commit`` or ``clustercommit.commit_cluster``.
 Commit = Callable[[wire.Client, BatchPlan, str], Awaitable[CommitResult]]
+#: Asks for one refused entry of a source to be retried after a delay in seconds.
+Schedule = Callable[[str, bytes, float], None]
 #: Given a read's reply, the next non-blocking read already sent, or None (no backlog).
 ReadMore = Callable[[Any], "asyncio.Future[Any] | None"]
 
@@ -45,6 +50,10 @@ class _InFlight:
     commit: asyncio.Future[CommitResult] | None = None
 
 
+#: Told of each dead letter committed: (source, entry id, reason, error) (summary.py logs it).
+DeadLetterSeen = Callable[[str, bytes, str, str], None]
+
+
 class Batches:
     """Plans and commits batches on the writer connection; counts them in ``count``."""
 
@@ -55,8 +64,12 @@ class Batches:
         metrics: Metrics,
         log: Any,
         on_progress: Callable[[], None],
+        schedule: Schedule,
+        on_dead_letter: DeadLetterSeen | None = None,
     ) -> None:
         self.writer = writer
+        self.on_dead_letter = on_dead_letter or (lambda source, entry_id, reason, error: None)
+        self.schedule = schedule
         self._commit = commit
         self.metrics = metrics
         self.log = log
@@ -150,48 +163,107 @@ class Batches:
             self.log.warning(
                 "entries_already_committed", source=source, entries=len(result.skipped)
             )
-        if result.failed:
-            await self._handle_failed(batch, result.failed)
-        account(self.metrics, committed, batch.now_ms)
+        for e in account(self.metrics, committed, batch.now_ms):
+            self.on_dead_letter(source, e.entry_id, e.reason or "", e.error or "")
         self.metrics.batch.observe(time.perf_counter() - batch.started)
         self.count += 1
         self.on_progress()  # a long reclaim or drain is progress too (systemd watchdog)
+        if result.failed:
+            await self._handle_failed(batch, result)
 
-    async def _handle_failed(self, batch: _InFlight, failed: dict[bytes, str]) -> None:
-        """Entries whose destination refused: dead-letter at the limit, else leave pending."""
-        source, planner, now_ms = batch.source, batch.planner, batch.now_ms
-        settings = planner.table.settings
-        src = source.encode()
-        give_up = []
+    async def _handle_failed(self, batch: _InFlight, result: CommitResult) -> None:
+        """Entries a destination refused: retry after a backoff, or give up (``retry.py``).
+
+        Only the refused entries count: each is left pending on its own, and its next
+        attempt is a delivery Redis counts. Giving up writes the copies that can be
+        written and one dead letter per refused destination, in one commit.
+        """
+        source, settings = batch.source, batch.planner.table.settings
+        give_up: dict[bytes, dict[str, str]] = {}
+        outage: str | None = None
         for entry_id, fields in batch.entries:
-            if entry_id not in failed or fields is None:
+            if entry_id not in result.failed or fields is None:
                 continue
             count = (batch.deliveries or {}).get(entry_id, 1)
-            if count >= settings.max_deliveries:
-                give_up.append(
-                    planner.dead_letter(
-                        src, entry_id, fields, "destination_error", failed[entry_id], count, now_ms
-                    )
-                )
-            else:
+            refused = result.refused.get(entry_id) or {"?": result.failed[entry_id]}
+            verdicts = [
+                verdict(REFUSED, deliveries=count, max_deliveries=settings.max_deliveries, error=e)
+                for e in refused.values()
+            ]
+            if any(v.action == OUTAGE for v in verdicts):
+                outage = outage or result.failed[entry_id]
+            elif verdicts[0].action == GIVE_UP and settings.dead_letter not in refused:
+                give_up[entry_id] = refused
+            else:  # a retry; or the dead-letter stream refuses: never given up (kept)
                 self.metrics.retried.labels(source).inc()
-        if give_up:
-            again = await self._commit(
-                self.writer, BatchPlan(source, tuple(give_up)), settings.group
-            )
-            left = again.skipped | again.failed.keys()
-            account(self.metrics, tuple(e for e in give_up if e.entry_id not in left), now_ms)
+                delay_s = verdicts[0].delay_s or RETRY_BACKOFF.cap_s
+                self.schedule(source, entry_id, delay_s)
+        dead_lettered = await self._give_up(batch, give_up) if give_up else 0
         self.log.warning(
             "destination_refused",
             source=source,
-            entries=len(failed),
-            dead_lettered=len(give_up),
-            error=next(iter(failed.values())),
+            entries=len(result.failed),
+            dead_lettered=dead_lettered,
+            error=next(iter(result.failed.values())),
         )
+        if outage is not None:
+            raise Outage(outage)
+
+    async def _give_up(self, batch: _InFlight, refused_of: dict[bytes, dict[str, str]]) -> int:
+        """Commit the give-up plans of ``refused_of`` (entry -> refused destinations); a
+        destination that refuses now joins its entry's refused ones for another round."""
+        source, planner = batch.source, batch.planner
+        settings = planner.table.settings
+        planned = {e.entry_id: e for e in batch.plan.entries}
+        fields_of = dict(batch.entries)
+        counts = batch.deliveries or {}
+        dead = 0
+        for _ in range(4):  # each round only adds refused destinations: a few at most
+            entries = tuple(
+                plan_give_up(
+                    planner,
+                    source.encode(),
+                    planned[eid],
+                    fields_of[eid] or [],
+                    refused,
+                    counts.get(eid, 1),
+                    batch.now_ms,
+                )
+                for eid, refused in refused_of.items()
+            )
+            again = await self._commit(self.writer, BatchPlan(source, entries), settings.group)
+            left = again.skipped | again.failed.keys()
+            done = [e for e in entries if e.entry_id not in left]
+            account(self.metrics, done, batch.now_ms)
+            for e in done:  # counted per event (account() counts the all-refused ones)
+                letters = sum(1 for w in e.writes if w.stream == settings.dead_letter)
+                if e.outcome != DEAD_LETTER and letters:
+                    self.metrics.dead_lettered.labels("destination_error").inc()
+                if letters:
+                    error = "; ".join(f"{d}: {x}" for d, x in refused_of[e.entry_id].items())
+                    self.on_dead_letter(source, e.entry_id, "destination_error", error)
+                dead += letters
+            refused_of = {
+                eid: {**refused_of[eid], **again.refused.get(eid, {})} for eid in again.failed
+            }
+            for eid, refused in list(refused_of.items()):
+                if settings.dead_letter in refused:
+                    # The dead-letter stream itself refuses: nothing can be given up now.
+                    self.log.error(
+                        "dead_letter_refused", source=source, error=refused[settings.dead_letter]
+                    )
+                    self.schedule(source, eid, RETRY_BACKOFF.cap_s)
+                    del refused_of[eid]
+            if not refused_of:
+                break
+        for eid in refused_of:  # still refused after every round: try again later
+            self.schedule(source, eid, RETRY_BACKOFF.cap_s)
+        return dead
 
 
-def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> None:
-    """Count a committed batch: grouped per batch, so the cost is per distinct value."""
+def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> list[Any]:
+    """Count a committed batch: grouped per batch, so the cost is per distinct value.
+    Returns the dead-lettered entries (found only when the batch is not all routed)."""
     by_routes: Tally[tuple[tuple[str, str], ...]] = Tally(
         [e.routes for e in entries if e.outcome == ROUTED]
     )
@@ -201,12 +273,14 @@ def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> None:
             routed[pair] += n
     for (dest, route), n in routed.items():
         metrics.routed.labels(route, dest).inc(n)
+    dead_entries: list[Any] = []
     if by_routes.total() != len(entries):
         dead: Tally[str] = Tally()
         dropped: Tally[str] = Tally()
         for e in entries:
             if e.outcome == DEAD_LETTER:
                 dead[e.reason] += 1
+                dead_entries.append(e)
             elif e.outcome == DROPPED:
                 dropped[e.reason or "policy"] += 1
             elif e.outcome == DELETED:
@@ -219,3 +293,4 @@ def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> None:
     stamps: Tally[bytes] = Tally([e.entry_id.partition(b"-")[0] for e in entries])
     for ms, n in stamps.items():
         observe_many(metrics.latency, max(0.0, (now_ms - int(ms)) / 1000), n)
+    return dead_entries

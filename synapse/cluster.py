@@ -10,11 +10,12 @@ A Lua script and a multi-key XREADGROUP must keep to one hash slot, so:
 
 - sources are read with one blocking XREADGROUP per slot (``SlotReads``), kept
   in flight across turns so a busy slot never waits on an idle one;
-- a batch is committed per entry kind (``commit_cluster``): entries whose every
+- a batch is committed per entry kind (``clustercommit.commit_cluster``): entries whose every
   write shares the source's slot go through the same atomic Lua commit as on a
   single server; the others are written with pipelined XADDs and acknowledged
-  only after every write of the entry succeeded (at-least-once; the provenance
-  fields ``synapse-source`` + ``synapse-id`` are the dedupe key).
+  only after every write of the entry succeeded, a refused entry's landed copies
+  deleted again (at-least-once across a crash; the provenance fields
+  ``synapse-source`` + ``synapse-id`` are the dedupe key).
 """
 
 from __future__ import annotations
@@ -31,18 +32,24 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException, ResponseError
+from redis.exceptions import RedisClusterException
 
 from synapse import wire
 from synapse.boundedcache import BoundedCache
-from synapse.commit import CommitResult, commit
 from synapse.config import Route, RoutingTable
-from synapse.plan import BatchPlan, EntryPlan
 
 SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 CONNECT_TIMEOUT_S = 5.0
 #: Raw replies for the commands the router parses itself (flat field lists, like hiredis).
-RAW_COMMANDS = ("XREADGROUP", "XREAD", "XAUTOCLAIM", "XPENDING", "XRANGE", "XREVRANGE")
+RAW_COMMANDS = (
+    "XREADGROUP",
+    "XREAD",
+    "XAUTOCLAIM",
+    "XCLAIM",
+    "XPENDING",
+    "XRANGE",
+    "XREVRANGE",
+)
 
 Client = wire.Client
 
@@ -181,55 +188,6 @@ class SlotReads:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-
-
-def is_atomic(source: str, entry: EntryPlan) -> bool:
-    """Whether every write of ``entry`` shares ``source``'s hash slot."""
-    home = slot_of(source)
-    return all(slot_of(w.stream) == home for w in entry.writes)
-
-
-async def commit_cluster(client: Client, plan: BatchPlan, group: str) -> CommitResult:
-    """Commit ``plan`` on a cluster: atomic where one slot holds it all, else write then ack."""
-    if not plan.entries:
-        return CommitResult({})
-    atomic = tuple(e for e in plan.entries if is_atomic(plan.source, e))
-    spread = [e for e in plan.entries if not is_atomic(plan.source, e)]
-    failed: dict[bytes, str] = {}
-    if atomic:
-        failed.update((await commit(client, BatchPlan(plan.source, atomic), group)).failed)
-    if spread:
-        failed.update(await _write_then_ack(client, plan.source, spread, group))
-    return CommitResult(failed)
-
-
-async def _write_then_ack(
-    client: Client, source: str, entries: Sequence[EntryPlan], group: str
-) -> dict[bytes, str]:
-    """XADD every copy (pipelined per node), then XACK the entries all of whose copies landed.
-
-    An entry with a failed write is not acknowledged: it stays pending and is
-    retried (its copies that did land are written again: at-least-once). A
-    connection error raises before any XACK.
-    """
-    pipe = client.pipeline(transaction=False)
-    owners: list[bytes] = []
-    for entry in entries:
-        for write in entry.writes:
-            trim = ("MAXLEN", "~", write.maxlen) if write.maxlen else ()
-            pipe.execute_command("XADD", write.stream, *trim, "*", *write.fields)
-            owners.append(entry.entry_id)
-    results = await pipe.execute(raise_on_error=False) if owners else []
-    failed: dict[bytes, str] = {}
-    for owner, result in zip(owners, results, strict=True):
-        if isinstance(result, ResponseError):
-            failed.setdefault(owner, str(result))  # WRONGTYPE, OOM: this entry only
-        elif isinstance(result, Exception):
-            raise result  # the connection: nothing acknowledged, the batch is retried
-    done = [e.entry_id for e in entries if e.entry_id not in failed]
-    for start in range(0, len(done), 1000):
-        await wire.execute(client, "XACK", source, group, *done[start : start + 1000])
-    return failed
 
 
 # -- which routes stay atomic on a cluster (``synapse check --cluster``) ------------------

@@ -8,9 +8,12 @@ XREADGROUP (``reads.py``) and plans and commits each source's entries
 atomically (``batches.py``). Sources and groups live in ``sources.py``; pending
 entries and their delivery counts in ``pending.py``.
 
-Redis errors never end the loop: connection errors and timeouts back off with
-jitter and mark the router not ready; NOGROUP recreates the group per the
-``start`` policy.
+Redis errors never end the loop: connection errors, timeouts and server-wide
+refusals (OOM, READONLY, LOADING, BUSY...) back off with jitter and mark the
+router not ready, and the re-read of our pending entries that follows does not
+count as a delivery (``retry.py``); NOGROUP recreates the group per the
+``start`` policy. Refused entries due for a retry are claimed before each read,
+and the blocking read waits no longer than the first of them.
 """
 
 from __future__ import annotations
@@ -28,17 +31,22 @@ from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from synapse import log as logging
-from synapse import membership, sources, wire
+from synapse import membership, retention, sources, wire
 from synapse.backoff import Backoff
 from synapse.batches import Batches
-from synapse.cluster import commit_cluster, connect_any, is_cluster_url
+from synapse.cluster import connect_any, is_cluster_url
+from synapse.clustercommit import commit_cluster
 from synapse.commit import commit
 from synapse.config import RoutingTable
-from synapse.errors import ConsumerInUse
+from synapse.errors import ConsumerInUse, Outage
+from synapse.groupstats import GroupStats
+from synapse.matching import is_glob
 from synapse.metrics import Metrics
 from synapse.pending import Pending
 from synapse.plan import Entry, Planner
 from synapse.reads import Reads
+from synapse.retry import OUTAGE, RAISED, REDELIVER, error_text, verdict
+from synapse.summary import Summary
 
 STATS_INTERVAL_S = 5.0
 COMMIT_TIMEOUT_S = 30.0
@@ -68,6 +76,8 @@ class Router:
         on_progress: Callable[[], None] | None = None,
         lease_ttl_ms: int = membership.LEASE_TTL_MS,
         forget_idle_ms: int = membership.FORGET_IDLE_MS,
+        summary_interval_s: float | None = None,
+        retention_interval_s: float = retention.INTERVAL_S,
     ) -> None:
         self.table = table
         self.planner = Planner(table)
@@ -79,6 +89,12 @@ class Router:
         self.on_progress = on_progress or (lambda: None)
         self.log = logging.get("synapse.router").bind(consumer=self.consumer)
         self.stopping = asyncio.Event()
+        # router_summary every interval (60 s), dead letters at WARNING, rate-limited.
+        self.group_stats = GroupStats(metrics)
+        metrics.watch_routes((r.name, r.to) for r in table.routes)
+        self.summary = Summary(
+            metrics, self.log, interval_s=summary_interval_s, now=time.monotonic()
+        )
         # Redis Cluster: one XREADGROUP per slot, and a per-slot commit (cluster.py).
         self.cluster = is_cluster_url(url)
         self._reads = Reads(
@@ -105,13 +121,8 @@ class Router:
         self._last_rescan = 0.0
         self._last_claim = 0.0
         self._last_stats = 0.0
-        self._batches = Batches(
-            self.writer,
-            commit_cluster if self.cluster else commit,
-            metrics,
-            self.log,
-            self.on_progress,
-        )
+        self.retention_interval_s = retention_interval_s
+        self._last_retention = 0.0
         self._pending = Pending(
             self.writer,
             self.consumer,
@@ -120,6 +131,19 @@ class Router:
             metrics=metrics,
             log=self.log,
         )
+        self._batches = Batches(
+            self.writer,
+            commit_cluster if self.cluster else commit,
+            metrics,
+            self.log,
+            self.on_progress,
+            self._pending.schedule,
+            self.summary.dead_letter,
+        )
+        # Whether the next re-read of our own pending entries counts as a delivery: at
+        # start (a restart under a fixed name may follow a crash on an entry) and after
+        # an error that may have come from an entry; never after an outage (retry.py).
+        self._count_redelivery = True
 
     @property
     def reader(self) -> wire.Client:
@@ -145,6 +169,7 @@ class Router:
     async def run(self) -> None:
         attempt = 0
         while not self.stopping.is_set():
+            self.summary.tick(time.monotonic())
             try:
                 if self._next_table is not None:
                     await self._apply_table(self._next_table)
@@ -156,6 +181,10 @@ class Router:
                 self.failure = exc
                 self.log.error("consumer_name_in_use", error=str(exc))
                 break
+            except Outage as exc:  # a server-wide refusal inside a commit: not the entries'
+                attempt += 1
+                self._down("outage", exc, attempt)
+                await self._sleep(self.backoff.delay_s(attempt))
             except (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError) as exc:
                 # RedisClusterException: no cluster node reachable (not a RedisError)
                 attempt += 1
@@ -171,13 +200,18 @@ class Router:
                     self._needs_setup = True
                     await self._sleep(self.backoff.delay_s(attempt) if attempt > 1 else 0)
                 else:
-                    self._down("response", exc, attempt)
+                    judged = verdict(RAISED, error=error_text(exc))
+                    if judged.action == REDELIVER:
+                        self._count_redelivery = True
+                    self._down("outage" if judged.action == OUTAGE else "response", exc, attempt)
                     await self._sleep(self.backoff.delay_s(attempt))
             except Exception as exc:  # a bug must not stop routing for good: log, back off
                 attempt += 1
+                self._count_redelivery = True
                 self.log.exception("router_error", error=repr(exc), attempt=attempt)
                 self._down("internal", exc, attempt)
                 await self._sleep(self.backoff.delay_s(attempt))
+        self.summary.emit(time.monotonic())  # the last interval, on the way out
         await self._farewell()
 
     async def _farewell(self) -> None:
@@ -208,6 +242,7 @@ class Router:
     async def _apply_table(self, table: RoutingTable) -> None:
         old = self.table
         self.table, self.planner, self._next_table = table, Planner(table), None
+        self.metrics.watch_routes((r.name, r.to) for r in table.routes)
         if old.settings.block_ms != table.settings.block_ms:
             # The read timeout must outlast the new BLOCK time: a new reader connection.
             await self._reads.reconnect(table.settings.block_ms)
@@ -229,7 +264,10 @@ class Router:
         self.metrics.redis_up.set(1)
         await self._renew_lease()
         await self.discover(create=True)
-        await self._pending.drain_own(self.table.settings, self.sources)
+        await self._pending.drain_own(
+            self.table.settings, self.sources, count=self._count_redelivery
+        )
+        self._count_redelivery = False
         self._needs_setup = False
         if not self.ready:
             self.log.info(
@@ -255,14 +293,24 @@ class Router:
         if now - self._last_forget >= min(self.forget_idle_ms / 2, 60_000) / 1000:
             self._last_forget = now
             await self.forget_idle()
+        if self.table.max_ages and now - self._last_retention >= self.retention_interval_s:
+            self._last_retention = now
+            await self.trim_by_age()
         if now - self._last_stats >= STATS_INTERVAL_S:
             self._last_stats = now
             await self.refresh_stats()
+        due_s = self._pending.next_due_s()
+        if due_s == 0:
+            await self._pending.retry_due(settings)
+            due_s = self._pending.next_due_s()
         self.on_progress()
+        block_ms = (
+            settings.block_ms if due_s is None else min(settings.block_ms, int(due_s * 1000) + 1)
+        )
         if not self.sources:
-            await self._sleep(settings.block_ms / 1000)
+            await self._sleep(block_ms / 1000)
             return
-        reply = await self._reads.next(settings, self.sources)
+        reply = await self._reads.next(settings, self.sources, block_ms)
         if reply is None:
             return
         await self._batches.route(self.planner, reply, self._read_more)
@@ -321,10 +369,28 @@ class Router:
             skipped=self._skipped_names,
         )
 
+    async def trim_by_age(self) -> None:
+        """Retention by age (``max_age``): XTRIM MINID on every stream a rule matches."""
+        s = self.table.settings
+        known = [*self.sources, *self.table.destinations, s.dead_letter]
+        if s.unrouted not in ("dead-letter", "drop"):
+            known.append(s.unrouted)
+        removed = await retention.trim_by_age(
+            self.writer,
+            self.table,
+            [name for name in known if not is_glob(name)],
+            self.sources,
+            int(time.time() * 1000),
+        )
+        if removed:
+            self.log.info("retention_trimmed", streams=removed)
+
     async def refresh_stats(self) -> None:
         """Per-source lag and pending gauges (on an interval, not per batch)."""
         group = self.table.settings.group
         await sources.refresh_stats(self.writer, self.sources, group, self.metrics)
+        destinations = [d for d in self.table.destinations if not is_glob(d)]
+        await self.group_stats.refresh(self.writer, destinations)
 
     async def delivery_counts(self, source: str, entries: Sequence[Entry]) -> dict[bytes, int]:
         """Delivery counts of ``entries`` from the group's pending list."""

@@ -25,6 +25,7 @@ REASONS: tuple[str, ...] = (
     "too_deep",
     "max_deliveries",
     "destination_error",
+    "handler_error",  # a subscriber's handler raised max_deliveries times (synapse.client)
 )
 
 
@@ -71,6 +72,10 @@ class InvalidEvent(SynapseError):
 
 class TransientError(SynapseError):
     """Redis unreachable, a destination refusing writes: may pass later."""
+
+
+class Outage(TransientError):
+    """The server refuses writes as a whole (OOM, READONLY, LOADING...): back off, not ready."""
 
 
 class ConsumerInUse(SynapseError):

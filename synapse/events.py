@@ -24,6 +24,9 @@ from synapse.errors import InvalidEvent
 DLQ_FIELD_MAX = 4096
 #: synapse-error text is capped at this many characters.
 ERROR_TEXT_MAX = 1024
+#: Most fields any copy or dead letter can have, whatever ``max_fields`` says: the commit
+#: script passes a copy's fields to XADD as Lua values, and Lua passes at most ~8000.
+LUA_MAX_FIELDS = 3900
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +137,25 @@ def with_provenance(
 
 
 def provenance_base(fields: list[bytes]) -> list[bytes]:
-    """``fields`` without provenance fields an earlier router added (usually ``fields`` itself)."""
-    if keys.F_SOURCE in fields or keys.F_ID in fields or keys.F_ROUTE in fields:
-        return strip_fields(fields, keys.PROVENANCE_FIELDS)
+    """``fields`` without any ``synapse-*`` field (usually ``fields`` itself).
+
+    The ``synapse-`` namespace is Synapse's: whatever a producer (or an earlier
+    router, or a redrive) put there is replaced on every copy and dead letter, so
+    no field a producer controls can pass for provenance, a reason or a count.
+    """
+    for i in range(0, len(fields), 2):
+        if fields[i][:8] == b"synapse-":
+            return strip_ours(fields)
     return fields
+
+
+def strip_ours(fields: Sequence[bytes], keep: frozenset[bytes] = frozenset()) -> list[bytes]:
+    """``fields`` without the pairs whose name starts with ``synapse-`` (but for ``keep``)."""
+    out: list[bytes] = []
+    for i in range(0, len(fields) - 1, 2):
+        if not fields[i].startswith(b"synapse-") or fields[i] in keep:
+            out += (fields[i], fields[i + 1])
+    return out
 
 
 def strip_fields(fields: Sequence[bytes], names: frozenset[bytes]) -> list[bytes]:
@@ -160,15 +178,27 @@ def dead_letter_fields(
     config_hash: str,
     now_ms: int,
     max_fields: int = 1000,
+    destination: tuple[bytes, bytes] | None = None,
 ) -> list[bytes]:
-    """The dead-letter entry: original fields (large ones truncated, with a sha256) + why."""
+    """The dead-letter entry: original fields (large ones truncated, with a sha256) + why.
+
+    Every ``synapse-*`` field of the original is dropped (a producer's, or a redriven
+    dead letter's old verdict) and Synapse's own are written. ``destination``
+    (stream, route) marks the dead letter of one refused destination: it records
+    ``synapse-destination`` and ``synapse-route``, and a redrive writes it there only.
+    """
     out: list[bytes] = []
     truncated: list[str] = []
     pairs = len(fields) // 2
+    max_fields = min(max_fields, LUA_MAX_FIELDS)
     for i in range(0, min(len(fields) - 1, 2 * max_fields), 2):
         name, value = fields[i], fields[i + 1]
-        if name.startswith(b"synapse-") and name not in keys.PROVENANCE_FIELDS | {keys.F_REDRIVES}:
-            continue  # a redriven dead letter: its old verdict is replaced by the new one
+        if len(out) + (4 if len(value) > DLQ_FIELD_MAX else 2) > 2 * max_fields:
+            # a sha256 field per cut value counts too: the dead letter must fit the commit
+            truncated.append(f"fields:{pairs}")
+            break
+        if name.startswith(b"synapse-"):
+            continue  # ours alone: a producer's is dropped, a redriven verdict replaced
         if len(value) > DLQ_FIELD_MAX:
             out += (
                 name,
@@ -179,9 +209,10 @@ def dead_letter_fields(
             truncated.append(f"{name.decode('utf-8', 'replace')}:{len(value)}")
         else:
             out += (name, value)
-    if pairs > max_fields:
+    if pairs > max_fields and f"fields:{pairs}" not in truncated:
         truncated.append(f"fields:{pairs}")
-    out = strip_fields(out, keys.PROVENANCE_FIELDS)
+    if destination is not None:
+        out += (keys.F_DESTINATION, destination[0], keys.F_ROUTE, destination[1])
     out += (
         keys.F_REASON,
         reason.encode(),

@@ -20,10 +20,42 @@ def consumer_lease(group: str, consumer: str) -> str:
     return f"{CONSUMER_LEASE_PREFIX}{group}:{consumer}"
 
 
+#: ``synapse dlq redrive`` counts: a hash per dead-letter stream, in its cluster slot, from
+#: "<stream>\0<entry id>" of each redriven entry to how many times its event was redriven.
+#: The count lives here, never in a field a producer could set; the key expires 30 days
+#: after the last redrive.
+REDRIVES_PREFIX = "synapse:redrives:"
+
+
+def redrive_counts(dead_letter: str) -> str:
+    """The redrive-count hash of ``dead_letter``: ``synapse:redrives:{<its hashed part>}``."""
+    start = dead_letter.find("{")
+    end = dead_letter.find("}", start + 1)
+    tag = dead_letter[start + 1 : end] if 0 <= start < end - 1 else dead_letter
+    return f"{REDRIVES_PREFIX}{{{tag}}}"
+
+
 #: ``synapse replay`` checkpoint: a hash per (source, destination, filter) holding the
 #: last source id copied, written atomically with each batch of copies; the key is
 #: ``<prefix>{<destination's hashed part>}:...`` so it shares the destination's cluster slot.
 REPLAY_PREFIX = "synapse:replay:"
+
+#: A service's retry stream: redriven handler dead letters, read by that service only.
+RETRY_PREFIX = "synapse:retry:"
+#: Dedupe marks of a service's handled events; the ``{<service>}`` hash tag keeps one
+#: service's marks in one cluster slot (one MGET checks a whole batch).
+DEDUPE_PREFIX = "synapse:dedupe:"
+
+
+def retry_stream(service: str) -> str:
+    """The retry stream of ``service``: ``synapse:retry:<service>``."""
+    return f"{RETRY_PREFIX}{service}"
+
+
+def dedupe_mark(service: str, key: str) -> str:
+    """The dedupe mark of one event for ``service``: ``synapse:dedupe:{<service>}:<key>``."""
+    return f"{DEDUPE_PREFIX}{{{service}}}:{key}"
+
 
 # Provenance fields added to every destination copy.
 F_SOURCE = b"synapse-source"
@@ -40,5 +72,9 @@ F_TIME = b"synapse-time"
 F_TRUNCATED = b"synapse-truncated"
 F_SHA256_PREFIX = b"synapse-sha256:"
 F_REDRIVES = b"synapse-redrives"
+#: The one refused destination a dead letter stands for (``dlq redrive`` writes it there).
+F_DESTINATION = b"synapse-destination"
 F_REPLAY_OF = b"synapse-replay-of"
 F_REPLAY_SOURCE = b"synapse-replay-source"
+#: On a handler dead letter: the consuming service whose handler gave up.
+F_CONSUMER = b"synapse-consumer"

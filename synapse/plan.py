@@ -15,8 +15,9 @@ from typing import Any, NamedTuple
 
 from synapse.config import RoutingTable, destinations_of
 from synapse.errors import InvalidEvent
-from synapse.events import Limits, dead_letter_fields, parse, provenance_base
+from synapse.events import LUA_MAX_FIELDS, Limits, dead_letter_fields, parse, provenance_base
 from synapse.keys import F_ID, F_ROUTE, F_SOURCE
+from synapse.retry import DELIVERED, GIVE_UP, verdict
 
 ROUTED = "routed"
 DEAD_LETTER = "dead_letter"
@@ -98,7 +99,7 @@ def limits_of(table: RoutingTable) -> Limits:
         data_field=s.data_field.encode(),
         max_event_bytes=s.max_event_bytes,
         max_depth=s.max_depth,
-        max_fields=s.max_fields,
+        max_fields=min(s.max_fields, LUA_MAX_FIELDS),
     )
 
 
@@ -143,7 +144,14 @@ class Planner:
         if fields is None:
             return EntryPlan(entry_id, DELETED, ())
         settings = self.table.settings
-        if deliveries > settings.max_deliveries:
+        # A first delivery is always planned; a redelivery asks the retry policy.
+        if (
+            deliveries != 1
+            and verdict(
+                DELIVERED, deliveries=deliveries, max_deliveries=settings.max_deliveries
+            ).action
+            == GIVE_UP
+        ):
             return self.dead_letter(
                 src,
                 entry_id,
@@ -191,9 +199,9 @@ class Planner:
         self, src: bytes, entry_id: bytes, fields: list[bytes], targets: Sequence[tuple[str, str]]
     ) -> tuple[Write, ...]:
         resolved = self._targets[tuple(targets)]
-        if not self._provenance:
-            return tuple([Write(dest, fields, maxlen) for dest, maxlen, _ in resolved])
         base = provenance_base(fields)
+        if not self._provenance:
+            return tuple([Write(dest, base, maxlen) for dest, maxlen, _ in resolved])
         return tuple(
             [Write(dest, base, maxlen, (src, entry_id, route)) for dest, maxlen, route in resolved]
         )

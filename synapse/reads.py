@@ -59,11 +59,14 @@ class Reads:
         await self._slot_reads.cancel()
         await self.client.aclose()
 
-    async def next(self, settings: RouterSettings, sources: Sequence[str]) -> Any:
-        """One blocking read of every source; None when stopped while blocked."""
+    async def next(
+        self, settings: RouterSettings, sources: Sequence[str], block_ms: int | None = None
+    ) -> Any:
+        """One blocking read of every source (``block_ms``: shorter than the setting when a
+        retry is due sooner; not on a cluster); None when stopped while blocked."""
         if self.cluster:
             return await self._read_slots(settings, sources)
-        return await self._read_new(settings, sources)
+        return await self._read_new(settings, sources, block_ms)
 
     def ahead(
         self, settings: RouterSettings, sources: Sequence[str], reply: Any
@@ -81,14 +84,20 @@ class Reads:
         return asyncio.ensure_future(wire.execute(self.client, *args))
 
     def _args(
-        self, settings: RouterSettings, sources: Sequence[str], block: bool
+        self,
+        settings: RouterSettings,
+        sources: Sequence[str],
+        block: bool,
+        block_ms: int | None = None,
     ) -> tuple[Any, ...]:
-        head = group_read(settings, self.consumer, block=block)
+        head = group_read(settings, self.consumer, block=block, block_ms=block_ms)
         return (*head, "STREAMS", *sources, *(">",) * len(sources))
 
-    async def _read_new(self, settings: RouterSettings, sources: Sequence[str]) -> Any:
+    async def _read_new(
+        self, settings: RouterSettings, sources: Sequence[str], block_ms: int | None
+    ) -> Any:
         """XREADGROUP ... > on every source; cancelled promptly when stopping."""
-        args = self._args(settings, sources, block=True)
+        args = self._args(settings, sources, block=True, block_ms=block_ms)
         read = asyncio.ensure_future(wire.execute(self.client, *args))
         stop = asyncio.ensure_future(self.stopping.wait())
         try:
@@ -110,7 +119,9 @@ class Reads:
         return await self._slot_reads.next(self.client, args, sources, self.stopping)
 
 
-def group_read(settings: RouterSettings, consumer: str, *, block: bool) -> tuple[Any, ...]:
+def group_read(
+    settings: RouterSettings, consumer: str, *, block: bool, block_ms: int | None = None
+) -> tuple[Any, ...]:
     """XREADGROUP for ``consumer`` of up to ``batch`` entries, up to (excluding) STREAMS."""
-    wait = ("BLOCK", settings.block_ms) if block else ()
+    wait = ("BLOCK", settings.block_ms if block_ms is None else block_ms) if block else ()
     return ("XREADGROUP", "GROUP", settings.group, consumer, "COUNT", settings.batch, *wait)

@@ -48,6 +48,8 @@ class ServiceInfo:
     version: str = ""
     produces: tuple[str, ...] = ()
     consumes: tuple[str, ...] = ()
+    group: str = ""  # a consuming service's consumer group (its name)
+    publishes: tuple[str, ...] = ()  # event types a service has published
     config: str = ""  # a router's config hash
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
@@ -75,6 +77,8 @@ class Registration:
             "version": i.version,
             "produces": list(i.produces),
             "consumes": list(i.consumes),
+            "group": i.group or None,
+            "publishes": list(i.publishes),
             "config": i.config or None,
             "host": i.host,
             "pid": i.pid,
@@ -99,6 +103,8 @@ async def register(client: Client, info: ServiceInfo, ttl_s: float = DEFAULT_TTL
         "version": info.version,
         "produces": json.dumps(list(info.produces)),
         "consumes": json.dumps(list(info.consumes)),
+        "group": info.group,
+        "publishes": json.dumps(list(info.publishes)),
         "config": info.config,
         "host": info.host,
         "pid": str(info.pid),
@@ -157,6 +163,8 @@ def _decode(raw: dict[bytes, bytes], ttl_ms: int) -> Registration:
         version=get("version"),
         produces=listed("produces"),
         consumes=listed("consumes"),
+        group=get("group"),
+        publishes=listed("publishes"),
         config=get("config"),
         host=get("host"),
         pid=int(get("pid") or 0),

@@ -41,3 +41,32 @@ async def execute(client: Client, *args: Any) -> Any:
     finally:
         await pool.release(conn)
     return reply
+
+
+async def execute_many(client: aioredis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` in one write (hiredis-packed) and read every reply, in order.
+
+    A command the server refuses does not stop the others: every reply is read,
+    then the first refusal is raised. Any other error disconnects the connection.
+    """
+    pool = client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    replies: list[Any] = []
+    refused: aioredis.ResponseError | None = None
+    try:
+        packed = b"".join(hiredis.pack_command(args) for args in commands)
+        await conn.send_packed_command(packed, check_health=False)
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response(disable_decoding=True))
+            except aioredis.ResponseError as exc:
+                refused = refused or exc
+                replies.append(exc)
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(conn)
+    if refused is not None:
+        raise refused
+    return replies

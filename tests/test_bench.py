@@ -133,3 +133,29 @@ def test_pipeline_phase_stores_every_copy_and_reports_consistent_figures(tmp_pat
         if name != "nats":
             ratio = v["vs_nats"]["events_per_s"]
             assert ratio == pytest.approx(v["events_per_s"] / variants["nats"]["events_per_s"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_client_phase_runs_small_and_reports_ratios(tmp_path: Path) -> None:
+    """`bin/bench --only client` measures subscribe, FastStream, publish_many and memory."""
+    out = tmp_path / "client.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "client", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "subscribe / hand-written:" in done.stdout
+    client = json.loads(out.read_text())["client"]
+    for kind in ("synapse", "handwritten", "faststream", "publish_many", "raw_pipeline"):
+        assert client["events_per_s"][kind] > 0
+    assert set(client["ratios"]) == {
+        "subscribe_vs_handwritten",
+        "subscribe_vs_faststream",
+        "publish_many_vs_raw_pipeline",
+    }
+    assert client["memory"]["events"] >= 2000
+    assert client["memory"]["growth_mb"] < 50

@@ -348,6 +348,8 @@ def test_shipped_table_loads_and_routes_the_readme_example() -> None:
     body = {
         "model_id": "m1",
         "version": "1.0.0",
+        "artifact_uri": "file:///tmp/m1.onnx",
+        "framework": "onnx",
         "stage": "production",
         "metrics": {"accuracy": 0.97},
     }

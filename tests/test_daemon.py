@@ -24,7 +24,8 @@ from tests.conftest import ROOT, wait_sync, write_table
 
 ROUTER = Path(sys.executable).parent / "synapse-router"
 README_BODY = (
-    '{"model_id": "m1", "version": "1.0.0", "stage": "production", "metrics": {"accuracy": 0.97}}'
+    '{"model_id": "m1", "version": "1.0.0", "artifact_uri": "file:///tmp/m1.onnx", '
+    '"framework": "onnx", "stage": "production", "metrics": {"accuracy": 0.97}}'
 )
 
 

@@ -100,7 +100,7 @@ async def test_commit_refused_mid_backlog_resumes_without_loss_or_duplicates(
         async with running(table_from(TABLE), url) as router:
             await wait_for(lambda: r.xlen("copy-a") >= 500 if r.exists("copy-a") else False)
             r.config_set("maxmemory", 1)  # every write refused from now on
-            refused = router.metrics.redis_errors.labels("response")
+            refused = router.metrics.redis_errors.labels("outage")
             await wait_for(lambda: refused._value.get() >= 1, what="a refused commit")
             assert r.xlen("copy-a") < len(ids)
             r.config_set("maxmemory", 0)

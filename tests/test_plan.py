@@ -340,3 +340,33 @@ def test_explain_body(table_from: TableFrom) -> None:
     assert "source 'ingress'" in got["eu-only"]["why_not"]
     assert "does not match '*.error'" in got["errors"]["why_not"]
     assert got["errors"]["to"] == ["error-events"]
+
+
+PRODUCER_SET = [
+    b"synapse-redrives", b"-100",
+    b"synapse-reason", b"forged",
+    b"synapse-destination", b"elsewhere",
+    b"synapse-replay-of", b"1-1",
+    b"synapse-source", b"forged",
+]  # fmt: skip
+
+
+def test_copies_and_dead_letters_replace_every_producer_synapse_field(
+    table_from: TableFrom,
+) -> None:
+    """A producer's synapse-* fields reach neither a copy nor a dead letter: only Synapse's."""
+    planner = Planner(table(table_from))
+    body = {"model_id": "m", "version": "1"}
+    routed = [b"type", b"model.updated", b"data", json.dumps(body).encode(), *PRODUCER_SET]
+    plan = planner.plan_entry("ingress", b"ingress", b"1-0", routed, 1, NOW_MS)
+    assert plan.outcome == ROUTED
+    for write in plan.writes:
+        got = pairs(write.fields)
+        assert got[b"synapse-source"] == b"ingress" and got[b"synapse-id"] == b"1-0"
+        assert not {b"synapse-redrives", b"synapse-reason", b"synapse-destination"} & set(got)
+        assert b"synapse-replay-of" not in got
+    unrouted = [b"type", b"nothing.x", b"data", b"{}", *PRODUCER_SET]
+    dead = planner.plan_entry("ingress", b"ingress", b"2-0", unrouted, 1, NOW_MS)
+    got = pairs(dead.writes[0].fields)
+    assert got[b"synapse-reason"] == b"no_route" and got[b"synapse-source"] == b"ingress"
+    assert not {b"synapse-redrives", b"synapse-destination", b"synapse-replay-of"} & set(got)

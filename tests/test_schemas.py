@@ -28,6 +28,14 @@ VALID: dict[str, dict[str, Any]] = {
         "reason": "r",
         "replacement": "m2",
     },
+    "model-events/model-ready.json": {
+        "model_id": "m1",
+        "version": "1.0.0",
+        "artifact_uri": "file:///srv/models/m1.onnx",
+        "framework": "onnx",
+        "format": "onnx",
+        "stage": "production",
+    },
     "inference-events/inference-event.json": {
         "type": "inference.completed",
         "request_id": "r1",
@@ -164,7 +172,9 @@ def test_schema_for_first_matching_glob(shipped: dict[str, CompiledSchema]) -> N
     """Event types map to schema files by the table's globs; unmapped types have none."""
     table = load_table(ROOT / "config" / "routes.yaml")
     found = table.schemas.schema_for("model.ready")
-    assert found is not None and found.name == "model-events/model-event.json"
+    assert found is not None and found.name == "model-events/model-ready.json"
+    updated = table.schemas.schema_for("model.updated")
+    assert updated is not None and updated.name == "model-events/model-event.json"
     error = table.schemas.schema_for("svc.error")
     assert error is not None and error.name == "error-events/error-event.json"
     assert table.schemas.schema_for("unmapped.kind") is None

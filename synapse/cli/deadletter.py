@@ -18,6 +18,8 @@ import click
 
 from synapse import keys
 from synapse.cli import common
+from synapse.config import RoutingTable
+from synapse.errors import REASONS
 from synapse.events import pairs
 
 
@@ -25,6 +27,9 @@ from synapse.events import pairs
 class DeadLetter:
     entry_id: str
     fields: list[bytes]
+    #: Times its event was redriven before, from the redrive-count hash (``counted``):
+    #: never from a field, which the producer of the event could have set.
+    redrives: int = 0
 
     @property
     def meta(self) -> dict[bytes, bytes]:
@@ -34,11 +39,9 @@ class DeadLetter:
         return common.text(self.meta.get(name))
 
     @property
-    def redrives(self) -> int:
-        try:
-            return int(self.get(keys.F_REDRIVES) or 0)
-        except ValueError:
-            return 0
+    def count_field(self) -> bytes:
+        """Its entry's field in the redrive-count hash: ``<source>\\0<source id>``."""
+        return self.get(keys.F_SOURCE).encode() + b"\0" + self.get(keys.F_ID).encode()
 
     def original(self) -> list[bytes]:
         """The fields as the producer wrote them: every synapse-* field stripped."""
@@ -59,6 +62,7 @@ class DeadLetter:
             "type": self.get(b"type") or None,
             "deliveries": int(self.get(keys.F_DELIVERIES) or 0),
             "redrives": self.redrives,
+            "destination": self.get(keys.F_DESTINATION) or None,
             "config": self.get(keys.F_CONFIG),
             "truncated": self.get(keys.F_TRUNCATED) or None,
         }
@@ -90,7 +94,7 @@ def select(
     since = common.parse_when(chosen.since) if chosen.since else None
     until = common.parse_when(chosen.until) if chosen.until else None
     if ids:
-        return _by_id(client, stream, ids)
+        return _by_id(client, stream, tuple(common.entry_id(i) for i in ids))
     return _scan(client, stream, chosen, since, until)
 
 
@@ -113,6 +117,68 @@ def _scan(
         if chosen.sources and letter.get(keys.F_SOURCE) not in chosen.sources:
             continue
         yield letter
+
+
+def counted(client: common.Client, stream: str, letters: list[DeadLetter]) -> list[DeadLetter]:
+    """``letters`` with their redrive counts from ``stream``'s redrive-count hash."""
+    if not letters:
+        return letters
+    found = common.call(
+        client, "HMGET", keys.redrive_counts(stream), *(x.count_field for x in letters)
+    )
+    out = []
+    for letter, raw in zip(letters, found, strict=True):
+        try:
+            count = int(raw or 0)
+        except ValueError:
+            count = 0
+        out.append(DeadLetter(entry_id=letter.entry_id, fields=letter.fields, redrives=count))
+    return out
+
+
+def target_of(
+    letter: DeadLetter, target: str | None, table: RoutingTable | None
+) -> tuple[str, str]:
+    """Where the dead letter goes, or why it cannot go anywhere without ``--to``.
+
+    A dead letter's fields are only as trustworthy as whoever wrote the dead-letter
+    stream, so without ``--to`` it goes only to a stream the table consumes
+    (``synapse-source``) or, for the dead letter of one refused destination, to a
+    destination the table writes (``synapse-destination``).
+    """
+    if target:
+        return target, ""
+    destination = letter.get(keys.F_DESTINATION)
+    source = letter.get(keys.F_SOURCE)
+    if table is None:
+        return "", "no routing table (--config) to check where it goes; pass --to"
+    if destination:
+        if destination not in written_by(table):
+            return "", f"synapse-destination {destination!r} is not a destination of the table"
+        return destination, ""
+    if not source:
+        return "", "no synapse-source field; pass --to"
+    if not any(test(source) for test in table.source_globs):
+        return "", f"synapse-source {source!r} is not a stream the table consumes; pass --to"
+    return source, ""
+
+
+def written_by(table: RoutingTable) -> frozenset[str]:
+    """Every stream the table copies events to (routes' destinations, the unrouted one)."""
+    unrouted = table.settings.unrouted
+    extra = {unrouted} if unrouted not in ("dead-letter", "drop") else set()
+    return table.destinations | extra
+
+
+def redrive_fields(letter: DeadLetter, target: str | None) -> list[bytes]:
+    """What a redrive writes: the original fields; to the recorded destination, with the
+    provenance the router would have added; to a source, with the new redrive count."""
+    original = letter.original()
+    if not target and letter.get(keys.F_DESTINATION):
+        meta = letter.meta
+        provenance = (keys.F_SOURCE, keys.F_ID, keys.F_ROUTE)
+        return [*original, *(x for f in provenance for x in (f, meta.get(f, b"")))]
+    return original
 
 
 def stream_name(stream: str | None, config_path: Path) -> str:
@@ -144,7 +210,14 @@ def selection_options(func: Callable[..., Any]) -> Any:
     wrapped = click.option("--source", "sources", multiple=True, help="Original source (repeat).")(
         wrapped
     )
-    return click.option("--reason", "reasons", multiple=True, help="Reason code (repeat).")(wrapped)
+    return click.option(
+        "--reason",
+        "reasons",
+        multiple=True,
+        type=click.Choice(REASONS),
+        metavar="REASON",
+        help=f"Reason code (repeat): {', '.join(REASONS)}.",
+    )(wrapped)
 
 
 def dlq_options(func: Any) -> Any:

@@ -26,13 +26,17 @@ from redis.exceptions import ResponseError
 
 from synapse import keys
 from synapse.cli import common
+from synapse.cli.againcheck import Again, first_pass
 from synapse.cli.deadletter import (
     DeadLetter,
     Selection,
+    counted,
     dlq_options,
+    redrive_fields,
     select,
     selection_options,
     stream_name,
+    target_of,
 )
 from synapse.cli.progress import Progress
 from synapse.cluster import slot_of
@@ -40,32 +44,39 @@ from synapse.cluster import slot_of
 DEFAULT_MAX_REDRIVES = 3
 BATCH = 50
 
-# KEYS[1]: the dead-letter stream; KEYS[1+e]: entry e's target.
-# ARGV: count, then per entry: dead-letter id, field count, fields...
+# KEYS[1]: the dead-letter stream; KEYS[2]: its redrive-count hash; KEYS[2+e]: entry e's
+# target. ARGV: count, the hash's TTL ms, then per entry: dead-letter id, the count field
+# it came from, its new count, field count, fields...
 # A dead letter already gone is skipped (a rerun, a concurrent redrive); a refused
-# XADD (WRONGTYPE...) writes nothing and keeps the dead letter.
+# XADD (WRONGTYPE...) writes nothing and keeps the dead letter. The new entry's count
+# is recorded under "<target>\0<new id>", where the router's dead letter of it will
+# point (its synapse-source and synapse-id are the router's, never a producer's).
 REDRIVE_LUA = """
 local out = {}
-local i = 2
+local i = 3
 for e = 1, tonumber(ARGV[1]) do
-  local id, n = ARGV[i], tonumber(ARGV[i + 1])
+  local id, was, count, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local fields = {}
-  for k = 1, n do fields[k] = ARGV[i + 1 + k] end
-  i = i + 2 + n
+  for k = 1, n do fields[k] = ARGV[i + 3 + k] end
+  i = i + 4 + n
   if #redis.call('XRANGE', KEYS[1], id, id) == 0 then
     out[e] = {'gone', ''}
   else
-    local r = redis.pcall('XADD', KEYS[1 + e], '*', unpack(fields))
+    local r = redis.pcall('XADD', KEYS[2 + e], '*', unpack(fields))
     if type(r) == 'table' and r.err then
       out[e] = {'error', r.err}
     else
       redis.call('XDEL', KEYS[1], id)
+      redis.call('HDEL', KEYS[2], was)
+      redis.call('HSET', KEYS[2], KEYS[2 + e] .. '\\0' .. r, count)
       out[e] = {'ok', r}
     end
   end
 end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return out
 """
+COUNTS_TTL_MS = 30 * 86_400_000
 
 
 @click.command("redrive")
@@ -77,7 +88,12 @@ return out
 @click.option("--rate", type=float, help="At most N entries per second.")
 @click.option("--limit", type=int, help="At most N entries.")
 @click.option("--force", is_flag=True, help="Redrive entries past --max-redrives too.")
-@click.option("--max-redrives", default=DEFAULT_MAX_REDRIVES, show_default=True)
+@click.option(
+    "--max-redrives",
+    default=DEFAULT_MAX_REDRIVES,
+    show_default=True,
+    help="Refuse dead letters already redriven this many times (--force overrides).",
+)
 def redrive_cmd(
     config_path: Path,
     as_json: bool,
@@ -93,42 +109,55 @@ def redrive_cmd(
 ) -> None:
     """Re-publish dead letters to their source (or --to), deleting each after its write.
 
-    Exit 1 when any entry was refused (truncated, over the redrive limit, no source).
+    First it says how many of the selected dead letters the current table would
+    dead-letter again the same way (the router's own dry run on each). Exit 1 when
+    any entry was refused (truncated, over the redrive limit, no source).
+
+    \b
+    Examples:
+      synapse dlq redrive --reason schema_violation --since -2h --dry-run
+      synapse dlq redrive --reason destination_error --rate 100
+      synapse dlq redrive --id 1714564800000-0 --to ingress
     """
     name = stream_name(stream, config_path)
+    table = common.table_or_none(config_path)
     client = common.connect()
     letters = select(client, name, chosen, ids)
     script = client.register_script(REDRIVE_LUA)
+    counts_key = keys.redrive_counts(name)
     tally: Counter[str] = Counter()
     refused: list[dict[str, str]] = []
     moved: list[dict[str, str]] = []
     pacer = common.Pacer(rate)
     batch_size = max(1, min(BATCH, int(rate) // 10)) if rate else BATCH
-    pending: list[tuple[DeadLetter, str, list[bytes]]] = []
+    pending: list[tuple[DeadLetter, str, list[bytes], int]] = []
 
     def flush() -> None:
         if not pending:
             return
         if dry_run:
-            for letter, dest, _ in pending:
+            for letter, dest, _, _ in pending:
                 moved.append({"id": letter.entry_id, "to": dest, "new_id": ""})
                 tally["would_redrive"] += 1
         else:
             together = [i for i, p in enumerate(pending) if not apart(client, name, p[1])]
             replies: list[tuple[Any, Any]] = [("", "")] * len(pending)
             if together:
-                argv: list[Any] = [len(together)]
+                argv: list[Any] = [len(together), COUNTS_TTL_MS]
                 for i in together:
-                    letter, _, fields = pending[i]
-                    argv += [letter.entry_id, len(fields), *fields]
-                found = script(keys=[name, *(pending[i][1] for i in together)], args=argv)
+                    letter, _, fields, count = pending[i]
+                    argv += [letter.entry_id, letter.count_field, count, len(fields), *fields]
+                targets = (pending[i][1] for i in together)
+                found = script(keys=[name, counts_key, *targets], args=argv)
                 for i, reply in zip(together, found, strict=True):
                     replies[i] = (reply[0], reply[1])
-            for i, (letter, dest, fields) in enumerate(pending):
+            for i, (letter, dest, fields, count) in enumerate(pending):
                 if i not in together:
-                    replies[i] = write_then_delete(client, name, letter, dest, fields)
+                    replies[i] = write_then_delete(
+                        client, name, letter, dest, fields, (counts_key, count)
+                    )
                     tally["apart"] += 1
-            for (letter, dest, _), (status, detail) in zip(pending, replies, strict=True):
+            for (letter, dest, _, _), (status, detail) in zip(pending, replies, strict=True):
                 status_s, detail_s = common.text(status), common.text(detail)
                 if status_s == "ok":
                     tally["redriven"] += 1
@@ -142,30 +171,43 @@ def redrive_cmd(
         pacer.wait(len(pending))
         pending.clear()
 
-    total = len(ids) if ids else int(client.xlen(name)) if client.exists(name) else 0
-    if limit is not None:
-        total = min(total, limit)
-    with Progress("redriving", as_json, total=total) as progress:
+    progress = Progress("redriving", as_json)
+    again = first_pass(client, name, chosen, ids, target, table, limit, progress)
+    if again is not None and not as_json and again.line():
+        click.echo(again.line(), err=True)
+    with progress:
         try:
             for letter in letters:
                 if limit is not None and tally["selected"] >= limit:
                     break
                 tally["selected"] += 1
-                why = _refusal(letter, target, max_redrives, force)
+                [letter] = counted(client, name, [letter])
+                dest, why = target_of(letter, target, table)
+                why = why or _refusal(letter, max_redrives, force)
                 if why:
                     tally["refused"] += 1
                     refused.append({"id": letter.entry_id, "why": why})
                     progress.advance(1)
                     continue
-                dest = target or letter.get(keys.F_SOURCE)
-                fields = [*letter.original(), keys.F_REDRIVES, str(letter.redrives + 1).encode()]
-                pending.append((letter, dest, fields))
+                pending.append((letter, dest, redrive_fields(letter, target), letter.redrives + 1))
                 if len(pending) >= batch_size:
                     flush()
             flush()
         except KeyboardInterrupt:
             tally["interrupted"] = 1
-    _report("redrive", name, tally, refused, moved, as_json, dry_run)
+    _report("redrive", name, tally, refused, moved, as_json, dry_run, again)
+    common.audit(
+        "dlq_redriven",
+        stream=name,
+        dry_run=dry_run,
+        redriven=tally["redriven"],
+        refused=len(refused),
+        already_gone=tally["gone"],
+        to=target,
+        reasons=list(chosen.reasons),
+        would_fail_again=again.same.total() if again is not None else None,
+        interrupted=bool(tally["interrupted"]),
+    )
     if tally["interrupted"]:
         sys.exit(common.EXIT_INTERRUPTED)
     sys.exit(common.EXIT_FAILED if refused else common.EXIT_OK)
@@ -177,9 +219,15 @@ def apart(client: common.Client, stream: str, dest: str) -> bool:
 
 
 def write_then_delete(
-    client: common.Client, stream: str, letter: DeadLetter, dest: str, fields: list[bytes]
+    client: common.Client,
+    stream: str,
+    letter: DeadLetter,
+    dest: str,
+    fields: list[bytes],
+    counts: tuple[str, int],
 ) -> tuple[str, str]:
-    """The script's steps as separate commands: XADD to ``dest``, then XDEL the dead letter.
+    """The script's steps as separate commands: XADD to ``dest``, record its count, then
+    XDEL the dead letter.
 
     Nothing is lost (the dead letter goes only after its copy is written); a kill
     between the two leaves it in place, and a rerun writes it again.
@@ -190,18 +238,20 @@ def write_then_delete(
         new_id = common.call(client, "XADD", dest, "*", *fields)
     except ResponseError as exc:  # WRONGTYPE...: nothing written, the dead letter stays
         return "error", str(exc)
+    key, count = counts
+    common.call(client, "HSET", key, dest.encode() + b"\0" + common.text(new_id).encode(), count)
+    common.call(client, "HDEL", key, letter.count_field)
+    common.call(client, "PEXPIRE", key, COUNTS_TTL_MS)
     common.call(client, "XDEL", stream, letter.entry_id)
     return "ok", common.text(new_id)
 
 
-def _refusal(letter: DeadLetter, target: str | None, max_redrives: int, force: bool) -> str:
+def _refusal(letter: DeadLetter, max_redrives: int, force: bool) -> str:
     truncated = letter.get(keys.F_TRUNCATED)
     if truncated:
         return f"truncated ({truncated}): the original is gone; see dlq show {letter.entry_id}"
     if letter.redrives >= max_redrives and not force:
         return f"already redriven {letter.redrives} times (limit {max_redrives}; --force)"
-    if not (target or letter.get(keys.F_SOURCE)):
-        return "no synapse-source field; pass --to"
     return ""
 
 
@@ -213,12 +263,14 @@ def _report(
     moved: list[dict[str, str]],
     as_json: bool,
     dry_run: bool,
+    again: Again | None = None,
 ) -> None:
     if as_json:
         common.emit_json(
             {
                 "stream": stream,
                 "dry_run": dry_run,
+                "would_fail_again": again.as_json() if again is not None else None,
                 "interrupted": bool(tally["interrupted"]),
                 "selected": tally["selected"],
                 "redriven": tally["redriven"],

@@ -30,7 +30,7 @@ from synapse.cli import common
 from synapse.cli.progress import Progress
 from synapse.cluster import slot_of
 from synapse.errors import InvalidEvent, UsageError
-from synapse.events import Limits, parse, strip_fields
+from synapse.events import Limits, parse, strip_ours
 from synapse.matching import Filter, WhereError, compile_glob, compile_where
 from synapse.plan import limits_of
 
@@ -120,13 +120,21 @@ def replay(
     dry_run: bool,
     restart: bool,
 ) -> None:
-    """Copy SOURCE's entries to DEST with provenance; resumable and safe to rerun."""
+    """Copy SOURCE's entries to DEST with provenance; resumable and safe to rerun.
+
+    \b
+    Examples:
+      synapse replay ingress --to debug --since -30m --type 'model.*'
+      synapse replay ingress --to debug --since -1h --where '{stage: production}' --restart
+    """
     if source == dest:
         raise UsageError("--to must differ from SOURCE")
     wanted_type = compile_glob(type_glob) if type_glob else None
     filt = compile_filter(where)
     table = common.table_or_none(config_path)
     limits = limits_of(table) if table else Limits()
+    # Provenance on a stream the table consumes was set by producers, not by the router.
+    trusted = table is not None and not any(test(source) for test in table.source_globs)
     client = common.connect()
     if client.type(source) != b"stream":
         raise common.Failure(f"no stream {source!r}")
@@ -154,8 +162,12 @@ def replay(
     pacer = common.Pacer(rate)
     tally: Counter[str] = Counter()
     first = last = ""
-    total = int(client.xlen(source))
-    with Progress("replaying", as_json, total=total) as progress:
+    progress = Progress("replaying", as_json)
+    if progress.shown:  # the entries still to scan: after a resume, inside --since/--until
+        progress.total = common.count_range(client, source, start, end)
+        if limit is not None and not (wanted_type or filt):
+            progress.total = min(progress.total, limit)
+    with progress:
         try:
             while limit is None or tally["copied"] < limit:
                 entries = common.xrange(client, source, start, end, page)
@@ -163,6 +175,7 @@ def replay(
                     break
                 copies: list[list[bytes]] = []
                 considered: bytes | None = None
+                scanned_before = tally["scanned"]
                 for entry_id, fields in entries:
                     if limit is not None and tally["copied"] + len(copies) >= limit:
                         break
@@ -171,7 +184,7 @@ def replay(
                     if not _matches(fields, limits, wanted_type, filt):
                         tally["skipped"] += 1
                         continue
-                    copies.append(_copy(fields, source, entry_id))
+                    copies.append(_copy(fields, source, entry_id, trusted))
                     first = first or common.text(entry_id)
                     last = common.text(entry_id)
                 if considered is None:
@@ -182,7 +195,7 @@ def replay(
                         argv += [len(copy), *copy]
                     script(keys=[dest, ckpt], args=argv)
                 tally["copied"] += len(copies)
-                progress.advance(len(entries))
+                progress.advance(tally["scanned"] - scanned_before)
                 pacer.wait(max(1, len(copies)))
                 start = common.next_id(considered)
                 if len(entries) < page:
@@ -190,6 +203,18 @@ def replay(
         except KeyboardInterrupt:
             tally["interrupted"] = 1
     _report(source, dest, tally, resumed, first, last, ckpt, dry_run, as_json)
+    common.audit(
+        "replay_done",
+        source=source,
+        to=dest,
+        dry_run=dry_run,
+        copied=0 if dry_run else tally["copied"],
+        skipped=tally["skipped"],
+        first_id=first or None,
+        last_id=last or None,
+        resumed_after=resumed,
+        interrupted=bool(tally["interrupted"]),
+    )
     sys.exit(common.EXIT_INTERRUPTED if tally["interrupted"] else common.EXIT_OK)
 
 
@@ -205,8 +230,15 @@ def _matches(fields: list[bytes], limits: Limits, wanted_type: Any, filt: Filter
     return filt is None or filt.holds(body)
 
 
-def _copy(fields: list[bytes], source: str, entry_id: bytes) -> list[bytes]:
-    kept = strip_fields(fields, frozenset({keys.F_REPLAY_OF, keys.F_REPLAY_SOURCE}))
+def _copy(fields: list[bytes], source: str, entry_id: bytes, trusted: bool) -> list[bytes]:
+    """The replayed copy: the entry's fields, its ``synapse-*`` ones replaced.
+
+    Only the router's own provenance survives, and only from a stream the router
+    writes (``trusted``: not one the table consumes, where every ``synapse-*`` field
+    is a producer's); the replay adds ``synapse-replay-of`` and
+    ``synapse-replay-source``.
+    """
+    kept = strip_ours(fields, keys.PROVENANCE_FIELDS if trusted else frozenset())
     return [*kept, keys.F_REPLAY_OF, entry_id, keys.F_REPLAY_SOURCE, source.encode()]
 
 

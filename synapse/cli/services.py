@@ -1,11 +1,17 @@
-"""``synapse services``: the service registry (services and routers, with heartbeats)."""
+"""``synapse services``: the service registry (services and routers, with heartbeats).
+
+A consuming service's row also shows its group's pending entries and lag on each
+stream it reads (summed in the table, per stream in ``--json``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import click
+from redis.exceptions import ResponseError
 
 from synapse import cluster, registry, settings
 from synapse.cli import common
@@ -27,33 +33,83 @@ def live_services() -> list[registry.Registration]:
     return asyncio.run(fetch(url))
 
 
+async def group_lag(
+    url: str, found: list[registry.Registration]
+) -> dict[tuple[str, str], dict[str, int | None]]:
+    """(group, stream) -> pending and lag, for every consuming service's streams."""
+    wanted = {(r.info.group, stream) for r in found if r.info.group for stream in r.info.consumes}
+    out: dict[tuple[str, str], dict[str, int | None]] = {}
+    if not wanted:
+        return out
+    client = cluster.connect_any(url, read_timeout_s=30, password=settings.password())
+    try:
+        for group, stream in sorted(wanted):
+            try:
+                groups = await client.xinfo_groups(stream)
+            except ResponseError:
+                continue  # no such stream yet
+            for info in groups:
+                if common.text(info.get("name")) == group:
+                    lag = info.get("lag")
+                    out[(group, stream)] = {
+                        "pending": int(info.get("pending") or 0),
+                        "lag": None if lag is None else int(lag),
+                    }
+    finally:
+        await client.aclose()
+    return out
+
+
+def _sum(values: list[int | None]) -> str:
+    known = [v for v in values if v is not None]
+    return str(sum(known)) if known else "-"
+
+
 @click.command()
 @common.connection_options
 @common.json_option
 @common.debug_option
 def services(as_json: bool) -> None:
-    """Registered services and routers: what they produce and consume, last heartbeat."""
+    """Registered services and routers: what they produce and consume, last heartbeat.
+
+    A consuming service shows its group's pending entries and lag. Example:
+
+        synapse services --json | jq '.services[] | select(.kind == "service")'
+    """
     found = live_services()
+    lags = asyncio.run(group_lag(common.redis_url(), found))
+
+    def lag_of(reg: registry.Registration) -> dict[str, dict[str, int | None]]:
+        return {
+            s: lags[(reg.info.group, s)] for s in reg.info.consumes if (reg.info.group, s) in lags
+        }
+
     if as_json:
-        common.emit_json({"services": [r.as_json() for r in found]})
+        rows: list[dict[str, Any]] = [{**r.as_json(), "streams": lag_of(r)} for r in found]
+        common.emit_json({"services": rows})
         return
     if not found:
         click.echo("no services registered")
         return
     now = int(time.time() * 1000)
-    rows = [
-        [
-            r.info.name,
-            r.info.instance,
-            r.info.kind,
-            r.info.version or "-",
-            r.info.config or "-",
-            f"{max(0, now - r.heartbeat_ms) / 1000:.1f}s ago",
-            ",".join(r.info.consumes) or "-",
-            ",".join(r.info.produces) or "-",
-        ]
-        for r in found
-    ]
-    header = ["NAME", "INSTANCE", "KIND", "VERSION", "CONFIG", "HEARTBEAT", "CONSUMES", "PRODUCES"]
-    for line in common.table_rows(rows, header):
+    table = []
+    for r in found:
+        streams = lag_of(r).values()
+        table.append(
+            [
+                r.info.name,
+                r.info.instance,
+                r.info.kind,
+                r.info.version or "-",
+                f"{max(0, now - r.heartbeat_ms) / 1000:.1f}s ago",
+                ",".join(r.info.consumes) or "-",
+                _sum([s["pending"] for s in streams]) if r.info.group else "-",
+                _sum([s["lag"] for s in streams]) if r.info.group else "-",
+                ",".join(r.info.produces) or "-",
+                ",".join(r.info.publishes) or (r.info.config and f"config {r.info.config}") or "-",
+            ]
+        )
+    header = ["NAME", "INSTANCE", "KIND", "VERSION", "HEARTBEAT", "CONSUMES", "PENDING", "LAG",
+              "PRODUCES", "TYPES"]  # fmt: skip
+    for line in common.table_rows(table, header):
         click.echo(line)

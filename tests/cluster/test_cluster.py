@@ -8,9 +8,9 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from synapse import cluster
+from synapse import cluster, clustercommit
 from synapse.config import RoutingTable
-from synapse.plan import EntryPlan, Write
+from synapse.plan import BatchPlan, EntryPlan, Write
 from tests.cluster.conftest import slot
 from tests.conftest import running, wait_for
 from tests.reliability.ledger import Ledger, check, expect_of, produce, quiescent
@@ -61,9 +61,9 @@ def test_atomicity_is_decided_by_slots() -> None:
     same = EntryPlan(b"1-0", "routed", (Write("{o}:a", [], None), Write("{o}:b", [], None)))
     apart = EntryPlan(b"1-0", "routed", (Write("{o}:a", [], None), Write("b", [], None)))
     assert slot("{o}:in") == slot("{o}:a") != slot("b")
-    assert cluster.is_atomic("{o}:in", same)
-    assert not cluster.is_atomic("{o}:in", apart)
-    assert cluster.is_atomic("x", EntryPlan(b"1-0", "dropped", ()))
+    assert clustercommit.is_atomic("{o}:in", same)
+    assert not clustercommit.is_atomic("{o}:in", apart)
+    assert clustercommit.is_atomic("x", EntryPlan(b"1-0", "dropped", ()))
     groups = cluster.group_by_slot(["{o}:in", "b", "{o}:x"])
     assert groups == [("{o}:in", "{o}:x"), ("b",)]
 
@@ -117,12 +117,49 @@ async def test_spread_route_writes_then_acks(
         rc.xadd("ingress", {"type": "job.done"})
         await wait_for(lambda: rc.exists("all-events"), what="the writable copy")
         assert rc.xpending("ingress", GROUP)["pending"] == 1  # not acked
+        await wait_for(lambda: rc.xlen("all-events") == 0, what="the landed copy rolled back")
+        assert rc.xpending("ingress", GROUP)["pending"] == 1  # not acked
         rc.delete("job-events")
         await wait_for(lambda: quiescent(rc, ["ingress"], GROUP), 10, "acked after the retry")
     assert rc.xlen("job-events") == 1
-    assert rc.xlen("all-events") == 2  # at-least-once: the retry wrote this copy again
-    copies = [f[b"synapse-id"] for _, f in rc.xrange("all-events")]
-    assert copies[0] == copies[1]  # same provenance: the dedupe key
+    assert rc.xlen("all-events") == 1  # the refused try's copy was deleted again: no duplicate
+
+
+async def test_rerun_cluster_commit_reports_every_entry_skipped(
+    curl: str, rc: RedisCluster
+) -> None:
+    """A cluster commit run twice: the second writes nothing and reports atomic and spread
+    entries alike as skipped, so they are not counted as routed twice."""
+    for source in ("{orders}:in",):
+        rc.xgroup_create(source, GROUP, "0", mkstream=True)
+    ids = [rc.xadd("{orders}:in", {"n": str(i)}) for i in range(4)]
+    rc.xreadgroup(GROUP, "c", {"{orders}:in": ">"})
+
+    def copy(entry_id: bytes, *dests: str) -> EntryPlan:
+        writes = tuple(
+            Write(d, [b"n", b"x"], None, (b"{orders}:in", entry_id, b"r")) for d in dests
+        )
+        return EntryPlan(entry_id, "routed", writes, tuple((d, "r") for d in dests))
+
+    plan = BatchPlan(
+        "{orders}:in",
+        (
+            copy(ids[0], "{orders}:billing"),
+            copy(ids[1], "{orders}:billing"),
+            copy(ids[2], "elsewhere", "{orders}:billing"),
+            copy(ids[3], "elsewhere"),
+        ),
+    )
+    client = cluster.connect_any(curl, read_timeout_s=5)
+    try:
+        first = await clustercommit.commit_cluster(client, plan, GROUP)
+        again = await clustercommit.commit_cluster(client, plan, GROUP)
+    finally:
+        await client.aclose()
+    assert first.failed == {} and first.skipped == frozenset()
+    assert again.failed == {} and again.skipped == frozenset(ids)
+    assert rc.xlen("{orders}:billing") == 3
+    assert rc.xlen("elsewhere") == 2  # the re-run's spread copies were deleted again
 
 
 async def test_hash_tagged_events_neither_lost_nor_duplicated(

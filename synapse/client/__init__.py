@@ -1,0 +1,9 @@
+"""``synapse.client``: publish and subscribe on the bus (DESIGN.md "Services on the bus")."""
+
+from __future__ import annotations
+
+from synapse.client.bus import Bus, resolve_url
+from synapse.client.event import Event, decode
+from synapse.client.validate import PublishRefused
+
+__all__ = ["Bus", "Event", "PublishRefused", "decode", "resolve_url"]

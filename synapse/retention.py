@@ -1,0 +1,100 @@
+"""Retention by age: ``retention: {"ingress": {max_age: 7d}}``, applied by a periodic chore.
+
+Next to ``maxlen`` (approximate MAXLEN on every write), a rule may give ``max_age``: entries
+older than that are trimmed with ``XTRIM stream MINID <now - max_age>``. Age is a property
+of time, not of writes (a quiet stream must still age out), so it is a chore of the router
+loop, not part of the commit: every ``interval_s`` (60 s) each stream the router knows that a
+``max_age`` glob matches (its sources, its destinations, the dead-letter stream) is trimmed
+exactly (no ``~``: an entry outlives ``max_age`` by at most one interval, never by a node).
+
+A source is never trimmed past what its consumer group still owes: the cut is clamped to
+the group's oldest pending entry and to the first entry not yet delivered, so age-based
+retention never drops an event before it is routed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
+
+from synapse import wire
+
+if TYPE_CHECKING:
+    from synapse.config import RoutingTable
+
+INTERVAL_S = 60.0
+_AGE = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_age_ms(text: str) -> int:
+    """``7d`` -> milliseconds; ValueError on anything else (units ms, s, m, h, d, w)."""
+    match = _AGE.match(text.strip())
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(f"max_age {text!r}: expected a positive number and a unit, e.g. 7d, 12h")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def _id_key(entry_id: bytes | str) -> tuple[int, int]:
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = raw.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def _owed_from(client: wire.Client, stream: str, group: str) -> tuple[int, int] | None:
+    """The first entry ``group`` still owes on ``stream`` (pending or undelivered), if any."""
+    try:
+        groups = await client.xinfo_groups(stream)
+    except ResponseError:
+        return None
+    info = next((g for g in groups if g.get("name") in (group, group.encode())), None)
+    if info is None:
+        return None
+    ms, seq = _id_key(info.get("last-delivered-id") or b"0-0")
+    owed = (ms, seq + 1)
+    if info.get("pending"):
+        summary = await client.xpending(stream, group)
+        if summary.get("min"):
+            owed = min(owed, _id_key(summary["min"]))
+    return owed
+
+
+async def trim_by_age(
+    client: wire.Client,
+    table: RoutingTable,
+    streams: Iterable[str],
+    sources: Iterable[str],
+    now_ms: int,
+) -> dict[str, int]:
+    """Trim each of ``streams`` with a ``max_age`` rule; {stream: entries removed}."""
+    removed: dict[str, int] = {}
+    consumed = set(sources)
+    for stream in sorted(set(streams)):
+        max_age_ms = table.max_age_for(stream)
+        if max_age_ms is None:
+            continue
+        cut = (max(0, now_ms - max_age_ms), 0)
+        if stream in consumed:
+            owed = await _owed_from(client, stream, table.settings.group)
+            if owed is not None:
+                cut = min(cut, owed)
+        try:
+            n = await client.execute_command("XTRIM", stream, "MINID", f"{cut[0]}-{cut[1]}")
+        except ResponseError:  # not a stream (any more)
+            continue
+        if n:
+            removed[stream] = int(n)
+    return removed
+
+
+def age_rules(spec: Any) -> tuple[tuple[str, int], ...]:
+    """(glob, max_age_ms) for each retention rule that has ``max_age`` (already validated)."""
+    rules = spec if isinstance(spec, dict) else {}
+    return tuple(
+        (glob, parse_age_ms(rule["max_age"]))
+        for glob, rule in rules.items()
+        if isinstance(rule, dict) and isinstance(rule.get("max_age"), str)
+    )
