@@ -68,7 +68,7 @@ def _preload(r: redis.Redis, count: int) -> None:
     r.delete(STREAM)
     pipe = r.pipeline(transaction=False)
     for fields in _published(count):
-        pipe.execute_command("XADD", STREAM, "*", *fields)
+        pipe.execute_command("XADD", STREAM, "*", *fields)  # type: ignore[no-untyped-call]
         if len(pipe) >= 2000:
             pipe.execute()
     pipe.execute()
@@ -121,7 +121,7 @@ async def handwritten_subscriber(url: str, group: str, total: int) -> float:
     await r.xgroup_create(STREAM, group, "0")
     started = time.perf_counter()
     while count[0] < total:
-        reply = await r.xreadgroup(group, "c1", {STREAM: ">"}, count=CHUNK, block=200)
+        reply: Any = await r.xreadgroup(group, "c1", {STREAM: ">"}, count=CHUNK, block=200)
         for stream, entries in reply:
             ids = []
             for entry_id, fields in entries:
@@ -138,7 +138,7 @@ async def faststream_subscriber(url: str, group: str, total: int) -> float:
     from faststream.redis import RedisBroker, StreamSub
 
     count = [0]
-    broker = RedisBroker(url, logger=None)
+    broker = RedisBroker(url, logger=None)  # type: ignore[arg-type]  # None: no logging
     sub = StreamSub(STREAM, group=group, consumer="c1", max_records=CHUNK, polling_interval=200)
 
     @broker.subscriber(stream=sub)
@@ -213,7 +213,9 @@ async def memory(url: str, total: int, chunk: int, r: redis.Redis) -> dict[str, 
     while sent < total:
         pipe = r.pipeline(transaction=False)
         for fields in body:
-            pipe.execute_command("XADD", STREAM, "MAXLEN", "~", 10 * chunk, "*", *fields)
+            pipe.execute_command(  # type: ignore[no-untyped-call]
+                "XADD", STREAM, "MAXLEN", "~", 10 * chunk, "*", *fields
+            )
         await asyncio.to_thread(pipe.execute)
         sent += chunk
         await _until(count, sent, 300)

@@ -209,12 +209,13 @@ def latency(b: Bench, rate: int, duration_s: float, kind: str = "synapse") -> di
 
     async def run() -> tuple[int, float]:
         stop = asyncio.Event()
-        arrivals = Arrivals(got, all_in=asyncio.Event())
+        all_in = asyncio.Event()
+        arrivals = Arrivals(got, all_in=all_in)
         receiver = asyncio.create_task(_receive(b.server.port, streams, arrivals, stop))
         cpu0 = worker.cpu_s()
         sent = arrivals.expected = await _produce(b.server.port, rate, duration_s)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(arrivals.all_in.wait(), 10)
+            await asyncio.wait_for(all_in.wait(), 10)
         cpu = worker.cpu_s() - cpu0
         stop.set()
         await receiver

@@ -117,7 +117,9 @@ def baseline_worker(
     async def work(stop: asyncio.Event) -> None:
         r = aioredis.Redis.from_url(url, socket_timeout=None, decode_responses=False, protocol=2)
         while not stop.is_set():
-            reply = await r.xreadgroup(GROUP, consumer, {SOURCE: ">"}, count=batch, block=200)
+            reply: Any = await r.xreadgroup(  # RESP2: [[stream, entries]], or None
+                GROUP, consumer, {SOURCE: ">"}, count=batch, block=200
+            )
             for _stream, entries in reply or ():
                 if not entries:
                     continue

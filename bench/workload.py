@@ -152,7 +152,8 @@ def preload(port: int, count: int, chunk: int = 2000, type_bytes: int = 0) -> by
         pending = 0
         packed: list[bytes] = []
         for fields in events(count, type_bytes=type_bytes):
-            packed.append(hiredis.pack_command(("XADD", SOURCE, "*", *fields)))
+            command: tuple[str | bytes, ...] = ("XADD", SOURCE, "*", *fields)
+            packed.append(hiredis.pack_command(command))  # type: ignore[arg-type]  # stub: 1-tuple
             if len(packed) == chunk:
                 sock.sendall(b"".join(packed))
                 pending += len(packed)

@@ -15,15 +15,25 @@ import time
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from synapse import log as logging
 from synapse import wire
 from synapse.commit import CommitResult
-from synapse.errors import Outage
+from synapse.errors import Outage, classify_reply
 from synapse.giveup import give_up as plan_give_up
 from synapse.metrics import Metrics, observe_many
-from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, BatchPlan, Entry, Planner
-from synapse.retry import GIVE_UP, OUTAGE, REFUSED, RETRY_BACKOFF, verdict
+from synapse.plan import (
+    DEAD_LETTER,
+    DELETED,
+    DROPPED,
+    ROUTED,
+    BatchPlan,
+    Entry,
+    EntryPlan,
+    Planner,
+    ReadReply,
+)
+from synapse.retry import GIVE_UP, OUTAGE, REFUSED, REGIVEN, verdict
 
 #: Longest stretch of read-ahead pipelining before the loop returns to its chores.
 PIPELINE_MAX_S = 1.0
@@ -33,7 +43,7 @@ Commit = Callable[[wire.Client, BatchPlan, str], Awaitable[CommitResult]]
 #: Asks for one refused entry of a source to be retried after a delay in seconds.
 Schedule = Callable[[str, bytes, float], None]
 #: Given a read's reply, the next non-blocking read already sent, or None (no backlog).
-ReadMore = Callable[[Any], "asyncio.Future[Any] | None"]
+ReadMore = Callable[[ReadReply], "asyncio.Future[ReadReply] | None"]
 
 
 @dataclass(slots=True)
@@ -62,7 +72,7 @@ class Batches:
         writer: wire.Client,
         commit: Commit,
         metrics: Metrics,
-        log: Any,
+        log: logging.Logger,
         on_progress: Callable[[], None],
         schedule: Schedule,
         on_dead_letter: DeadLetterSeen | None = None,
@@ -88,7 +98,7 @@ class Batches:
             return
         await self._finish(self._send(self._plan(planner, source, entries, deliveries)))
 
-    async def route(self, planner: Planner, reply: Any, read_more: ReadMore) -> None:
+    async def route(self, planner: Planner, reply: ReadReply, read_more: ReadMore) -> None:
         """Plan and commit ``reply``; while reads come back full, keep the server busy.
 
         With a backlog, the next (non-blocking) read is sent before this batch is
@@ -101,7 +111,7 @@ class Batches:
         """
         deadline = time.monotonic() + PIPELINE_MAX_S
         inflight: _InFlight | None = None
-        ahead: asyncio.Future[Any] | None = None
+        ahead: asyncio.Future[ReadReply] | None = None
         try:
             while reply:
                 if time.monotonic() < deadline:
@@ -186,18 +196,20 @@ class Batches:
                 continue
             count = (batch.deliveries or {}).get(entry_id, 1)
             refused = result.refused.get(entry_id) or {"?": result.failed[entry_id]}
-            verdicts = [
-                verdict(REFUSED, deliveries=count, max_deliveries=settings.max_deliveries, error=e)
-                for e in refused.values()
-            ]
-            if any(v.action == OUTAGE for v in verdicts):
+            judged = verdict(
+                REFUSED,
+                deliveries=count,
+                max_deliveries=settings.max_deliveries,
+                refusals=[classify_reply(e) for e in refused.values()],
+                dead_letter_refused=settings.dead_letter in refused,
+            )
+            if judged.action == OUTAGE:
                 outage = outage or result.failed[entry_id]
-            elif verdicts[0].action == GIVE_UP and settings.dead_letter not in refused:
+            elif judged.action == GIVE_UP:
                 give_up[entry_id] = refused
-            else:  # a retry; or the dead-letter stream refuses: never given up (kept)
+            else:
                 self.metrics.retried.labels(source).inc()
-                delay_s = verdicts[0].delay_s or RETRY_BACKOFF.cap_s
-                self.schedule(source, entry_id, delay_s)
+                self.schedule(source, entry_id, judged.delay_s)
         dead_lettered = await self._give_up(batch, give_up) if give_up else 0
         self.log.warning(
             "destination_refused",
@@ -218,7 +230,9 @@ class Batches:
         fields_of = dict(batch.entries)
         counts = batch.deliveries or {}
         dead = 0
-        for _ in range(4):  # each round only adds refused destinations: a few at most
+        round = 0
+        while refused_of:
+            round += 1
             entries = tuple(
                 plan_give_up(
                     planner,
@@ -247,21 +261,21 @@ class Batches:
                 eid: {**refused_of[eid], **again.refused.get(eid, {})} for eid in again.failed
             }
             for eid, refused in list(refused_of.items()):
-                if settings.dead_letter in refused:
-                    # The dead-letter stream itself refuses: nothing can be given up now.
+                judged = verdict(
+                    REGIVEN, dead_letter_refused=settings.dead_letter in refused, round=round
+                )
+                if judged.action == GIVE_UP:
+                    continue  # another round, with the new refusers
+                if settings.dead_letter in refused:  # nothing can be given up now
                     self.log.error(
                         "dead_letter_refused", source=source, error=refused[settings.dead_letter]
                     )
-                    self.schedule(source, eid, RETRY_BACKOFF.cap_s)
-                    del refused_of[eid]
-            if not refused_of:
-                break
-        for eid in refused_of:  # still refused after every round: try again later
-            self.schedule(source, eid, RETRY_BACKOFF.cap_s)
+                self.schedule(source, eid, judged.delay_s)
+                del refused_of[eid]
         return dead
 
 
-def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> list[Any]:
+def account(metrics: Metrics, entries: Sequence[EntryPlan], now_ms: int) -> list[EntryPlan]:
     """Count a committed batch: grouped per batch, so the cost is per distinct value.
     Returns the dead-lettered entries (found only when the batch is not all routed)."""
     by_routes: Tally[tuple[tuple[str, str], ...]] = Tally(
@@ -273,9 +287,9 @@ def account(metrics: Metrics, entries: Sequence[Any], now_ms: int) -> list[Any]:
             routed[pair] += n
     for (dest, route), n in routed.items():
         metrics.routed.labels(route, dest).inc(n)
-    dead_entries: list[Any] = []
+    dead_entries: list[EntryPlan] = []
     if by_routes.total() != len(entries):
-        dead: Tally[str] = Tally()
+        dead: Tally[str | None] = Tally()
         dropped: Tally[str] = Tally()
         for e in entries:
             if e.outcome == DEAD_LETTER:

@@ -40,9 +40,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from synapse import wire
+from synapse.errors import Failure
+from synapse.failures import classify
 from synapse.keys import F_ID, F_ROUTE, F_SOURCE
 from synapse.plan import BatchPlan
 
@@ -229,10 +231,8 @@ async def commit(client: wire.Client, plan: BatchPlan, group: str) -> CommitResu
 async def _run(client: wire.Client, keys: list[bytes | str], argv: list[bytes | str | int]) -> Any:
     try:
         return await wire.execute(client, "EVALSHA", COMMIT_SHA, len(keys), *keys, *argv)
-    except NoScriptError:
-        return await wire.execute(client, "EVAL", COMMIT_LUA, len(keys), *keys, *argv)
     except ResponseError as exc:
-        if "NOSCRIPT" not in str(exc) or isinstance(exc, NoPermissionError):
+        if classify(exc) != Failure.NO_SCRIPT:
             raise
         return await wire.execute(client, "EVAL", COMMIT_LUA, len(keys), *keys, *argv)
 

@@ -10,21 +10,22 @@ mutated; a reload builds a new table and swaps the reference.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from synapse import keys, loops
-from synapse.boundedcache import BoundedCache
 from synapse.errors import ConfigError, Problem
 from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where
-from synapse.retention import age_rules
 from synapse.schemas import SchemaRegistry, load_registry
 from synapse.shape import shape_problems, well_formed
 from synapse.yamlfile import LineMap, line_of, read_yaml_raw
 
 DEFAULT_CONFIG = Path("config/routes.yaml")
+_AGE = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,25 +65,12 @@ class Route:
     line: int | None
     spec: Mapping[str, Any]
 
-    def matches(self, source: str, event_type: str) -> bool:
-        """Whether type and source globs match (``where`` is checked apart)."""
-        if not self.matches_type(event_type):
-            return False
-        return self.matches_source is None or self.matches_source(source)
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What routing a (source, type) pair needs: fixed destinations, or filters to run."""
-
-    routes: tuple[Route, ...]
-    #: (destination, route name) pairs when no candidate route has a ``where``; else None.
-    fixed: tuple[tuple[str, str], ...] | None
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoutingTable:
-    """Everything the router needs to decide, compiled; immutable once built."""
+    """Everything the router needs to decide, compiled: plain data, immutable once built,
+    with uncached lookups by glob (``maxlen_for``, ``max_age_for``). Routing an event on
+    it, and the caches that make that fast, are ``routing.Routing``'s."""
 
     path: Path
     settings: RouterSettings
@@ -94,35 +82,11 @@ class RoutingTable:
     max_ages: tuple[tuple[str, GlobTest, int], ...] = ()
     hash: str
     spec: Mapping[str, Any]
-    _decisions: BoundedCache[tuple[str, str], Decision] = field(
-        default_factory=BoundedCache, compare=False
-    )
-    _maxlens: BoundedCache[str, tuple[int | None]] = field(
-        default_factory=BoundedCache, compare=False
-    )
-
-    def decide(self, source: str, event_type: str) -> Decision:
-        """The candidate routes for (source, type), cached: most events read no body."""
-        key = (source, event_type)
-        found = self._decisions.get(key)
-        if found is not None:
-            return found
-        routes = tuple(r for r in self.routes if r.matches(source, event_type))
-        fixed: tuple[tuple[str, str], ...] | None = None
-        if all(r.where is None for r in routes):
-            fixed = destinations_of(routes, None)
-        decision = Decision(routes, fixed)
-        self._decisions.put(key, decision)  # bounded in bytes: types come from producers
-        return decision
 
     def maxlen_for(self, stream: str) -> int | None:
-        """The retention cap of a destination (first matching glob), or None."""
-        cached = self._maxlens.get(stream)
-        if cached is not None:
-            return cached[0]
-        found = next((n for _, test, n in self.retention if test(stream)), None)
-        self._maxlens.put(stream, (found,))
-        return found
+        """The length cap of a stream (first matching ``maxlen`` glob), or None (uncached:
+        the router's cache is ``routing.Routing.maxlen_for``)."""
+        return next((n for _, test, n in self.retention if test(stream)), None)
 
     def max_age_for(self, stream: str) -> int | None:
         """The age limit of a stream in ms (first matching ``max_age`` glob), or None."""
@@ -135,17 +99,6 @@ class RoutingTable:
     @property
     def source_globs(self) -> tuple[GlobTest, ...]:
         return tuple(compile_glob(s) for s in self.sources)
-
-
-def destinations_of(routes: tuple[Route, ...], body: Any) -> tuple[tuple[str, str], ...]:
-    """Union of destinations of ``routes`` whose filter holds, each once, first route named."""
-    seen: dict[str, str] = {}
-    for route in routes:
-        if route.where is not None and (body is None or not route.where.holds(body)):
-            continue
-        for dest in route.to:
-            seen.setdefault(dest, route.name)
-    return tuple(seen.items())
 
 
 def load_table(path: Path | str = DEFAULT_CONFIG) -> RoutingTable:
@@ -255,3 +208,21 @@ def diff(old: RoutingTable, new: RoutingTable) -> dict[str, list[str]]:
         "sources_added": sorted(set(new.sources) - set(old.sources)),
         "sources_removed": sorted(set(old.sources) - set(new.sources)),
     }
+
+
+def parse_age_ms(text: str) -> int:
+    """``7d`` -> milliseconds; ValueError on anything else (units ms, s, m, h, d, w)."""
+    match = _AGE.match(text.strip())
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(f"max_age {text!r}: expected a positive number and a unit, e.g. 7d, 12h")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def age_rules(spec: Any) -> tuple[tuple[str, int], ...]:
+    """(glob, max_age_ms) for each retention rule that has ``max_age`` (already validated)."""
+    rules = spec if isinstance(spec, dict) else {}
+    return tuple(
+        (glob, parse_age_ms(rule["max_age"]))
+        for glob, rule in rules.items()
+        if isinstance(rule, dict) and isinstance(rule.get("max_age"), str)
+    )

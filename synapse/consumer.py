@@ -24,11 +24,8 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
 from synapse import log as logging
 from synapse import membership, retention, sources, wire
@@ -38,14 +35,15 @@ from synapse.cluster import connect_any, is_cluster_url
 from synapse.clustercommit import commit_cluster
 from synapse.commit import commit
 from synapse.config import RoutingTable
-from synapse.errors import ConsumerInUse, Outage
+from synapse.errors import ConsumerInUse, Failure
+from synapse.failures import classify
 from synapse.groupstats import GroupStats
 from synapse.matching import is_glob
 from synapse.metrics import Metrics
 from synapse.pending import Pending
-from synapse.plan import Entry, Planner
+from synapse.plan import Entry, Planner, ReadReply
 from synapse.reads import Reads
-from synapse.retry import OUTAGE, RAISED, REDELIVER, error_text, verdict
+from synapse.retry import OUTAGE, RAISED, REDELIVER, SETUP, Action, verdict
 from synapse.summary import Summary
 
 STATS_INTERVAL_S = 5.0
@@ -181,35 +179,23 @@ class Router:
                 self.failure = exc
                 self.log.error("consumer_name_in_use", error=str(exc))
                 break
-            except Outage as exc:  # a server-wide refusal inside a commit: not the entries'
+            except Exception as exc:  # what happens next is retry.verdict's, by its kind
                 attempt += 1
-                self._down("outage", exc, attempt)
-                await self._sleep(self.backoff.delay_s(attempt))
-            except (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError) as exc:
-                # RedisClusterException: no cluster node reachable (not a RedisError)
-                attempt += 1
-                self._down("connection", exc, attempt)
-                await self._sleep(self.backoff.delay_s(attempt))
-            except ResponseError as exc:
-                attempt += 1
-                if "NOGROUP" in str(exc):
-                    self.metrics.redis_errors.labels("nogroup").inc()
+                failure = classify(exc)
+                judged = verdict(RAISED, failure=failure)
+                if judged.action == SETUP:
+                    self.metrics.redis_errors.labels(Failure.NO_GROUP).inc()
                     self.log.warning(
                         "group_missing", error=str(exc), group=self.table.settings.group
                     )
                     self._needs_setup = True
                     await self._sleep(self.backoff.delay_s(attempt) if attempt > 1 else 0)
-                else:
-                    judged = verdict(RAISED, error=error_text(exc))
-                    if judged.action == REDELIVER:
-                        self._count_redelivery = True
-                    self._down("outage" if judged.action == OUTAGE else "response", exc, attempt)
-                    await self._sleep(self.backoff.delay_s(attempt))
-            except Exception as exc:  # a bug must not stop routing for good: log, back off
-                attempt += 1
-                self._count_redelivery = True
-                self.log.exception("router_error", error=repr(exc), attempt=attempt)
-                self._down("internal", exc, attempt)
+                    continue
+                if failure == Failure.INTERNAL:  # a bug must not stop routing for good
+                    self.log.exception("router_error", error=repr(exc), attempt=attempt)
+                if judged.action == REDELIVER:
+                    self._count_redelivery = True
+                self._down(_label(failure, judged.action), exc, attempt)
                 await self._sleep(self.backoff.delay_s(attempt))
         self.summary.emit(time.monotonic())  # the last interval, on the way out
         await self._farewell()
@@ -315,7 +301,7 @@ class Router:
             return
         await self._batches.route(self.planner, reply, self._read_more)
 
-    def _read_more(self, reply: Any) -> asyncio.Future[Any] | None:
+    def _read_more(self, reply: ReadReply) -> asyncio.Future[ReadReply] | None:
         """The next read sent ahead on a backlog (``Reads.ahead``), unless a swap waits."""
         if self._next_table is not None:
             return None
@@ -395,3 +381,10 @@ class Router:
     async def delivery_counts(self, source: str, entries: Sequence[Entry]) -> dict[bytes, int]:
         """Delivery counts of ``entries`` from the group's pending list."""
         return await self._pending.delivery_counts(source, self.table.settings.group, entries)
+
+
+def _label(failure: Failure, action: Action) -> str:
+    """The ``kind`` of ``synapse_redis_errors_total`` for a failed turn."""
+    if failure in (Failure.CONNECTION, Failure.INTERNAL):
+        return failure
+    return Failure.OUTAGE if action == OUTAGE else Failure.RESPONSE

@@ -34,7 +34,7 @@ from synapse.port import MetricsServer
 from synapse.registry import Heartbeat, ServiceInfo
 from synapse.statelock import StateLock
 
-EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus= names it
+EXIT_CONFIG = ConfigError.exit_code  # systemd's RestartPreventExitStatus= names it
 
 
 class Daemon:
@@ -271,7 +271,7 @@ def main(
         table = load_table(config_path)
     except ConfigError as exc:
         log.error("config_invalid", config=str(config_path), errors=[str(p) for p in exc.problems])
-        sys.exit(EXIT_CONFIG)
+        sys.exit(exc.exit_code)
     except Exception as exc:  # a table no check foresaw: still no restart loop, no traceback
         log.error("config_invalid", config=str(config_path), errors=[repr(exc)])
         sys.exit(EXIT_CONFIG)
@@ -306,7 +306,7 @@ def main(
     sys.exit(code)
 
 
-def _start_embedded(state: Path, log: Any) -> EmbeddedServer:
+def _start_embedded(state: Path, log: logging.Logger) -> EmbeddedServer:
     data = state / "data"
     pidfile = state / "server.pid"
     _stop_stale(pidfile, data, log)
@@ -323,7 +323,7 @@ def _start_embedded(state: Path, log: Any) -> EmbeddedServer:
     return server
 
 
-def _stop_stale(pidfile: Path, data: Path, log: Any) -> None:
+def _stop_stale(pidfile: Path, data: Path, log: logging.Logger) -> None:
     """A server left behind by a router killed with SIGKILL would share our AOF: stop it.
 
     Only called with the state lock held (statelock.py), so no live router owns that

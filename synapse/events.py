@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from synapse import keys
-from synapse.errors import InvalidEvent
+from synapse.errors import InvalidEvent, Reason, json_reason
 
 #: A dead-letter copy keeps at most this many bytes of any one field value.
 DLQ_FIELD_MAX = 4096
@@ -44,7 +44,7 @@ def parse(fields: Sequence[bytes], limits: Limits) -> tuple[str, Any]:
     """(event type, body) of one entry; raise InvalidEvent with the reason code."""
     if len(fields) > 2 * limits.max_fields:
         raise InvalidEvent(
-            "too_large", f"{len(fields) // 2} fields; the limit is {limits.max_fields}"
+            Reason.TOO_LARGE, f"{len(fields) // 2} fields; the limit is {limits.max_fields}"
         )
     size = 0
     type_raw: bytes | None = None
@@ -57,7 +57,7 @@ def parse(fields: Sequence[bytes], limits: Limits) -> tuple[str, Any]:
         elif name == limits.data_field:
             data_raw = value
     if size > limits.max_event_bytes:
-        raise InvalidEvent("too_large", f"{size} bytes; the limit is {limits.max_event_bytes}")
+        raise InvalidEvent(Reason.TOO_LARGE, f"{size} bytes; the limit is {limits.max_event_bytes}")
 
     body = _parse_json(data_raw, limits.max_depth) if data_raw is not None else _fields_body(fields)
 
@@ -66,15 +66,15 @@ def parse(fields: Sequence[bytes], limits: Limits) -> tuple[str, Any]:
             event_type = type_raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidEvent(
-                "invalid_encoding", f"type field is not UTF-8: {exc.reason}"
+                Reason.INVALID_ENCODING, f"type field is not UTF-8: {exc.reason}"
             ) from None
     else:
         found = body.get(limits.type_field.decode()) if isinstance(body, dict) else None
         if not isinstance(found, str):
-            raise InvalidEvent("missing_type", "no type field in the entry or the body")
+            raise InvalidEvent(Reason.MISSING_TYPE, "no type field in the entry or the body")
         event_type = found
     if not event_type:
-        raise InvalidEvent("missing_type", "the type is empty")
+        raise InvalidEvent(Reason.MISSING_TYPE, "the type is empty")
     return event_type, body
 
 
@@ -82,17 +82,19 @@ def _parse_json(raw: bytes, max_depth: int) -> Any:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        text = str(exc)
-        if "UTF-8" in text or "surrogate" in text:
-            raise InvalidEvent("invalid_encoding", f"data is not UTF-8: {exc}") from None
-        if "recursion" in text or "depth limit" in text:  # orjson's own limit (1024)
-            raise InvalidEvent("too_deep", f"nesting deeper than {max_depth}") from None
-        raise InvalidEvent("invalid_json", f"data is not JSON: {exc}") from None
+        reason = json_reason(exc)
+        detail = {
+            Reason.INVALID_ENCODING: f"data is not UTF-8: {exc}",
+            Reason.TOO_DEEP: f"nesting deeper than {max_depth}",
+        }.get(reason, f"data is not JSON: {exc}")
+        raise InvalidEvent(reason, detail) from None
     # Depth can only exceed the limit if there are that many brackets at all.
     if raw.count(b"{") + raw.count(b"[") > max_depth and depth_exceeds(body, max_depth):
-        raise InvalidEvent("too_deep", f"nesting deeper than {max_depth}")
+        raise InvalidEvent(Reason.TOO_DEEP, f"nesting deeper than {max_depth}")
     if not isinstance(body, dict):
-        raise InvalidEvent("invalid_json", f"data must be a JSON object, got {type(body).__name__}")
+        raise InvalidEvent(
+            Reason.INVALID_JSON, f"data must be a JSON object, got {type(body).__name__}"
+        )
     return body
 
 
@@ -114,26 +116,29 @@ def _fields_body(fields: Sequence[bytes]) -> dict[str, str]:
     try:
         return {fields[i].decode(): fields[i + 1].decode() for i in range(0, len(fields) - 1, 2)}
     except UnicodeDecodeError as exc:
-        raise InvalidEvent("invalid_encoding", f"a field is not UTF-8: {exc.reason}") from None
+        raise InvalidEvent(Reason.INVALID_ENCODING, f"a field is not UTF-8: {exc.reason}") from None
 
 
-def with_provenance(
-    fields: list[bytes], source: bytes, entry_id: bytes, route: bytes
-) -> list[bytes]:
-    """The destination copy: every source field, then the provenance fields.
+#: A copy's provenance: (source stream, source entry id, route name), in field order.
+Provenance = tuple[bytes, bytes, bytes]
 
-    Provenance fields the entry already carries (an event routed twice) are
-    replaced, so each name appears once.
+
+def copy_fields(base: list[bytes], provenance: Provenance | None) -> list[bytes]:
+    """The layout of a destination copy: every commit path writes exactly this.
+
+    ``base`` is the entry's fields with no ``synapse-*`` field (``provenance_base``:
+    order, duplicates and bytes kept); then, unless provenance is off, the
+    provenance fields ``synapse-source``, ``synapse-id``, ``synapse-route`` in that
+    order, so each name appears once even for an event routed twice. ``plan.Write``
+    is the copy (its ``fields`` are this); the cluster path XADDs ``Write.fields``;
+    the Lua commit receives ``base`` once per entry and appends the same three
+    pairs (``commit.encode`` sends the names; tests/test_commit_encoding.py pins
+    what it writes to ``Write.fields``); another backend writes this list too.
     """
-    return [
-        *provenance_base(fields),
-        keys.F_SOURCE,
-        source,
-        keys.F_ID,
-        entry_id,
-        keys.F_ROUTE,
-        route,
-    ]
+    if provenance is None:
+        return base
+    source, entry_id, route = provenance
+    return [*base, keys.F_SOURCE, source, keys.F_ID, entry_id, keys.F_ROUTE, route]
 
 
 def provenance_base(fields: list[bytes]) -> list[bytes]:

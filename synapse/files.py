@@ -13,11 +13,13 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+from synapse.errors import SynapseError
+
 #: Secrets, URLs, pids: a line of text.
 SMALL_FILE_BYTES = 64 << 10
 
 
-class TooLarge(OSError):
+class TooLarge(SynapseError, OSError):
     """The file holds more than the limit; ``size`` is what was seen (at least limit + 1)."""
 
     def __init__(self, path: Path, size: int, limit: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from synapse.errors import Reason
 from synapse.events import LUA_MAX_FIELDS, dead_letter_fields
 from synapse.plan import DEAD_LETTER, ROUTED, EntryPlan, Planner, Write
 
@@ -42,7 +43,7 @@ def give_up(
             continue  # a dead-letter write that was refused: nothing else to write it to
         dlq_fields = dead_letter_fields(
             fields,
-            reason="destination_error",
+            reason=Reason.DESTINATION_ERROR,
             error=f"{write.stream}: {error}",
             source=src,
             entry_id=entry.entry_id,
@@ -53,13 +54,13 @@ def give_up(
             destination=(write.stream.encode(), route.encode()),
         )
         dead_letter = table.settings.dead_letter
-        writes.append(Write(dead_letter, dlq_fields, table.maxlen_for(dead_letter)))
+        writes.append(Write(dead_letter, dlq_fields, planner.routing.maxlen_for(dead_letter)))
     return EntryPlan(
         entry.entry_id,
         ROUTED if routes else DEAD_LETTER,
         tuple(writes),
         tuple(routes),
-        reason="destination_error",
+        reason=Reason.DESTINATION_ERROR,
         error=next(iter(refused.values()), None),
         event_type=entry.event_type,
     )

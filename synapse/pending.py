@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
+from synapse import log as logging
 from synapse import wire
 from synapse.config import RouterSettings
 from synapse.metrics import Metrics
@@ -60,7 +60,7 @@ class Pending:
         process: Process,
         stopping: asyncio.Event,
         metrics: Metrics,
-        log: Any,
+        log: logging.Logger,
     ) -> None:
         self.client = client
         self.consumer = consumer

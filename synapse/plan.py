@@ -11,21 +11,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Final, Literal, NamedTuple
 
-from synapse.config import RoutingTable, destinations_of
-from synapse.errors import InvalidEvent
-from synapse.events import LUA_MAX_FIELDS, Limits, dead_letter_fields, parse, provenance_base
-from synapse.keys import F_ID, F_ROUTE, F_SOURCE
-from synapse.retry import DELIVERED, GIVE_UP, verdict
+from synapse.config import RoutingTable
+from synapse.errors import InvalidEvent, Reason
+from synapse.events import (
+    LUA_MAX_FIELDS,
+    Limits,
+    Provenance,
+    copy_fields,
+    dead_letter_fields,
+    parse,
+    provenance_base,
+)
+from synapse.retry import DELIVERED, GIVE_UP, PROCESS, Verdict, verdict
+from synapse.routing import Routing
 
-ROUTED = "routed"
-DEAD_LETTER = "dead_letter"
-DROPPED = "dropped"
-DELETED = "deleted"
+#: What happens to an entry (``EntryPlan.outcome``).
+Outcome = Literal["routed", "dead_letter", "dropped", "deleted"]
+ROUTED: Final = "routed"
+DEAD_LETTER: Final = "dead_letter"
+DROPPED: Final = "dropped"
+DELETED: Final = "deleted"
+
+_FIRST = Verdict(PROCESS)  # a first delivery is always planned
 
 #: A raw entry as read: (id, flat fields), fields None when it was deleted from the source.
 Entry = tuple[bytes, list[bytes] | None]
+#: An XREADGROUP reply as the server sends it (raw, undecoded): per stream, its name and
+#: its entries (on the wire each pair is a 2-item array).
+ReadReply = Sequence[tuple[bytes, Sequence[Entry]]]
 
 
 # Write and EntryPlan are built per event: immutable NamedTuples, as a frozen
@@ -44,25 +59,22 @@ class Write(NamedTuple):
     stream: str
     base: list[bytes]
     maxlen: int | None
-    provenance: tuple[bytes, bytes, bytes] | None = None
+    provenance: Provenance | None = None
 
     @property
     def fields(self) -> list[bytes]:
-        """The fields as written: ``base``, then the provenance fields if any."""
-        if self.provenance is None:
-            return self.base
-        source, entry_id, route = self.provenance
-        return [*self.base, F_SOURCE, source, F_ID, entry_id, F_ROUTE, route]
+        """The fields as written (``events.copy_fields``: the layout of every copy)."""
+        return copy_fields(self.base, self.provenance)
 
 
 class EntryPlan(NamedTuple):
     """What happens to one entry."""
 
     entry_id: bytes
-    outcome: str
+    outcome: Outcome
     writes: tuple[Write, ...]
     routes: tuple[tuple[str, str], ...] = ()  # (destination, route name)
-    reason: str | None = None
+    reason: Reason | None = None
     error: str | None = None
     event_type: str | None = None
 
@@ -81,9 +93,9 @@ Resolved = tuple[tuple[str, int | None, bytes], ...]
 class _Targets(dict[tuple[tuple[str, str], ...], Resolved]):
     """(destination, route) pairs -> (destination, maxlen, route as bytes), resolved once."""
 
-    def __init__(self, table: RoutingTable) -> None:
+    def __init__(self, routing: Routing) -> None:
         super().__init__()
-        self.maxlen_for = table.maxlen_for
+        self.maxlen_for = routing.maxlen_for
 
     def __missing__(self, targets: tuple[tuple[str, str], ...]) -> Resolved:
         resolved = tuple((dest, self.maxlen_for(dest), route.encode()) for dest, route in targets)
@@ -104,15 +116,17 @@ def limits_of(table: RoutingTable) -> Limits:
 
 
 class Planner:
-    """Plans batches on one table; holds only what is derived from the table."""
+    """Plans batches on one table; holds only what is derived from the table (its
+    ``routing``, which decides and caches)."""
 
     def __init__(self, table: RoutingTable) -> None:
         self.table = table
+        self.routing = Routing(table)
         self.limits = limits_of(table)
         self._dead_letter = table.settings.dead_letter
-        self._dead_letter_maxlen = table.maxlen_for(table.settings.dead_letter)
+        self._dead_letter_maxlen = self.routing.maxlen_for(table.settings.dead_letter)
         self._provenance = table.settings.provenance
-        self._targets = _Targets(table)
+        self._targets = _Targets(self.routing)
 
     def plan_batch(
         self,
@@ -145,18 +159,17 @@ class Planner:
             return EntryPlan(entry_id, DELETED, ())
         settings = self.table.settings
         # A first delivery is always planned; a redelivery asks the retry policy.
-        if (
-            deliveries != 1
-            and verdict(
-                DELIVERED, deliveries=deliveries, max_deliveries=settings.max_deliveries
-            ).action
-            == GIVE_UP
-        ):
+        judged = (
+            _FIRST
+            if deliveries == 1
+            else verdict(DELIVERED, deliveries=deliveries, max_deliveries=settings.max_deliveries)
+        )
+        if judged.action == GIVE_UP and judged.reason is not None:
             return self.dead_letter(
                 src,
                 entry_id,
                 fields,
-                "max_deliveries",
+                judged.reason,
                 f"delivered {deliveries} times without being committed "
                 f"(max_deliveries={settings.max_deliveries})",
                 deliveries,
@@ -164,21 +177,18 @@ class Planner:
             )
         try:
             event_type, body = parse(fields, self.limits)
-            schema = self.table.schemas.schema_for(event_type)
+            schema = self.routing.schema_for(event_type)
             if schema is not None:
                 problem = schema.error(body)
                 if problem is not None:
-                    raise InvalidEvent("schema_violation", f"{schema.name}: {problem}")
+                    raise InvalidEvent(Reason.SCHEMA_VIOLATION, f"{schema.name}: {problem}")
             elif settings.require_schema:
-                raise InvalidEvent("unknown_schema", f"no schema for type {event_type!r}")
+                raise InvalidEvent(Reason.UNKNOWN_SCHEMA, f"no schema for type {event_type!r}")
         except InvalidEvent as exc:
             return self.dead_letter(
                 src, entry_id, fields, exc.reason, exc.detail, deliveries, now_ms
             )
-        decision = self.table.decide(source, event_type)
-        targets = decision.fixed
-        if targets is None:
-            targets = destinations_of(decision.routes, body)
+        targets = self.routing.targets(source, event_type, body)
         if not targets:
             return self.unrouted(src, entry_id, fields, event_type, deliveries, now_ms)
         return self.routed(src, entry_id, fields, targets, event_type)
@@ -217,13 +227,13 @@ class Planner:
     ) -> EntryPlan:
         policy = self.table.settings.unrouted
         if policy == "drop":
-            return EntryPlan(entry_id, DROPPED, (), reason="no_route", event_type=event_type)
+            return EntryPlan(entry_id, DROPPED, (), reason=Reason.NO_ROUTE, event_type=event_type)
         if policy == "dead-letter":
             return self.dead_letter(
                 src,
                 entry_id,
                 fields,
-                "no_route",
+                Reason.NO_ROUTE,
                 f"no route matches type {event_type!r}",
                 deliveries,
                 now_ms,
@@ -237,7 +247,7 @@ class Planner:
         src: bytes,
         entry_id: bytes,
         fields: list[bytes],
-        reason: str,
+        reason: Reason,
         error: str,
         deliveries: int,
         now_ms: int,
@@ -258,24 +268,3 @@ class Planner:
         return EntryPlan(
             entry_id, DEAD_LETTER, (write,), reason=reason, error=error, event_type=event_type
         )
-
-
-def explain_body(
-    table: RoutingTable, source: str, event_type: str, body: Any
-) -> list[dict[str, Any]]:
-    """For each route: matched or not, and why not (the glob, or the failing clause)."""
-    out: list[dict[str, Any]] = []
-    for route in table.routes:
-        why: str | None = None
-        if not route.matches_type(event_type):
-            why = f"type {event_type!r} does not match {route.type_glob!r}"
-        elif route.matches_source is not None and not route.matches_source(source):
-            why = f"source {source!r} does not match {route.source_glob!r}"
-        elif route.where is not None:
-            failing = route.where.why_not(body)
-            if failing is not None:
-                why = f"where: {failing}"
-        out.append(
-            {"route": route.name, "matched": why is None, "why_not": why, "to": list(route.to)}
-        )
-    return out

@@ -17,6 +17,7 @@ from typing import Any
 from synapse import wire
 from synapse.cluster import SlotReads, connect_any
 from synapse.config import RouterSettings
+from synapse.plan import ReadReply
 
 
 class Reads:
@@ -61,7 +62,7 @@ class Reads:
 
     async def next(
         self, settings: RouterSettings, sources: Sequence[str], block_ms: int | None = None
-    ) -> Any:
+    ) -> ReadReply | None:
         """One blocking read of every source (``block_ms``: shorter than the setting when a
         retry is due sooner; not on a cluster); None when stopped while blocked."""
         if self.cluster:
@@ -69,8 +70,8 @@ class Reads:
         return await self._read_new(settings, sources, block_ms)
 
     def ahead(
-        self, settings: RouterSettings, sources: Sequence[str], reply: Any
-    ) -> asyncio.Future[Any] | None:
+        self, settings: RouterSettings, sources: Sequence[str], reply: ReadReply
+    ) -> asyncio.Future[ReadReply] | None:
         """The next read, sent without BLOCK, if a backlog is likely, else None.
 
         A backlog is likely when a source filled its batch and no stop waits. Not
@@ -95,7 +96,7 @@ class Reads:
 
     async def _read_new(
         self, settings: RouterSettings, sources: Sequence[str], block_ms: int | None
-    ) -> Any:
+    ) -> ReadReply | None:
         """XREADGROUP ... > on every source; cancelled promptly when stopping."""
         args = self._args(settings, sources, block=True, block_ms=block_ms)
         read = asyncio.ensure_future(wire.execute(self.client, *args))
@@ -111,9 +112,12 @@ class Reads:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await read
             return None
-        return read.result()
+        reply: ReadReply | None = read.result()  # raw: as the server sent it
+        return reply
 
-    async def _read_slots(self, settings: RouterSettings, sources: Sequence[str]) -> Any:
+    async def _read_slots(
+        self, settings: RouterSettings, sources: Sequence[str]
+    ) -> ReadReply | None:
         """On a cluster: one blocking XREADGROUP per hash slot, the first answers taken."""
         args = group_read(settings, self.consumer, block=True)
         return await self._slot_reads.next(self.client, args, sources, self.stopping)

@@ -21,13 +21,15 @@ from typing import Any
 import jsonschema
 import jsonschema_rs
 
+from synapse.errors import SynapseError
+
 Search = Callable[[str], bool]
 
 #: Rust ``regex``: matching in time linear in the subject, no backtracking.
 LINEAR = jsonschema_rs.RegexOptions()
 
 
-class RegexError(ValueError):
+class RegexError(SynapseError, ValueError):
     """A pattern the linear-time engine cannot run (bad syntax, look-around, back-reference)."""
 
 

@@ -26,16 +26,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import RedisClusterException, RedisError
-
 from synapse import keys
 from synapse import log as logging
+from synapse.failures import REDIS_FAILURES
 from synapse.wire import Client
 
 DEFAULT_TTL_S = 15.0
-#: What a heartbeat survives: Redis errors, sockets, and a cluster with no node reachable
-#: (``RedisClusterException`` is not a ``RedisError``).
-FAILURES = (RedisError, RedisClusterException, OSError)
+#: What a heartbeat survives: Redis errors, sockets, and a cluster with no node reachable.
+FAILURES = REDIS_FAILURES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,28 +14,15 @@ retention never drops an event before it is routed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
 from synapse import wire
-
-if TYPE_CHECKING:
-    from synapse.config import RoutingTable
+from synapse.config import RoutingTable
+from synapse.config import parse_age_ms as parse_age_ms  # pure: it lives with the loader
 
 INTERVAL_S = 60.0
-_AGE = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-
-def parse_age_ms(text: str) -> int:
-    """``7d`` -> milliseconds; ValueError on anything else (units ms, s, m, h, d, w)."""
-    match = _AGE.match(text.strip())
-    if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"max_age {text!r}: expected a positive number and a unit, e.g. 7d, 12h")
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
 
 
 def _id_key(entry_id: bytes | str) -> tuple[int, int]:
@@ -88,13 +75,3 @@ async def trim_by_age(
         if n:
             removed[stream] = int(n)
     return removed
-
-
-def age_rules(spec: Any) -> tuple[tuple[str, int], ...]:
-    """(glob, max_age_ms) for each retention rule that has ``max_age`` (already validated)."""
-    rules = spec if isinstance(spec, dict) else {}
-    return tuple(
-        (glob, parse_age_ms(rule["max_age"]))
-        for glob, rule in rules.items()
-        if isinstance(rule, dict) and isinstance(rule.get("max_age"), str)
-    )

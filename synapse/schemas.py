@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ import referencing.exceptions
 import referencing.jsonschema
 
 from synapse import refs, regexes
-from synapse.boundedcache import BoundedCache
 from synapse.errors import ConfigError, Problem
 from synapse.files import TooLarge, read_bounded
 from synapse.matching import GlobTest, compile_glob
@@ -83,17 +82,11 @@ class SchemaRegistry:
     rules: tuple[tuple[str, GlobTest, CompiledSchema], ...]
     files: Mapping[str, CompiledSchema]
     digest: str
-    _cache: BoundedCache[str, tuple[CompiledSchema | None]] = field(
-        default_factory=BoundedCache, compare=False
-    )
 
     def schema_for(self, event_type: str) -> CompiledSchema | None:
-        cached = self._cache.get(event_type)
-        if cached is not None:
-            return cached[0]
-        found = next((s for _, test, s in self.rules if test(event_type)), None)
-        self._cache.put(event_type, (found,))  # bounded in bytes: types come from producers
-        return found
+        """The schema of the first glob matching ``event_type`` (uncached: the router's
+        cache is ``routing.Routing.schema_for``)."""
+        return next((s for _, test, s in self.rules if test(event_type)), None)
 
 
 def load_registry(

@@ -6,7 +6,7 @@ skipped, with one warning per name and a count in ``synapse_sources_skipped``,
 when its name is not valid UTF-8 (anyone who can create a key could otherwise
 stop every read) or when the router writes it (a destination, the unrouted or the
 dead-letter stream: a loop; ``loops.py`` refuses such a table at load too).
-Group creation treats BUSYGROUP as success.
+Group creation treats an existing group (BUSYGROUP) as success.
 Per-source lag and pending gauges come from XINFO GROUPS, on an interval, not per batch.
 """
 
@@ -17,8 +17,11 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from synapse import log as logging
 from synapse import wire
 from synapse.config import RouterSettings, RoutingTable
+from synapse.errors import Failure
+from synapse.failures import classify
 from synapse.loops import UNROUTED_POLICIES
 from synapse.matching import is_glob
 from synapse.metrics import Metrics
@@ -31,7 +34,7 @@ async def discover(
     *,
     create: bool,
     metrics: Metrics,
-    log: Any,
+    log: logging.Logger,
     skipped: set[bytes] | None = None,
 ) -> list[str]:
     """Resolve source names and globs to streams; create missing groups; the sources found.
@@ -86,7 +89,7 @@ MAX_SKIPPED_NAMES = 10_000
 
 
 def _skip(
-    warned: set[bytes], key: bytes, reason: str, pattern: str, metrics: Metrics, log: Any
+    warned: set[bytes], key: bytes, reason: str, pattern: str, metrics: Metrics, log: logging.Logger
 ) -> None:
     """Leave a globbed stream out of the sources: warn once per name, count each new one."""
     if key in warned:
@@ -105,7 +108,7 @@ async def ensure_group(
     *,
     mkstream: bool,
     metrics: Metrics,
-    log: Any,
+    log: logging.Logger,
 ) -> None:
     """Create the group on ``source`` at the ``start`` policy; an existing group is fine."""
     start = "0" if settings.start == "earliest" else "$"
@@ -115,10 +118,9 @@ async def ensure_group(
     try:
         await wire.execute(client, *args)
     except ResponseError as exc:
-        if "BUSYGROUP" in str(exc):
+        # an existing group is fine; so is a globbed stream deleted since the scan
+        if classify(exc) in (Failure.GROUP_EXISTS, Failure.NO_KEY):
             return
-        if "requires the key to exist" in str(exc):
-            return  # a globbed stream deleted since the scan
         raise
     metrics.group_recreated.labels(source).inc()
     log.info("group_created", source=source, group=settings.group, start=settings.start)

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
-from synapse.errors import SynapseError
+from synapse.errors import EXIT_TEMPFAIL, SynapseError
 from synapse.files import read_small_text
 
 LOCK_FILE = "router.lock"
@@ -26,7 +26,7 @@ LOCK_FILE = "router.lock"
 class AlreadyRunning(SynapseError):
     """Another live router owns the state folder."""
 
-    exit_code: ClassVar[int] = 75  # EX_TEMPFAIL: may work once the other one stops
+    exit_code: ClassVar[int] = EXIT_TEMPFAIL  # may work once the other one stops
 
 
 class StateLock:

@@ -16,6 +16,7 @@ import os
 from collections import Counter
 from typing import Any
 
+from synapse import log as logging
 from synapse.metrics import Metrics
 
 DEFAULT_INTERVAL_S = 60.0
@@ -63,7 +64,7 @@ class Summary:
     def __init__(
         self,
         metrics: Metrics,
-        log: Any,
+        log: logging.Logger,
         *,
         interval_s: float | None = None,
         burst: int = DEFAULT_BURST,

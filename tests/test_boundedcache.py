@@ -8,6 +8,7 @@ from pathlib import Path
 
 from synapse.boundedcache import ENTRY_OVERHEAD_BYTES, BoundedCache, key_bytes
 from synapse.config import RoutingTable, load_table
+from synapse.routing import Routing
 from tests.conftest import write_table
 from tests.test_config import BASE, MODEL
 
@@ -47,14 +48,15 @@ def test_one_huge_key_is_never_kept() -> None:
     assert "small" in cache and len(cache) == 1
 
 
-def test_table_caches_bounded_in_bytes_under_a_type_flood(tmp_path: Path) -> None:
-    """decide() and schema_for() over 12,000 distinct 4 KB types keep under their budgets."""
+def test_routing_caches_bounded_in_bytes_under_a_type_flood(tmp_path: Path) -> None:
+    """Candidates and schemas over 12,000 distinct 4 KB types keep under their budgets."""
     table: RoutingTable = load_table(write_table(tmp_path, BASE, {"model.json": MODEL}))
+    routing = Routing(table)
     rng = random.Random(3)
     for _ in range(12_000):
         event_type = "model." + random_type(4096, rng)
-        assert table.decide("ingress", event_type).routes  # model.* matches
-        assert table.schemas.schema_for(event_type) is not None
-    for cache in (table._decisions, table.schemas._cache):
+        assert routing.candidates("ingress", event_type).routes  # model.* matches
+        assert routing.schema_for(event_type) is not None
+    for cache in (routing._candidates, routing._schemas):
         assert cache.used_bytes <= cache.max_bytes
         assert len(cache) < 12_000 // 4

@@ -13,6 +13,7 @@ from synapse import yamlfile
 from synapse.config import RoutingTable, diff, load_table
 from synapse.errors import ConfigError, Problem
 from synapse.plan import ROUTED, Planner
+from synapse.routing import Routing
 from tests.conftest import ROOT, write_table
 
 BASE = """\
@@ -337,7 +338,7 @@ def test_valid_table_loads(tmp_path: Path) -> None:
     assert table.routes[1].to == ("one", "two")  # a repeated destination once
     assert table.routes[0].source_glob == "ingress:*"
     assert table.routes[0].line == line_of(text, "- name: a")
-    assert table.maxlen_for("two") == 10 and table.maxlen_for("one") is None
+    assert Routing(table).maxlen_for("two") == 10 and Routing(table).maxlen_for("one") is None
     assert table.destinations == frozenset({"one", "two"})
     assert len(table.hash) == 12
 

@@ -20,7 +20,6 @@ from synapse.events import (
     pairs,
     parse,
     strip_fields,
-    with_provenance,
 )
 
 LIMITS = Limits()
@@ -99,7 +98,7 @@ def test_type_field_beats_body_type() -> None:
     ],
 )
 def test_bad_input_reasons(fields: list[bytes], reason: str) -> None:
-    """Each class of bad input raises InvalidEvent with its DESIGN.md reason code."""
+    """Each class of bad input raises InvalidEvent with its reason code (errors.Reason)."""
     assert reason_of(fields) == reason
 
 
@@ -158,33 +157,6 @@ def test_depth_exceeds_is_iterative() -> None:
     assert not depth_exceeds(value, 5000)
     assert not depth_exceeds({"a": 1}, 1)
     assert depth_exceeds({"a": {}}, 1)
-
-
-def test_provenance_fields_appended_after_originals() -> None:
-    """A destination copy is every source field, byte for byte, then the provenance fields."""
-    fields = [b"type", b"t", b"blob", b"\x00\xff\xfe", b"dup", b"1", b"dup", b"2"]
-    out = with_provenance(fields, b"ingress", b"1-1", b"r1")
-    assert out[: len(fields)] == fields  # order and duplicates kept
-    assert out[len(fields) :] == [
-        b"synapse-source",
-        b"ingress",
-        b"synapse-id",
-        b"1-1",
-        b"synapse-route",
-        b"r1",
-    ]
-
-
-def test_provenance_replaced_when_routed_twice() -> None:
-    """An entry that already carries provenance gets the new values, each name once."""
-    first = with_provenance([b"type", b"t"], b"ingress", b"1-1", b"r1")
-    second = with_provenance(first, b"model-events", b"2-2", b"r2")
-    assert second.count(b"synapse-source") == 1
-    got = pairs(second)
-    assert got[b"synapse-source"] == b"model-events"
-    assert got[b"synapse-id"] == b"2-2"
-    assert got[b"synapse-route"] == b"r2"
-    assert got[b"type"] == b"t"
 
 
 def test_strip_fields() -> None:

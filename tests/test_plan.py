@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from synapse import keys
 from synapse.config import RoutingTable
-from synapse.events import pairs
-from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, EntryPlan, Planner, explain_body
+from synapse.events import copy_fields, pairs
+from synapse.plan import DEAD_LETTER, DELETED, DROPPED, ROUTED, EntryPlan, Planner
 
 TableFrom = Callable[..., RoutingTable]
 NOW_MS = 1_700_000_000_000
@@ -178,8 +179,8 @@ def test_retention_maxlen_by_first_matching_glob(table_from: TableFrom) -> None:
         "all-events": 1000,
         "platform-events": 1000,
     }
-    assert t.maxlen_for("other") is None
-    assert t.maxlen_for("other") is None  # cached answer is the same
+    assert planner.routing.maxlen_for("other") is None
+    assert planner.routing.maxlen_for("other") is None  # cached answer is the same
     [dlq] = plan_one(planner, entry(None, {"model_id": "m"})).writes
     assert (dlq.stream, dlq.maxlen) == ("synapse:dlq", 77)
 
@@ -322,18 +323,48 @@ def test_decision_cache_matches_uncached(table_from: TableFrom) -> None:
         fields = entry(event_type, body)
         planned = planner.plan_batch(source, [(str(i).encode(), fields)], NOW_MS).entries[0]
         assert [d for d, _ in planned.routes] == reference_routes(t, source, event_type, body)
-    assert len(t._decisions) == len(list(itertools.product(sources, types)))
-    first = t.decide("ingress", "model.ready")
-    assert t.decide("ingress", "model.ready") is first  # served from the cache
+    routing = planner.routing
+    assert len(routing._candidates) == len(list(itertools.product(sources, types)))
+    first = routing.candidates("ingress", "model.ready")
+    assert routing.candidates("ingress", "model.ready") is first  # served from the cache
     assert first.fixed is None  # a where filter reads the body: no fixed answer
-    assert t.decide("ingress", "app.error").fixed == (("error-events", "errors"),)
+    assert routing.candidates("ingress", "app.error").fixed == (("error-events", "errors"),)
 
 
-def test_explain_body(table_from: TableFrom) -> None:
-    """explain_body says, per route, whether it matched and why not."""
+def test_a_copy_is_every_source_field_then_provenance(table_from: TableFrom) -> None:
+    """A planned copy: the source fields byte for byte (order, duplicates), then provenance."""
+    fields = [*entry("app.error", {}), b"blob", b"\x00\xff\xfe", b"dup", b"1", b"dup", b"2"]
+    [copy] = plan_one(Planner(table(table_from)), fields).writes
+    assert copy.fields == copy_fields(fields, (b"ingress", b"1-1", b"errors"))
+    assert copy.fields[: len(fields)] == fields
+    assert copy.fields[len(fields) :] == [
+        b"synapse-source",
+        b"ingress",
+        b"synapse-id",
+        b"1-1",
+        b"synapse-route",
+        b"errors",
+    ]
+
+
+def test_provenance_replaced_when_routed_twice(table_from: TableFrom) -> None:
+    """A copy of a copy (or a producer's synapse-* fields) gets new values, each name once."""
+    planner = Planner(table(table_from))
+    [first] = plan_one(planner, [*entry("app.error", {}), keys.F_TIME, b"forged"]).writes
+    second = plan_one(planner, first.fields, source="ingress:eu1").writes[0]
+    assert second.fields.count(b"synapse-source") == 1 and keys.F_TIME not in second.fields
+    got = pairs(second.fields)
+    assert got[b"synapse-source"] == b"ingress:eu1"
+    assert got[b"synapse-id"] == b"1-1"
+    assert got[b"synapse-route"] == b"any-source-errors"  # its first target's route
+    assert got[b"type"] == b"app.error"
+
+
+def test_explain(table_from: TableFrom) -> None:
+    """Routing.explain says, per route, whether it matched and why not."""
     t = table(table_from)
     body = {"stage": "staging"}
-    got = {e["route"]: e for e in explain_body(t, "ingress", "model.ready", body)}
+    got = {e["route"]: e for e in Planner(t).routing.explain("ingress", "model.ready", body)}
     assert got["models"]["matched"] is True and got["models"]["why_not"] is None
     assert got["prod"]["matched"] is False
     assert "stage eq 'production'" in got["prod"]["why_not"]

@@ -28,6 +28,7 @@ from redis.exceptions import MovedError, RedisClusterException, RedisError
 
 from synapse import cluster, settings
 from synapse.config import DEFAULT_CONFIG, RoutingTable, load_table
+from synapse.errors import EXIT_FAILED as EXIT_FAILED
 from synapse.errors import ConfigError, SynapseError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,15 +39,13 @@ Client = redis.Redis | RedisCluster
 RAW_COMMANDS = ("XRANGE", "XREVRANGE", "XREAD")
 
 EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
 class Failure(SynapseError):
-    """A command that ran and found a problem (exit 1), or another exit code."""
+    """A command that ran and found a problem (exit 1)."""
 
-    exit_code: ClassVar[int] = 1
+    exit_code: ClassVar[int] = EXIT_FAILED
 
 
 # -- shared options: stored in ctx.meta, which every context of one invocation shares --

@@ -2,8 +2,9 @@
 
 ``synapse route`` prints it and ``synapse test`` compares it with what a case
 expects. The verdict comes from ``Planner.plan_entry``, exactly what the router
-would do on a first delivery; the explanation (why each route did or did not
-match, every schema error) is added beside it.
+would do on a first delivery; the explanation comes from the same planner's
+``routing.Routing`` (whether a route matched is the decision's own answer; why
+not, and every schema error, are added beside it).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 import orjson
 
 from synapse.config import RoutingTable
-from synapse.errors import InvalidEvent
+from synapse.errors import InvalidEvent, Reason
 from synapse.events import parse
-from synapse.plan import Planner, explain_body
+from synapse.plan import Outcome, Planner
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,9 +28,9 @@ class Verdict:
 
     source: str
     event_type: str | None
-    outcome: str  # routed | dead_letter | dropped
+    outcome: Outcome  # routed | dead_letter | dropped
     destinations: tuple[tuple[str, str], ...]  # (destination, first route naming it)
-    reason: str | None
+    reason: Reason | None
     error: str | None
     schema: str | None
     schema_errors: tuple[str, ...]
@@ -87,12 +88,12 @@ def dry_run(table: RoutingTable, source: str, fields: list[bytes]) -> Verdict:
     schema_errors: tuple[str, ...] = ()
     explained: tuple[dict[str, Any], ...] = ()
     if event_type is not None and body is not None:
-        schema = table.schemas.schema_for(event_type)
+        schema = planner.routing.schema_for(event_type)
         if schema is not None:
             schema_name = schema.name
             if not schema.fast.is_valid(body):
                 schema_errors = tuple(schema.errors(body)) or ("does not match the schema",)
-        explained = tuple(explain_body(table, source, event_type, body))
+        explained = tuple(planner.routing.explain(source, event_type, body))
     return Verdict(
         source=source,
         event_type=event_type,

@@ -32,7 +32,7 @@ import orjson
 from synapse.cli import common
 from synapse.cli.dryrun import Verdict, default_source, dry_run, event_fields
 from synapse.config import RoutingTable
-from synapse.errors import REASONS, ConfigError
+from synapse.errors import REASONS, ConfigError, SynapseError
 from synapse.yamlfile import LineMap, line_of, read_yaml
 
 DEFAULT_TESTS = "config/tests/*.yaml"
@@ -61,7 +61,7 @@ class Result:
         return f"{at}::{self.case.name}"
 
 
-class CaseError(ValueError):
+class CaseError(SynapseError, ValueError):
     """A test case that cannot run (bad shape); reported as E."""
 
 

@@ -32,6 +32,8 @@ from synapse.backoff import Backoff
 from synapse.client.dispatch import Dispatcher
 from synapse.client.handling import FAILURES
 from synapse.client.subscription import Subscription
+from synapse.errors import Failure
+from synapse.failures import classify
 
 FORGET_IDLE_MS = 3_600_000
 #: Longest stretch of read-ahead before the loop returns to its chores (the router's).
@@ -140,7 +142,7 @@ class Subscriber(Dispatcher):
             except ResponseError as exc:
                 attempt += 1
                 needs_setup = True
-                if "NOGROUP" in str(exc):
+                if classify(exc) == Failure.NO_GROUP:
                     self.log.warning("group_missing", error=str(exc), group=self.service)
                     await self._sleep(self.backoff.delay_s(attempt) if attempt > 1 else 0)
                 else:
