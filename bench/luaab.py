@@ -5,8 +5,8 @@ the group (so they are pending, as in the router), plans and encodes them in
 batches with Synapse's own pure code (``Planner.plan_batch``,
 ``commit.encode``), then applies every batch with one commit variant while
 measuring the server alone: its CPU (psutil), INFO commandstats and the AOF
-bytes appended (rewrites off). Variants are edited copies of the script or of
-its arguments, made here: ``synapse/commit.py`` is not changed. Each repetition
+bytes appended (rewrites off). Variants are edited copies of the script's
+arguments (or of the script), made here: ``synapse/commit.py`` is not changed. Each repetition
 runs every variant on a fresh server, in a rotated order.
 
     python -m bench.luaab --events 50000 --reps 3
@@ -36,44 +36,6 @@ from synapse.plan import Planner
 
 Argv = list[Any]
 
-# One XPENDING over the batch's id range and one XACK of the ids found pending,
-# instead of one XACK per entry (same promise: only entries still pending are written).
-BATCH_ACK_LUA = COMMIT_LUA.replace(
-    "local i = 7\nfor e = 1, n do",
-    """local pending = {}
-do
-  local first, last, ids, j = nil, nil, {}, 7
-  for e = 1, n do
-    local id = ARGV[j]
-    ids[#ids + 1] = id
-    if first == nil then first = id end
-    last = id
-    local nw = tonumber(ARGV[j + 1])
-    j = j + 2
-    for w = 1, nw do
-      local nf = tonumber(ARGV[j + 3])
-      if nf > 0 then j = j + 4 + nf else j = j + 4 end
-    end
-  end
-  if n > 0 then
-    for _, p in ipairs(redis.call('XPENDING', KEYS[1], group, first, last, n)) do
-      pending[p[1]] = true
-    end
-    local acks = {}
-    for _, id in ipairs(ids) do
-      if pending[id] then acks[#acks + 1] = id end
-    end
-    if #acks > 0 then redis.call('XACK', KEYS[1], group, unpack(acks)) end
-  end
-end
-local i = 7
-for e = 1, n do""",
-).replace(
-    "elseif redis.call('XACK', KEYS[1], group, id) == 0 then",
-    "elseif not pending[id] then",
-)
-assert BATCH_ACK_LUA != COMMIT_LUA and "not pending[id]" in BATCH_ACK_LUA
-
 
 def short_names(argv: Argv) -> Argv:
     """Provenance field names of 2 bytes (``_s``, ``_i``, ``_r``) instead of 10-14."""
@@ -85,7 +47,6 @@ def short_names(argv: Argv) -> Argv:
 VARIANTS: dict[str, tuple[str, Callable[[Argv], Argv]]] = {
     "current": (COMMIT_LUA, lambda a: a),
     "short-names": (COMMIT_LUA, short_names),
-    "batch-ack": (BATCH_ACK_LUA, lambda a: a),
 }
 
 

@@ -75,10 +75,10 @@ def _linger(linger_s: float) -> None:
 
     plain = Reads.next
 
-    async def lingering(self: Reads, settings: Any, sources: Any) -> Any:
+    async def lingering(self: Reads, settings: Any, sources: Any, *args: Any) -> Any:
         if getattr(self, "_bench_small", False):
             await asyncio.sleep(linger_s)
-        reply = await plain(self, settings, sources)
+        reply = await plain(self, settings, sources, *args)
         small = reply is not None and sum(len(e) for _, e in reply) < settings.batch
         self._bench_small = small  # type: ignore[attr-defined]
         return reply
