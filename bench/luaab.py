@@ -54,9 +54,9 @@ def batches(r: redis.Redis, config: Path, count: int, size: int) -> list[tuple[l
     """Make ``count`` events pending in the group; their commits' KEYS and ARGV, by batch."""
     r.xgroup_create(SOURCE, GROUP, "0", mkstream=True)
     planner = Planner(load_table(config))
-    out = []
+    out: list[tuple[list[Any], Argv]] = []
     while True:
-        reply = r.xreadgroup(GROUP, "replay", {SOURCE: ">"}, count=size)
+        reply: Any = r.xreadgroup(GROUP, "replay", {SOURCE: ">"}, count=size)
         if not reply:
             return out
         entries = [(i, [x for kv in f.items() for x in kv]) for i, f in reply[0][1]]

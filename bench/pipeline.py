@@ -292,7 +292,8 @@ async def _synapse_latency(
 ) -> dict[str, Any]:
     """Read the sampled family's topic stream while the producer paces itself."""
     got: list[tuple[int, int]] = []
-    arrivals = Arrivals(got, expected=sampled, all_in=asyncio.Event())
+    all_in = asyncio.Event()
+    arrivals = Arrivals(got, expected=sampled, all_in=all_in)
     stop = asyncio.Event()
     receiver = asyncio.create_task(_receive(port, [f"{SAMPLED}-events"], arrivals, stop))
     started = time.perf_counter()
@@ -300,7 +301,7 @@ async def _synapse_latency(
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, readings.wait_done, producer, count, p.timeout_s)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(arrivals.all_in.wait(), p.timeout_s)
+        await asyncio.wait_for(all_in.wait(), p.timeout_s)
     seconds = time.perf_counter() - started
     stop.set()
     await receiver

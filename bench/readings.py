@@ -83,7 +83,7 @@ def environ(extra: dict[str, str]) -> Iterator[None]:
 
 def entry_bytes(r: redis.Redis, stream: str) -> int:
     """Bytes of field names and values of the stream's first entry (0 when empty)."""
-    entries = r.xrange(stream, count=1)
+    entries: Any = r.xrange(stream, count=1)
     return sum(len(k) + len(v) for k, v in entries[0][1].items()) if entries else 0
 
 

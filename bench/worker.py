@@ -19,7 +19,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -71,14 +71,18 @@ def _linger(linger_s: float) -> None:
     """After a read that did not fill its batch, wait ``linger_s`` before the next one,
     so that a trickle arrives in fuller batches: a bench-only patch of ``Reads.next``
     for the A/B of router CPU against latency at moderate rates (``bench.linger``)."""
+    from synapse.config import RouterSettings
+    from synapse.plan import ReadReply
     from synapse.reads import Reads
 
     plain = Reads.next
 
-    async def lingering(self: Reads, settings: Any, sources: Any, *args: Any) -> Any:
+    async def lingering(
+        self: Reads, settings: RouterSettings, sources: Sequence[str], block_ms: int | None = None
+    ) -> ReadReply | None:
         if getattr(self, "_bench_small", False):
             await asyncio.sleep(linger_s)
-        reply = await plain(self, settings, sources, *args)
+        reply = await plain(self, settings, sources, block_ms)
         small = reply is not None and sum(len(e) for _, e in reply) < settings.batch
         self._bench_small = small  # type: ignore[attr-defined]
         return reply
@@ -101,8 +105,8 @@ def _unix_workaround() -> None:
             password=password,
         )
 
-    consumer.connect_any = connect_unix  # type: ignore[assignment]
-    reads.connect_any = connect_unix  # type: ignore[assignment]
+    for module in (consumer, reads):
+        vars(module)["connect_any"] = connect_unix
 
 
 def baseline_streams(fanout: int) -> list[str]:
