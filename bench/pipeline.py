@@ -30,7 +30,6 @@ from typing import Any
 import redis
 
 from bench import natsjs, readings
-from bench.phases import Arrivals, _receive
 from bench.proc import Worker
 from bench.producer import NATS_TS
 from bench.workload import GROUP, SOURCE, audit_streams, per_family, write_table
@@ -205,7 +204,9 @@ class Pipeline:
         if rate:
             port = r.connection_pool.connection_kwargs["port"]
             family = per_family(count)[SAMPLED]
-            return asyncio.run(_synapse_latency(port, producer, count, family, self))
+            stream = f"{SAMPLED}-events"
+            read = readings.read_back(port, stream, producer, count, family, self.timeout_s)
+            return asyncio.run(read)
         started = time.perf_counter()
         producer.go()
         readings.wait_done(producer, count, self.timeout_s)
@@ -285,24 +286,3 @@ async def _nats_run(
     if rate:
         measured.update(readings.percentiles(arrivals, sampled))
     return measured, got, stats, cpu
-
-
-async def _synapse_latency(
-    port: int, producer: Worker, count: int, sampled: int, p: Pipeline
-) -> dict[str, Any]:
-    """Read the sampled family's topic stream while the producer paces itself."""
-    got: list[tuple[int, int]] = []
-    all_in = asyncio.Event()
-    arrivals = Arrivals(got, expected=sampled, all_in=all_in)
-    stop = asyncio.Event()
-    receiver = asyncio.create_task(_receive(port, [f"{SAMPLED}-events"], arrivals, stop))
-    started = time.perf_counter()
-    producer.go()
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, readings.wait_done, producer, count, p.timeout_s)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(all_in.wait(), p.timeout_s)
-    seconds = time.perf_counter() - started
-    stop.set()
-    await receiver
-    return {"seconds": seconds, **readings.percentiles(got, sampled)}

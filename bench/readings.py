@@ -6,6 +6,7 @@ Shared by ``bench.pipeline`` (the headline), ``bench.profile --pipeline`` and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 import redis
 
-from bench.phases import _pct
+from bench.phases import Arrivals, _pct, _receive
 from bench.proc import Worker, cpu_s
 
 COMMANDS = ("evalsha", "xreadgroup", "xadd", "xack", "xautoclaim", "xpending")
@@ -142,3 +143,25 @@ def result(
         "copies": got,
         **stats,
     }
+
+
+async def read_back(
+    port: int, stream: str, producer: Worker, count: int, sampled: int, timeout_s: float
+) -> dict[str, Any]:
+    """Start the paced producer and read ``stream`` (``sampled`` of its ``count`` events
+    land there); publish-to-copy percentiles."""
+    got: list[tuple[int, int]] = []
+    all_in = asyncio.Event()
+    arrivals = Arrivals(got, expected=sampled, all_in=all_in)
+    stop = asyncio.Event()
+    receiver = asyncio.create_task(_receive(port, [stream], arrivals, stop))
+    started = time.perf_counter()
+    producer.go()
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, wait_done, producer, count, timeout_s)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_in.wait(), timeout_s)
+    seconds = time.perf_counter() - started
+    stop.set()
+    await receiver
+    return {"seconds": seconds, **percentiles(got, sampled)}
