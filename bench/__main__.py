@@ -23,14 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import clientbench, headline, natsjs, phases
+from bench import clientbench, gateway, headline, natsjs, phases
 from bench.pipeline import JEMALLOC, VARIANTS, WINDOW
 from bench.proc import Pinning, pin
 from bench.workload import mean_event_bytes, write_table
 from synapse.embedded import EmbeddedServer, server_binary
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("pipeline", "drain", "latency", "memory", "scale", "client")
+PHASES = ("pipeline", "drain", "latency", "memory", "scale", "client", "gateway")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -54,6 +54,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--client-events", type=int, help="events per client-phase run (default 100000)")
     p.add_argument("--batch", type=int, default=500, help="entries per XREADGROUP")
     p.add_argument("--fanout", type=int, default=2, help="destinations per event")
+    p.add_argument("--gateway-clients", type=int, help="SSE clients (default 1000; quick 50)")
+    p.add_argument("--gateway-rate", type=int, help="events/s to them (default 1000; quick 200)")
+    p.add_argument("--gateway-seconds", type=float, help="publish time (default 20; quick 3)")
     p.add_argument("--only", default=",".join(PHASES), help=f"phases to run: {','.join(PHASES)}")
     p.add_argument("--no-pin", action="store_true", help="do not pin server and routers to cores")
     p.add_argument("--out", type=Path, help="JSON result path (default bench/results/<time>.json)")
@@ -73,6 +76,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.reps = args.reps or (1 if quick else 3)
     args.duration = args.duration or (2.0 if quick else 30.0)
     args.memory_events = args.memory_events or (8_000 if quick else 1_000_000)
+    args.gateway_clients = args.gateway_clients or (50 if quick else 1000)
+    args.gateway_rate = args.gateway_rate or (200 if quick else 1000)
+    args.gateway_seconds = args.gateway_seconds or (3.0 if quick else 20.0)
     args.client_events = args.client_events or (2_000 if quick else 100_000)
     args.only = [x for x in args.only.split(",") if x]
     unknown = set(args.only) - set(PHASES)
@@ -162,6 +168,16 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 "ratio": two["events_per_s"] / one["events_per_s"],
             }
             progress(f"scale-out x{result['scale']['ratio']:.2f}")
+        if "gateway" in args.only:
+            b.r.flushall()
+            # unpinned, like the latency phase: gateway, clients and server each wake per read
+            pin(os.getpid(), set(phases.ALL_CPUS))
+            pin(b.server_pid, set(phases.ALL_CPUS))
+            result["gateway"] = gateway.run(
+                server.url, args.gateway_clients, args.gateway_rate, args.gateway_seconds, folder
+            )
+            pin(os.getpid(), pinning.driver)
+            progress(f"gateway p99 {result['gateway']['p99_ms']:.1f} ms")
         if "client" in args.only:
             result["client"] = clientbench.run(
                 server.url, args.client_events, args.reps, args.memory_events
@@ -294,6 +310,8 @@ def report(result: dict[str, Any]) -> str:
         )
     if "scale" in result:
         lines.append(f"scale-out: 2 routers / 1 router = {result['scale']['ratio']:.2f}")
+    if "gateway" in result:
+        lines.append(gateway.report(result["gateway"]))
     if "client" in result:
         lines += ["", *clientbench.report(result["client"])]
     return "\n".join(lines)
