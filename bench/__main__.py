@@ -1,9 +1,13 @@
-"""``bin/bench``: Synapse against a minimal hand-written router, side by side, in one run.
+"""``bin/bench``: Synapse end to end beside NATS JetStream, then its router beside a minimal loop.
 
-Starts its own server (the bundled Valkey, or ``$SYNAPSE_SERVER``) on a free
-port in a tmp folder, runs the phases, prints a table and writes JSON to
-``bench/results/``. Drain runs of Synapse and the baseline are interleaved and
-repeated; the headline is the ratio of their medians from this one run.
+The headline (``pipeline``): a producer publishing while the router routes, the
+AOF on (everysec, always), fan-out 1 and 2, every event validated, beside NATS
+JetStream in the same run (``bench/pipeline.py``). The secondary phases drain a
+preloaded backlog with the AOF off, Synapse beside a minimal hand-written
+router. Every server is our own, on a free port in a tmp folder (the bundled
+Valkey, or ``$SYNAPSE_SERVER``; Debian's ``nats-server``). Runs are interleaved
+and repeated; figures are medians, ratios come from this one run. Prints tables
+and writes JSON to ``bench/results/``.
 """
 
 from __future__ import annotations
@@ -19,18 +23,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import clientbench, gateway, phases
+from bench import clientbench, gateway, headline, natsjs, phases
+from bench.pipeline import JEMALLOC, VARIANTS, WINDOW
 from bench.proc import Pinning, pin
 from bench.workload import mean_event_bytes, write_table
 from synapse.embedded import EmbeddedServer, server_binary
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("drain", "latency", "memory", "scale", "client", "gateway")
+PHASES = ("pipeline", "drain", "latency", "memory", "scale", "client", "gateway")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bin/bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every phase")
+    p.add_argument("--pipeline-events", type=int, help="events per pipeline run (default 100000)")
+    p.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"pipeline variants to run: {','.join(VARIANTS)}",
+    )
+    p.add_argument("--no-nats", action="store_true", help="pipeline without NATS JetStream")
+    p.add_argument(
+        "--pipeline-latency-s", type=float, help="seconds of each latency run (default 10)"
+    )
     p.add_argument("--events", type=int, help="events per drain run (default 200000)")
     p.add_argument("--reps", type=int, help="drain repetitions per variant (default 3)")
     p.add_argument("--rate", type=int, default=5000, help="offered load of the latency phase")
@@ -47,6 +62,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="JSON result path (default bench/results/<time>.json)")
     args = p.parse_args(argv)
     quick = args.quick
+    args.pipeline_events = args.pipeline_events or (3_000 if quick else 100_000)
+    args.pipeline_latency_s = args.pipeline_latency_s or (1.0 if quick else 10.0)
+    args.variants = [
+        v for v in args.variants.split(",") if v and not (args.no_nats and v == "nats")
+    ]
+    if set(args.variants) - set(VARIANTS):
+        p.error(f"unknown variants: {sorted(set(args.variants) - set(VARIANTS))}")
+    if not Path(JEMALLOC).exists() and any(VARIANTS[v].jemalloc for v in args.variants):
+        print(f"bin/bench: no {JEMALLOC} (apt-get install libjemalloc2): jemalloc rows left out")
+        args.variants = [v for v in args.variants if not VARIANTS[v].jemalloc]
     args.events = args.events or (3_000 if quick else 200_000)
     args.reps = args.reps or (1 if quick else 3)
     args.duration = args.duration or (2.0 if quick else 30.0)
@@ -87,10 +112,27 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "fanout": args.fanout,
             "event_bytes": round(mean_event_bytes()),
             "validation": "synapse: on (jsonschema-rs); baseline: none",
+            "pipeline_events": args.pipeline_events,
+            "pipeline_window": WINDOW,
+            "pipeline_validation": "synapse: in the router (jsonschema-rs); "
+            "nats: in the producer (fastjsonschema)",
         },
+        "versions": versions(),
     }
     try:
         b = phases.Bench(server, config, args.fanout, args.batch, pinning)
+        if "pipeline" in args.only:
+            # Unpinned: a producer, a router, the server (and NATS's threads) share the cores.
+            pin(os.getpid(), set(phases.ALL_CPUS))
+            result["pipeline"] = headline.run(
+                folder / "pipeline",
+                args.variants,
+                args.pipeline_events,
+                args.reps,
+                args.pipeline_latency_s,
+                args.batch,
+            )
+            pin(os.getpid(), pinning.driver)
         if "drain" in args.only:
             runs: dict[str, list[dict[str, Any]]] = {"synapse": [], "baseline": []}
             for rep in range(args.reps):
@@ -165,6 +207,38 @@ def machine() -> dict[str, Any]:
     }
 
 
+def versions() -> dict[str, str]:
+    """Server and client versions, for the record."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str] = {}
+    for name, cmd in (
+        ("server", [server_binary(), "--version"]),
+        ("nats-server", ["nats-server", "--version"]),
+    ):
+        try:
+            out[name] = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except OSError:
+            out[name] = "not installed"
+    for pkg in (
+        "redis",
+        "hiredis",
+        "nats-py",
+        "fastjsonschema",
+        "jsonschema-rs",
+        "orjson",
+        "uvloop",
+    ):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -182,6 +256,10 @@ def report(result: dict[str, Any]) -> str:
         f"{result['pinning']}; python {result['machine']['python']}",
         f"workload: {result['settings']}",
     ]
+    if "pipeline" in result:
+        lines += ["", *headline.table(result["pipeline"])]
+        if any(k in result for k in ("drain", "latency", "memory", "scale")):
+            lines += ["", "secondary: the router alone (AOF off):"]
     if "drain" in result or "scale" in result:
         lines += [
             "",
@@ -241,6 +319,9 @@ def report(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if "pipeline" in args.only and "nats" in args.variants and natsjs.binary() is None:
+        print(f"bin/bench: {natsjs.INSTALL_HINT}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="synapse-bench-") as tmp:
         result = run(args, Path(tmp))
     out = args.out or RESULTS / time.strftime("%Y%m%d-%H%M%S.json")
