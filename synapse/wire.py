@@ -74,6 +74,10 @@ def is_cluster_url(url: str) -> bool:
     return urlsplit(url).scheme.lower() in SCHEMES
 
 
+def is_unix_url(url: str) -> bool:
+    return urlsplit(url).scheme.lower() == "unix"
+
+
 def node_url(url: str) -> str:
     """``redis+cluster://h:p`` -> ``redis://h:p`` (the seed node's plain URL)."""
     parts = urlsplit(url)
@@ -112,10 +116,11 @@ def connect_any(url: str, *, read_timeout_s: float | None, password: str | None 
     kwargs: dict[str, Any] = {
         "socket_timeout": read_timeout_s,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
-        "socket_keepalive": True,
         "decode_responses": False,
         "protocol": 2,
     }
+    if not is_unix_url(url):
+        kwargs["socket_keepalive"] = True  # TCP only: a unix socket connection refuses it
     if password:
         kwargs["password"] = password
     if not is_cluster_url(url):

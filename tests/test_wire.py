@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from pathlib import Path
 
 import redis
 import redis.asyncio as aioredis
@@ -16,6 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
 from synapse import wire
+from synapse.embedded import EmbeddedServer
 
 
 def test_pool_connection_hooks_keep_their_signatures() -> None:
@@ -150,3 +152,21 @@ async def test_single_and_pooled_clients_read_streams_flat_and_name_themselves(
     finally:
         await single.aclose()
         await pool.aclose()
+
+
+async def test_connect_any_reaches_a_unix_socket(tmp_path: Path) -> None:
+    """unix:///path works (README): no TCP-only option such as socket_keepalive is passed
+    to a unix socket connection, which refuses it."""
+    sock = tmp_path / "s.sock"
+    server = EmbeddedServer(
+        data_dir=tmp_path / "data",
+        extra_args=("--unixsocket", str(sock), "--unixsocketperm", "700"),
+    )
+    server.start()
+    client = wire.connect_any(f"unix://{sock}", read_timeout_s=5)
+    try:
+        assert await client.ping()
+        assert await wire.execute(client, "ECHO", "over unix") == b"over unix"
+    finally:
+        await client.aclose()
+        server.stop()
