@@ -50,8 +50,6 @@ def synapse_worker(url: str, consumer: str, config: str) -> Callable[[asyncio.Ev
 
     log.configure("json", "warning")
     table = load_table(config)
-    if url.startswith("unix://"):
-        _unix_workaround()
     linger_ms = float(os.environ.get("SYNAPSE_BENCH_LINGER_MS", "0"))
     if linger_ms:
         _linger(linger_ms / 1000)
@@ -71,42 +69,23 @@ def _linger(linger_s: float) -> None:
     """After a read that did not fill its batch, wait ``linger_s`` before the next one,
     so that a trickle arrives in fuller batches: a bench-only patch of ``Reads.next``
     for the A/B of router CPU against latency at moderate rates (``bench.linger``)."""
+    from synapse.backend import Read
     from synapse.config import RouterSettings
-    from synapse.plan import ReadReply
     from synapse.reads import Reads
 
     plain = Reads.next
 
     async def lingering(
         self: Reads, settings: RouterSettings, sources: Sequence[str], block_ms: int | None = None
-    ) -> ReadReply | None:
+    ) -> Read | None:
         if getattr(self, "_bench_small", False):
             await asyncio.sleep(linger_s)
         reply = await plain(self, settings, sources, block_ms)
-        small = reply is not None and sum(len(e) for _, e in reply) < settings.batch
+        small = reply is not None and sum(len(b.entries) for b in reply) < settings.batch
         self._bench_small = small  # type: ignore[attr-defined]
         return reply
 
     Reads.next = lingering  # type: ignore[method-assign]
-
-
-def _unix_workaround() -> None:
-    """Connect to ``unix://`` URLs without ``socket_keepalive`` (a TCP-only option
-    that ``synapse.cluster.connect_any`` passes and redis-py's unix connection
-    refuses): a bench-only patch, for the unix-socket A/B in ``bench.ab``."""
-    from synapse import consumer, reads
-
-    def connect_unix(url: str, *, read_timeout_s: float, password: str | None = None) -> Any:
-        return aioredis.Redis.from_url(
-            url,
-            socket_timeout=read_timeout_s,
-            decode_responses=False,
-            protocol=2,
-            password=password,
-        )
-
-    for module in (consumer, reads):
-        vars(module)["connect_any"] = connect_unix
 
 
 def baseline_streams(fanout: int) -> list[str]:

@@ -1,24 +1,24 @@
-"""One batch: plan it, commit it atomically, handle refused entries, count it.
+"""One batch: plan it, commit it through the backend, handle refused entries, count it.
 
-The router hands each source's entries here (``Batches.process``), or a whole
-read (``Batches.route``). A batch is planned and committed on the planner, and
-so the table, it started with. Entries whose destination refused are left
-pending, or dead-lettered once their delivery count (from the pending list)
-reaches ``max_deliveries``. Metrics are counted per batch, grouped by value.
+A batch is planned (``plan``), its commit started (``send``) and waited for
+(``finish``); ``pipeline.py`` decides when, so that on a backlog batch k+1 is
+planned while the store applies batch k. A batch is planned and committed on the
+planner, and so the table, it started with. Entries a destination refused are
+handed back to the backend for a retry after a backoff (``Backend.retry_later``),
+or given up once their delivery count reaches ``max_deliveries`` (``retry.py``).
+Metrics are counted per batch, grouped by value.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from synapse import log as logging
-from synapse import wire
-from synapse.commit import CommitResult
+from synapse.backend import Backend, Batch, CommitResult
 from synapse.errors import Outage, classify_reply
 from synapse.giveup import give_up as plan_give_up
 from synapse.metrics import Metrics, observe_many
@@ -31,28 +31,17 @@ from synapse.plan import (
     Entry,
     EntryPlan,
     Planner,
-    ReadReply,
 )
 from synapse.retry import GIVE_UP, OUTAGE, REFUSED, REGIVEN, verdict
 
-#: Longest stretch of read-ahead pipelining before the loop returns to its chores.
-PIPELINE_MAX_S = 1.0
-
-#: Applies a plan for a group: ``commit.commit`` or ``clustercommit.commit_cluster``.
-Commit = Callable[[wire.Client, BatchPlan, str], Awaitable[CommitResult]]
-#: Asks for one refused entry of a source to be retried after a delay in seconds.
-Schedule = Callable[[str, bytes, float], None]
-#: Given a read's reply, the next non-blocking read already sent, or None (no backlog).
-ReadMore = Callable[[ReadReply], "asyncio.Future[ReadReply] | None"]
-
 
 @dataclass(slots=True)
-class _InFlight:
+class InFlight:
     """A planned batch and, once sent, its commit."""
 
     source: str
     entries: Sequence[Entry]
-    deliveries: dict[bytes, int] | None
+    deliveries: Mapping[bytes, int] | None
     plan: BatchPlan
     planner: Planner
     now_ms: int
@@ -65,98 +54,37 @@ DeadLetterSeen = Callable[[str, bytes, str, str], None]
 
 
 class Batches:
-    """Plans and commits batches on the writer connection; counts them in ``count``."""
+    """Plans batches and commits them through ``backend``; counts them in ``count``."""
 
     def __init__(
         self,
-        writer: wire.Client,
-        commit: Commit,
+        backend: Backend,
         metrics: Metrics,
         log: logging.Logger,
         on_progress: Callable[[], None],
-        schedule: Schedule,
         on_dead_letter: DeadLetterSeen | None = None,
     ) -> None:
-        self.writer = writer
+        self.backend = backend
         self.on_dead_letter = on_dead_letter or (lambda source, entry_id, reason, error: None)
-        self.schedule = schedule
-        self._commit = commit
         self.metrics = metrics
         self.log = log
         self.on_progress = on_progress
         self.count = 0
 
-    async def process(
-        self,
-        planner: Planner,
-        source: str,
-        entries: Sequence[Entry],
-        deliveries: dict[bytes, int] | None,
-    ) -> None:
-        """Plan one source's entries and commit them; account in metrics."""
-        if not entries:
-            return
-        await self._finish(self._send(self._plan(planner, source, entries, deliveries)))
-
-    async def route(self, planner: Planner, reply: ReadReply, read_more: ReadMore) -> None:
-        """Plan and commit ``reply``; while reads come back full, keep the server busy.
-
-        With a backlog, the next (non-blocking) read is sent before this batch is
-        planned, and a commit is awaited only once the next batch is planned, so
-        the router plans batch k+1 while the server applies batch k. Commits keep
-        the read order with one in flight, each atomic; nothing is in flight when
-        this returns (the chores, a table swap and a stop act between turns).
-        Entries read ahead but not committed after an error stay in our pending
-        list: the set-up after the error re-processes them first.
-        """
-        deadline = time.monotonic() + PIPELINE_MAX_S
-        inflight: _InFlight | None = None
-        ahead: asyncio.Future[ReadReply] | None = None
-        try:
-            while reply:
-                if time.monotonic() < deadline:
-                    ahead = read_more(reply)
-                    if ahead is not None:
-                        await asyncio.sleep(0)  # on the wire before we plan, not after
-                for stream, entries in reply:
-                    if not entries:
-                        continue
-                    planned = self._plan(planner, stream.decode(), entries, None)
-                    if inflight is not None:
-                        done, inflight = inflight, None
-                        await self._finish(done)
-                    inflight = self._send(planned)
-                    await asyncio.sleep(0)  # the server applies it while we plan the next
-                if ahead is None:
-                    break
-                reply, ahead = await ahead, None
-        finally:
-            if ahead is not None:
-                ahead.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await ahead
-            if inflight is not None:
-                await self._finish(inflight)
-
-    def _plan(
-        self,
-        planner: Planner,
-        source: str,
-        entries: Sequence[Entry],
-        deliveries: dict[bytes, int] | None,
-    ) -> _InFlight:
+    def plan(self, planner: Planner, batch: Batch) -> InFlight:
+        """The plan of ``batch`` (pure: the core decides), ready to send."""
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
+        source, entries, deliveries = batch.source, batch.entries, batch.deliveries
         plan = planner.plan_batch(source, entries, now_ms, deliveries)
-        return _InFlight(source, entries, deliveries, plan, planner, now_ms, started)
+        return InFlight(source, entries, deliveries, plan, planner, now_ms, started)
 
-    def _send(self, batch: _InFlight) -> _InFlight:
+    def send(self, batch: InFlight) -> InFlight:
         """Start the batch's commit (it runs to the end even if the router is stopped)."""
-        group = batch.planner.table.settings.group
-        batch.commit = asyncio.ensure_future(self._commit(self.writer, batch.plan, group))
+        batch.commit = self.backend.commit(batch.plan, batch.planner.table.settings.group)
         return batch
 
-    async def _finish(self, batch: _InFlight) -> None:
+    async def finish(self, batch: InFlight) -> None:
         """Wait for the batch's commit; handle refused entries; account in metrics."""
         assert batch.commit is not None
         # Shielded: a stop request never interrupts a commit in flight.
@@ -181,7 +109,7 @@ class Batches:
         if result.failed:
             await self._handle_failed(batch, result)
 
-    async def _handle_failed(self, batch: _InFlight, result: CommitResult) -> None:
+    async def _handle_failed(self, batch: InFlight, result: CommitResult) -> None:
         """Entries a destination refused: retry after a backoff, or give up (``retry.py``).
 
         Only the refused entries count: each is left pending on its own, and its next
@@ -209,7 +137,7 @@ class Batches:
                 give_up[entry_id] = refused
             else:
                 self.metrics.retried.labels(source).inc()
-                self.schedule(source, entry_id, judged.delay_s)
+                self.backend.retry_later(source, entry_id, judged.delay_s)
         dead_lettered = await self._give_up(batch, give_up) if give_up else 0
         self.log.warning(
             "destination_refused",
@@ -221,7 +149,7 @@ class Batches:
         if outage is not None:
             raise Outage(outage)
 
-    async def _give_up(self, batch: _InFlight, refused_of: dict[bytes, dict[str, str]]) -> int:
+    async def _give_up(self, batch: InFlight, refused_of: dict[bytes, dict[str, str]]) -> int:
         """Commit the give-up plans of ``refused_of`` (entry -> refused destinations); a
         destination that refuses now joins its entry's refused ones for another round."""
         source, planner = batch.source, batch.planner
@@ -245,7 +173,7 @@ class Batches:
                 )
                 for eid, refused in refused_of.items()
             )
-            again = await self._commit(self.writer, BatchPlan(source, entries), settings.group)
+            again = await self.backend.commit(BatchPlan(source, entries), settings.group)
             left = again.skipped | again.failed.keys()
             done = [e for e in entries if e.entry_id not in left]
             account(self.metrics, done, batch.now_ms)
@@ -270,7 +198,7 @@ class Batches:
                     self.log.error(
                         "dead_letter_refused", source=source, error=refused[settings.dead_letter]
                     )
-                self.schedule(source, eid, judged.delay_s)
+                self.backend.retry_later(source, eid, judged.delay_s)
                 del refused_of[eid]
         return dead
 

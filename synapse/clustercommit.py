@@ -16,9 +16,11 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from synapse.cluster import Client, slot_of
-from synapse.commit import CommitResult, commit
+from synapse.backend import CommitResult
+from synapse.commit import commit
 from synapse.plan import BatchPlan, EntryPlan
+from synapse.slots import slot_of
+from synapse.wire import Client
 
 
 def is_atomic(source: str, entry: EntryPlan) -> bool:

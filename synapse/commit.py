@@ -37,12 +37,12 @@ once per entry; such entries come back as ``skipped``.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import NoPermissionError, ResponseError
 
 from synapse import wire
+from synapse.backend import CommitResult
 from synapse.errors import Failure
 from synapse.failures import classify
 from synapse.keys import F_ID, F_ROUTE, F_SOURCE
@@ -161,17 +161,6 @@ return {failed, skipped}
 """
 
 COMMIT_SHA = hashlib.sha1(COMMIT_LUA.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    """Entries the script could not write (left pending, nothing of them written), with
-    the first error; entries it found acknowledged already (committed before: nothing
-    written); and per failed entry, each refusing destination with its error."""
-
-    failed: dict[bytes, str]
-    skipped: frozenset[bytes] = frozenset()
-    refused: dict[bytes, dict[str, str]] = field(default_factory=dict)
 
 
 def encode(plan: BatchPlan, group: str) -> tuple[list[bytes | str], list[bytes | str | int]]:

@@ -31,7 +31,7 @@ from synapse.files import read_small_text
 from synapse.metrics import Metrics
 from synapse.notify import Notifier
 from synapse.port import MetricsServer
-from synapse.registry import Heartbeat, ServiceInfo
+from synapse.registry import ServiceInfo
 from synapse.statelock import StateLock
 
 EXIT_CONFIG = ConfigError.exit_code  # systemd's RestartPreventExitStatus= names it
@@ -151,8 +151,7 @@ class Daemon:
 
     async def _heartbeat(self, routing: asyncio.Task[None]) -> None:
         """Register in the service registry while routing runs (TTL heartbeat)."""
-        # On a cluster too: every registry key carries the {registry} hash tag (keys.py).
-        beat = Heartbeat(self.router.writer, self.service_info)
+        beat = self.router.backend.presence(self.service_info)
         beating = asyncio.ensure_future(beat.run())
         await asyncio.wait({routing, beating}, return_when=asyncio.FIRST_COMPLETED)
         beat.stop()

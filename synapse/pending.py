@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from synapse import log as logging
 from synapse import wire
+from synapse.backend import Batch, Pages
 from synapse.config import RouterSettings
 from synapse.metrics import Metrics
 from synapse.plan import Entry
@@ -45,9 +46,6 @@ end
 return out
 """
 
-#: Plans and commits one source's entries, given their delivery counts.
-Process = Callable[[str, Sequence[Entry], dict[bytes, int] | None], Awaitable[None]]
-
 
 class Pending:
     """The group's pending list as one consumer name works it, on one connection."""
@@ -57,14 +55,12 @@ class Pending:
         client: wire.Client,
         consumer: str,
         *,
-        process: Process,
         stopping: asyncio.Event,
         metrics: Metrics,
         log: logging.Logger,
     ) -> None:
         self.client = client
         self.consumer = consumer
-        self.process = process
         self.stopping = stopping
         self.metrics = metrics
         self.log = log
@@ -73,13 +69,14 @@ class Pending:
 
     async def drain_own(
         self, settings: RouterSettings, sources: Sequence[str], *, count: bool = True
-    ) -> None:
+    ) -> Pages:
         """Re-process entries already delivered to this consumer name (after a restart,
         or a reconnect); ``count``: whether this re-read counts as a delivery."""
         self.due.clear()  # every one of them is re-processed now
         for source in sources:
             if not count:
-                await self._drain_uncounted(settings, source)
+                async for batch in self._drain_uncounted(settings, source):
+                    yield batch
                 continue
             last = b"0"
             while not self.stopping.is_set():
@@ -90,9 +87,9 @@ class Pending:
                     break
                 last = entries[-1][0]
                 counts = await self.delivery_counts(source, settings.group, entries)
-                await self.process(source, entries, counts)
+                yield Batch(source, entries, counts)
 
-    async def _drain_uncounted(self, settings: RouterSettings, source: str) -> None:
+    async def _drain_uncounted(self, settings: RouterSettings, source: str) -> Pages:
         start = b"-"
         while not self.stopping.is_set():
             rows = await wire.execute(
@@ -110,7 +107,7 @@ class Pending:
                 return
             entries: list[Entry] = [(row[0], row[2] or None) for row in rows]
             counts = {row[0]: int(row[1]) for row in rows}
-            await self.process(source, entries, counts)
+            yield Batch(source, entries, counts)
             start = b"(" + rows[-1][0]
 
     # -- refused entries, retried after a backoff -------------------------------------
@@ -125,7 +122,7 @@ class Pending:
             return None
         return max(0.0, min(at for at, _ in self.due.values()) - time.monotonic())
 
-    async def retry_due(self, settings: RouterSettings) -> None:
+    async def retry_due(self, settings: RouterSettings) -> Pages:
         """Claim the refused entries whose backoff is over (XCLAIM: a counted delivery)
         and process them again. One still idle for less than its backoff (a peer
         claimed it meanwhile) is left to whoever holds it."""
@@ -154,7 +151,7 @@ class Pending:
                 await self._count_deleted(source, set(chunk) - {e[0] for e in live})
                 if live:
                     counts = await self.delivery_counts(source, settings.group, live)
-                    await self.process(source, live, counts)
+                    yield Batch(source, live, counts)
 
     async def _count_deleted(self, source: str, missing: set[bytes]) -> None:
         """Of the ids XCLAIM did not return, count those deleted from the stream (XCLAIM
@@ -198,7 +195,7 @@ class Pending:
                 return counts
             start = b"(" + reply[-1][0]
 
-    async def reclaim(self, settings: RouterSettings, sources: Sequence[str]) -> None:
+    async def reclaim(self, settings: RouterSettings, sources: Sequence[str]) -> Pages:
         """Claim entries idle longer than claim_idle_ms from any consumer (ourselves too)."""
         s = settings
         for source in sources:
@@ -228,7 +225,7 @@ class Pending:
                 if live:
                     self.metrics.reclaimed.inc(len(live))
                     counts = await self.delivery_counts(source, s.group, live)
-                    await self.process(source, live, counts)
+                    yield Batch(source, live, counts)
                 if cursor == b"0-0":
                     break
 

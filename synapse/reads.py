@@ -1,10 +1,10 @@
 """New entries: XREADGROUP ``>`` on every source, on a connection of its own.
 
 The reader's read timeout outlasts the BLOCK time by 5 s, so a half-open socket
-is noticed; a stop cancels a blocked read at once. On a cluster, one blocking
-read per hash slot (``cluster.SlotReads``), the first answers taken. With a
-backlog, the next read is sent without BLOCK before the batch in hand is
-planned (``ahead``; not on a cluster).
+is noticed; a stop cancels a blocked read at once. With a backlog, the next read
+is sent without BLOCK before the batch in hand is planned (``ahead``). On a
+cluster the reads go per hash slot instead (``cluster.SlotReads``, on this
+reader connection).
 """
 
 from __future__ import annotations
@@ -15,9 +15,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from synapse import wire
-from synapse.cluster import SlotReads, connect_any
+from synapse.backend import Batch, Read
 from synapse.config import RouterSettings
 from synapse.plan import ReadReply
+
+
+def batches_of(reply: ReadReply | None) -> Read:
+    """An XREADGROUP reply as one ``Batch`` per source that had entries."""
+    return [Batch(stream.decode(), entries) for stream, entries in reply or () if entries]
 
 
 class Reads:
@@ -30,74 +35,32 @@ class Reads:
         consumer: str,
         block_ms: int,
         *,
-        cluster: bool,
         stopping: asyncio.Event,
     ) -> None:
         self.url = url
         self.password = password
         self.consumer = consumer
-        self.cluster = cluster
         self.stopping = stopping
         self.client = self._connect(block_ms)
-        self._slot_reads = SlotReads()
 
     def _connect(self, block_ms: int) -> wire.Client:
         """The blocking-read client: its read timeout outlasts BLOCK by 5 s."""
         block_s = block_ms / 1000
-        return connect_any(self.url, read_timeout_s=block_s + 5.0, password=self.password)
+        return wire.connect_any(self.url, read_timeout_s=block_s + 5.0, password=self.password)
 
     async def reconnect(self, block_ms: int) -> None:
         """A new reader connection, whose read timeout outlasts the new BLOCK time."""
-        await self._slot_reads.cancel()
         retired, self.client = self.client, self._connect(block_ms)
         await retired.aclose()
 
-    async def cancel(self) -> None:
-        """Cancel the per-slot reads in flight (on a cluster; else nothing is in flight)."""
-        await self._slot_reads.cancel()
-
     async def close(self) -> None:
-        await self._slot_reads.cancel()
         await self.client.aclose()
 
     async def next(
         self, settings: RouterSettings, sources: Sequence[str], block_ms: int | None = None
-    ) -> ReadReply | None:
-        """One blocking read of every source (``block_ms``: shorter than the setting when a
-        retry is due sooner; not on a cluster); None when stopped while blocked."""
-        if self.cluster:
-            return await self._read_slots(settings, sources)
-        return await self._read_new(settings, sources, block_ms)
-
-    def ahead(
-        self, settings: RouterSettings, sources: Sequence[str], reply: ReadReply
-    ) -> asyncio.Future[ReadReply] | None:
-        """The next read, sent without BLOCK, if a backlog is likely, else None.
-
-        A backlog is likely when a source filled its batch and no stop waits. Not
-        on a cluster: its reads go per slot (``_read_slots``).
-        """
-        if self.cluster or self.stopping.is_set():
-            return None
-        if not any(len(entries) >= settings.batch for _, entries in reply):
-            return None
-        args = self._args(settings, sources, block=False)
-        return asyncio.ensure_future(wire.execute(self.client, *args))
-
-    def _args(
-        self,
-        settings: RouterSettings,
-        sources: Sequence[str],
-        block: bool,
-        block_ms: int | None = None,
-    ) -> tuple[Any, ...]:
-        head = group_read(settings, self.consumer, block=block, block_ms=block_ms)
-        return (*head, "STREAMS", *sources, *(">",) * len(sources))
-
-    async def _read_new(
-        self, settings: RouterSettings, sources: Sequence[str], block_ms: int | None
-    ) -> ReadReply | None:
-        """XREADGROUP ... > on every source; cancelled promptly when stopping."""
+    ) -> Read | None:
+        """XREADGROUP ... > on every source, blocking up to ``block_ms`` (shorter than the
+        setting when a retry is due sooner); None when stopped while blocked."""
         args = self._args(settings, sources, block=True, block_ms=block_ms)
         read = asyncio.ensure_future(wire.execute(self.client, *args))
         stop = asyncio.ensure_future(self.stopping.wait())
@@ -112,15 +75,34 @@ class Reads:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await read
             return None
-        reply: ReadReply | None = read.result()  # raw: as the server sent it
-        return reply
+        return batches_of(read.result())
 
-    async def _read_slots(
-        self, settings: RouterSettings, sources: Sequence[str]
-    ) -> ReadReply | None:
-        """On a cluster: one blocking XREADGROUP per hash slot, the first answers taken."""
-        args = group_read(settings, self.consumer, block=True)
-        return await self._slot_reads.next(self.client, args, sources, self.stopping)
+    def ahead(
+        self, settings: RouterSettings, sources: Sequence[str], previous: Read
+    ) -> asyncio.Future[Read] | None:
+        """The next read, sent without BLOCK, if a backlog is likely, else None.
+
+        A backlog is likely when a source filled its batch and no stop waits.
+        """
+        if self.stopping.is_set():
+            return None
+        if not any(len(batch.entries) >= settings.batch for batch in previous):
+            return None
+        args = self._args(settings, sources, block=False)
+        return asyncio.ensure_future(self._read(args))
+
+    async def _read(self, args: tuple[Any, ...]) -> Read:
+        return batches_of(await wire.execute(self.client, *args))
+
+    def _args(
+        self,
+        settings: RouterSettings,
+        sources: Sequence[str],
+        block: bool,
+        block_ms: int | None = None,
+    ) -> tuple[Any, ...]:
+        head = group_read(settings, self.consumer, block=block, block_ms=block_ms)
+        return (*head, "STREAMS", *sources, *(">",) * len(sources))
 
 
 def group_read(

@@ -6,7 +6,7 @@ itself. A sorted set ``synapse:{registry}:services`` indexes the hashes by expir
 time, so listing never scans the keyspace; stale index members are pruned as they
 are read. The ``{registry}`` hash tag puts every registry key in one slot: the
 register/deregister transactions work unchanged on Redis Cluster (a client from
-``synapse.cluster.connect_any``).
+``synapse.wire.connect_any``).
 
     info = ServiceInfo(name="trainer", instance="host-1", version="2.3",
                        produces=("training-events",), consumes=("model-events",))

@@ -22,8 +22,6 @@ from synapse import wire
 from synapse.config import RoutingTable
 from synapse.config import parse_age_ms as parse_age_ms  # pure: it lives with the loader
 
-INTERVAL_S = 60.0
-
 
 def _id_key(entry_id: bytes | str) -> tuple[int, int]:
     raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id

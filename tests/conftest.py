@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import json
 import textwrap
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,9 @@ from synapse.config import RoutingTable, load_table
 from synapse.consumer import Router
 from synapse.embedded import EmbeddedServer
 from synapse.metrics import Metrics
+from tests.support.polling import wait_for, wait_sync
+
+__all__ = ["wait_for", "wait_sync"]  # the one polling helper, for the suite's imports
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,30 +73,6 @@ def table_from(tmp_path: Path) -> Callable[..., RoutingTable]:
         return load_table(write_table(tmp_path / "cfg", yaml_text, schemas))
 
     return build
-
-
-async def wait_for(
-    check: Callable[[], Awaitable[bool] | bool], timeout_s: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll ``check`` until true, or fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def wait_sync(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

@@ -32,7 +32,7 @@ async def test_fan_out_dead_letter_and_plain_writes_land_as_planned(
     url: str, r: redis.Redis
 ) -> None:
     """Shared-base copies get their own provenance; DLQ and plain writes land verbatim."""
-    from synapse.consumer import connect
+    from synapse.wire import connect_any as connect
 
     ids = [r.xadd("in", {"n": str(i)}) for i in range(5)]
     r.xgroup_create("in", "g", "0")
@@ -83,7 +83,7 @@ def test_copies_of_an_entry_send_their_fields_once() -> None:
 
 async def test_wrong_type_destination_fails_only_its_entry(url: str, r: redis.Redis) -> None:
     """A copy bound for a non-stream key leaves its entry unwritten and pending; others commit."""
-    from synapse.consumer import connect
+    from synapse.wire import connect_any as connect
 
     ids = [r.xadd("in", {"n": str(i)}) for i in range(2)]
     r.xgroup_create("in", "g", "0")

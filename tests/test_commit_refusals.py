@@ -10,8 +10,8 @@ import redis
 from synapse import wire
 from synapse.commit import commit
 from synapse.config import RoutingTable
-from synapse.consumer import connect
 from synapse.plan import ROUTED, BatchPlan, EntryPlan, Planner, Write
+from synapse.wire import connect_any as connect
 
 MAX_ID = "18446744073709551615-18446744073709551615"
 

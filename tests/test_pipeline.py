@@ -9,6 +9,7 @@ import redis
 
 from synapse.config import RoutingTable
 from tests.conftest import running, wait_for
+from tests.support.metrics import counted
 
 TABLE = """
     version: 1
@@ -41,11 +42,15 @@ async def test_backlog_is_committed_in_read_order_with_exact_counts(
         await wait_for(lambda: r.xlen("copy-b") == len(ids), what="backlog drained")
         await wait_for(lambda: not r.xpending("ingress", "synapse-router")["pending"])
         metrics = router.metrics
+
         # Redis shows the last commit before this loop has handled its reply: wait for that.
-        consumed = metrics.consumed.labels("ingress")._value
-        await wait_for(lambda: consumed.get() >= len(ids), what="last reply handled")
-        assert consumed.get() == len(ids)
-        assert metrics.routed.labels("all", "copy-a")._value.get() == len(ids)
+        def consumed() -> float:
+            return counted(metrics, "synapse_events_consumed", source="ingress")
+
+        await wait_for(lambda: consumed() >= len(ids), what="last reply handled")
+        assert consumed() == len(ids)
+        routed = counted(metrics, "synapse_events_routed", route="all", destination="copy-a")
+        assert routed == len(ids)
         assert router.batches == 51
         [latency] = metrics.latency.collect()
         count = next(s.value for s in latency.samples if s.name.endswith("_count"))
@@ -100,8 +105,10 @@ async def test_commit_refused_mid_backlog_resumes_without_loss_or_duplicates(
         async with running(table_from(TABLE), url) as router:
             await wait_for(lambda: r.xlen("copy-a") >= 500 if r.exists("copy-a") else False)
             r.config_set("maxmemory", 1)  # every write refused from now on
-            refused = router.metrics.redis_errors.labels("outage")
-            await wait_for(lambda: refused._value.get() >= 1, what="a refused commit")
+            await wait_for(
+                lambda: counted(router.metrics, "synapse_redis_errors", kind="outage") >= 1,
+                what="a refused commit",
+            )
             assert r.xlen("copy-a") < len(ids)
             r.config_set("maxmemory", 0)
             await wait_for(lambda: r.xlen("copy-b") >= len(ids), timeout_s=30, what="recovered")
@@ -110,3 +117,23 @@ async def test_commit_refused_mid_backlog_resumes_without_loss_or_duplicates(
         r.config_set("maxmemory", 0)
     assert routed_ids(r, "copy-a") == ids
     assert routed_ids(r, "copy-b") == ids
+
+
+async def test_a_swap_mid_backlog_stops_the_read_ahead(
+    table_from: Callable[..., RoutingTable], url: str, r: redis.Redis
+) -> None:
+    """A reload during a backlog applies within a few batches (no more reads are sent
+    ahead once a swap waits), and every entry is routed once, by one table or the other."""
+    ids = backlog(r, 30_000)
+    old = table_from(TABLE)
+    new = table_from(TABLE.replace("to: [copy-a, copy-b]", "to: [copy-new]"))
+    async with running(old, url) as router:
+        await wait_for(lambda: r.exists("copy-a") and r.xlen("copy-a") >= 200, what="routing")
+        router.swap_table(new)
+        at_swap = r.xlen("copy-a")
+        await wait_for(lambda: router.table is new, what="swapped")
+        await wait_for(lambda: not r.xpending("ingress", "synapse-router")["pending"])
+        await wait_for(lambda: r.xlen("copy-a") + r.xlen("copy-new") >= len(ids), 30, "drained")
+    # In flight at the swap: the batch being planned, one commit, one read sent ahead.
+    assert r.xlen("copy-a") - at_swap <= 4 * old.settings.batch
+    assert routed_ids(r, "copy-a") + routed_ids(r, "copy-new") == ids

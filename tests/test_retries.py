@@ -10,6 +10,7 @@ import redis
 
 from synapse.config import RoutingTable
 from tests.conftest import running, wait_for
+from tests.support.metrics import counted
 
 MAX_ID = "18446744073709551615-18446744073709551615"
 TABLE = """
@@ -48,11 +49,14 @@ async def test_one_refusing_destination_retries_only_its_entry_then_dead_letters
         took_s = time.monotonic() - started
         await wait_for(lambda: not pending_counts(r), what="nothing pending")
         metrics = router.metrics
-        dead = metrics.dead_lettered.labels("destination_error")._value
-        await wait_for(lambda: dead.get() == 1, what="counted")
-        assert metrics.retried.labels("ingress")._value.get() == 2
-        assert metrics.routed.labels("plain", "good")._value.get() == 10
-        assert metrics.routed.labels("fan", "good")._value.get() == 1
+        dead = "synapse_events_dead_lettered"
+        await wait_for(
+            lambda: counted(metrics, dead, reason="destination_error") == 1, what="counted"
+        )
+        assert counted(metrics, "synapse_events_retried", source="ingress") == 2
+        routed = "synapse_events_routed"
+        assert counted(metrics, routed, route="plain", destination="good") == 10
+        assert counted(metrics, routed, route="fan", destination="good") == 1
     assert took_s < 10  # three attempts with a 0.1 s doubling backoff, not 60 s apart
     good = [f[b"synapse-id"] for _, f in r.xrange("good")]
     assert sorted(good) == sorted(ids) and len(good) == 11  # the writable copy, once
@@ -74,8 +78,10 @@ async def test_refused_entry_lands_once_when_its_destination_recovers(
     r.set("refusing", "not a stream")
     bad = r.xadd("ingress", {"type": "bad.x", "data": "{}"})
     async with running(table_from(TABLE), url) as router:
-        retried = router.metrics.retried.labels("ingress")._value
-        await wait_for(lambda: retried.get() >= 1, what="a first refusal")
+        await wait_for(
+            lambda: counted(router.metrics, "synapse_events_retried", source="ingress") >= 1,
+            what="a first refusal",
+        )
         r.delete("refusing")
         ok = [r.xadd("ingress", {"type": "ok.x", "data": "{}"}) for _ in range(3)]
         await wait_for(lambda: r.exists("refusing"), 10, "the retry")
@@ -102,10 +108,10 @@ async def test_outage_never_uses_up_attempts(
             await wait_for(lambda: r.exists("good") and r.xlen("good") >= 100, what="routing")
             # At the limit: small writes may pass, a batch's commit is refused.
             r.config_set("maxmemory", int(r.info("memory")["used_memory"]))
-            errors = router.metrics.redis_errors
+            metrics, errors = router.metrics, "synapse_redis_errors"
             await wait_for(lambda: not router.ready, what="not ready")
             await wait_for(
-                lambda: sum(errors.labels(k)._value.get() for k in ("outage", "response")) >= 6,
+                lambda: sum(counted(metrics, errors, kind=k) for k in ("outage", "response")) >= 6,
                 20,
                 "several refused commits",
             )
@@ -119,4 +125,4 @@ async def test_outage_never_uses_up_attempts(
         r.config_set("maxmemory", 0)
     assert not r.exists("synapse:dlq")
     assert len({f[b"synapse-id"] for _, f in r.xrange("good")}) == n
-    assert errors.labels("outage")._value.get() >= 1
+    assert counted(metrics, errors, kind="outage") >= 1

@@ -9,6 +9,7 @@ import redis
 
 from synapse.config import RoutingTable
 from tests.conftest import running, wait_for
+from tests.support.metrics import counted
 
 BASIC = """
     version: 1
@@ -105,7 +106,9 @@ async def test_wrongtype_destination_never_acks_partial_fan_out(
         poison = r.xadd("ingress", {"type": "model.ready", "data": '{"model_id": "p"}'})
         r.xadd("ingress", {"type": "app.error", "data": "{}"})
         await wait_for(lambda: xlen(r, "error-events") == 1, what="rest of batch")
-        await wait_for(lambda: router.metrics.retried.labels("ingress")._value.get() >= 1)
+        await wait_for(
+            lambda: counted(router.metrics, "synapse_events_retried", source="ingress") >= 1
+        )
         pending = r.xpending_range("ingress", "synapse-router", "-", "+", 10)
     assert [p["message_id"] for p in pending] == [poison]
     assert xlen(r, "model-events") == 0  # no partial fan-out
@@ -125,7 +128,10 @@ async def test_delivery_counts_page_past_other_pending_entries(
         ids = [r.xadd("ingress", {"n": str(i)}) for i in range(300)]
         r.xreadgroup("synapse-router", "me", {"ingress": ">"}, count=300)
         r.xclaim("ingress", "synapse-router", "me", 0, [ids[-1]])  # a second delivery
-        counts = await router.delivery_counts("ingress", [(ids[0], []), (ids[-1], [])])
+        pending = router.backend.pending  # type: ignore[attr-defined]
+        counts = await pending.delivery_counts(
+            "ingress", "synapse-router", [(ids[0], []), (ids[-1], [])]
+        )
     finally:
         await router.close()
     assert counts == {ids[0]: 1, ids[-1]: 2}
@@ -145,14 +151,14 @@ async def test_unreachable_cluster_is_a_connection_outage(
     metrics = Metrics()
     router = Router(table, f"redis+cluster://127.0.0.1:{free_port()}", metrics)
     task = asyncio.create_task(router.run())
-    errors = metrics.redis_errors
+    errors = "synapse_redis_errors"
     try:
-        await wait_for(lambda: errors.labels("connection")._value.get() >= 2, what="2 attempts")
+        await wait_for(lambda: counted(metrics, errors, kind="connection") >= 2, what="2 attempts")
     finally:
         router.stop()
         await asyncio.wait_for(task, 10)
         await router.close()
-    assert errors.labels("internal")._value.get() == 0
+    assert counted(metrics, errors, kind="internal") == 0
     assert not router.ready
 
 
@@ -165,11 +171,12 @@ async def test_reload_with_longer_block_gets_a_reader_that_outlasts_it(
         BASIC.replace("block_ms: 100", "block_ms: 9000"), {"model.json": MODEL_SCHEMA}
     )
     async with running(table, url) as router:
-        before = router.reader
+        before = router.backend.reads.client  # type: ignore[attr-defined]
         router.swap_table(longer)
         await wait_for(lambda: router.table is longer, what="swap")
         r.xadd("ingress", {"type": "app.error", "data": "{}"})
         await wait_for(lambda: xlen(r, "error-events") == 1, what="routed after swap")
-        timeout = router.reader.get_connection_kwargs()["socket_timeout"]
-    assert router.reader is not before
+        reader = router.backend.reads.client  # type: ignore[attr-defined]
+        timeout = reader.get_connection_kwargs()["socket_timeout"]
+    assert reader is not before
     assert timeout > 9.0

@@ -14,9 +14,9 @@ import click
 
 from synapse.cli import common
 from synapse.cli.lint import lint
-from synapse.cluster import atomicity
 from synapse.config import RoutingTable, load_table
 from synapse.errors import ConfigError
+from synapse.slotcheck import atomicity
 
 
 @click.command()

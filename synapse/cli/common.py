@@ -23,10 +23,9 @@ from typing import Any, ClassVar, TypeVar
 import click
 import redis
 import structlog
-from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import MovedError, RedisClusterException, RedisError
 
-from synapse import cluster, settings
+from synapse import settings, wire
 from synapse.config import DEFAULT_CONFIG, RoutingTable, load_table
 from synapse.errors import EXIT_FAILED as EXIT_FAILED
 from synapse.errors import ConfigError, SynapseError, UsageError
@@ -34,9 +33,7 @@ from synapse.errors import ConfigError, SynapseError, UsageError
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: A sync client: one server, or Redis Cluster for a ``redis+cluster://`` URL.
-Client = redis.Redis | RedisCluster
-#: Replies the CLI reads raw: entries stay flat [f1, v1, ...] (duplicates and order kept).
-RAW_COMMANDS = ("XRANGE", "XREVRANGE", "XREAD")
+Client = wire.SyncClient
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
@@ -126,43 +123,14 @@ def connect() -> Client:
     """A sync client on the resolved URL (password from SYNAPSE_REDIS_PASSWORD).
 
     ``redis+cluster://`` / ``rediss+cluster://`` give a Redis Cluster client seeded
-    by that node (the scheme mapped by ``synapse.cluster.node_url``).
+    by that node; stream reads come back flat either way (``wire.connect_sync``).
     """
     url = redis_url()
     ctx = click.get_current_context()
     ctx.meta["synapse.resolved_url"] = url
-    kwargs: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 30, "protocol": 2}
-    password = settings.password()
-    if password:
-        kwargs["password"] = password
-    client: Client
-    if cluster.is_cluster_url(url):
-        client = RawCluster.from_url(cluster.node_url(url), require_full_coverage=False, **kwargs)
-    else:
-        client = _raw(redis.Redis.from_url(url, **kwargs))
+    client = wire.connect_sync(url, read_timeout_s=30, password=settings.password())
     ctx.call_on_close(client.close)
     return client
-
-
-class RawCluster(RedisCluster):
-    """A sync cluster client whose stream reads come back flat, as on one server.
-
-    Replies are parsed by each node's own client (created as the slot map changes),
-    so the raw callbacks are set on the node client every time one is handed out.
-    """
-
-    def get_redis_connection(self, node: ClusterNode) -> redis.Redis:
-        return _raw(super().get_redis_connection(node))
-
-
-def _raw(client: redis.Redis) -> redis.Redis:
-    for command in RAW_COMMANDS:
-        client.set_response_callback(command, _raw_reply)
-    return client
-
-
-def _raw_reply(response: Any, **options: Any) -> Any:
-    return response or []
 
 
 def call(client: Client, *args: Any) -> Any:

@@ -39,7 +39,7 @@ from synapse.cli.deadletter import (
     target_of,
 )
 from synapse.cli.progress import Progress
-from synapse.cluster import slot_of
+from synapse.slots import slot_of
 
 DEFAULT_MAX_REDRIVES = 3
 BATCH = 50

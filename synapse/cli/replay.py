@@ -28,11 +28,11 @@ from redis.cluster import RedisCluster
 from synapse import keys
 from synapse.cli import common
 from synapse.cli.progress import Progress
-from synapse.cluster import slot_of
 from synapse.errors import InvalidEvent, UsageError
 from synapse.events import Limits, parse, strip_ours
 from synapse.matching import Filter, WhereError, compile_glob, compile_where
 from synapse.plan import limits_of
+from synapse.slots import slot_of
 
 CHECKPOINT_TTL_MS = 30 * 86_400_000
 PAGE = 200

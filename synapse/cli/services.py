@@ -13,13 +13,13 @@ from typing import Any
 import click
 from redis.exceptions import ResponseError
 
-from synapse import cluster, registry, settings
+from synapse import registry, settings, wire
 from synapse.cli import common
 
 
 async def fetch(url: str) -> list[registry.Registration]:
     """The registry at ``url`` (one server, or a cluster for ``redis+cluster://``)."""
-    client = cluster.connect_any(url, read_timeout_s=30, password=settings.password())
+    client = wire.connect_any(url, read_timeout_s=30, password=settings.password())
     try:
         return await registry.list_services(client)
     finally:
@@ -41,7 +41,7 @@ async def group_lag(
     out: dict[tuple[str, str], dict[str, int | None]] = {}
     if not wanted:
         return out
-    client = cluster.connect_any(url, read_timeout_s=30, password=settings.password())
+    client = wire.connect_any(url, read_timeout_s=30, password=settings.password())
     try:
         for group, stream in sorted(wanted):
             try:

@@ -35,10 +35,10 @@ from synapse.client.publisher import Item, Publisher
 from synapse.client.redis_io import RedisStreams
 from synapse.client.subscriber import Subscriber
 from synapse.client.validate import Checker
-from synapse.cluster import connect_any
 from synapse.config import RouterSettings
 from synapse.consumer import default_consumer_name
 from synapse.errors import SynapseError
+from synapse.wire import connect_any
 
 WRITE_TIMEOUT_S = 30.0
 
@@ -248,13 +248,12 @@ class Bus:
         backoff = Backoff()
         log = self.log.bind(consumer=self.consumer)
 
-        def io(process: Any, stopping: asyncio.Event) -> RedisStreams:
+        def io(stopping: asyncio.Event) -> RedisStreams:
             return RedisStreams(
                 self.url,
                 password=self.password,
                 settings=group,
                 starts=self._starts(),
-                process=process,
                 stopping=stopping,
                 log=log,
                 backoff=backoff,

@@ -1,13 +1,17 @@
-"""The subscriber's I/O on Redis: the router's read machinery, for one service's group.
+"""The subscriber's I/O on Redis: the router's backend, for one service's group.
 
-Everything the subscriber loop says to Redis goes through ``RedisStreams``, so a
-backend seam can put another store behind the same methods. It reuses the router's
-pieces as they are: ``reads.Reads`` (the blocking XREADGROUP on its own connection,
-its read timeout outlasting BLOCK, cancelled at once on stop), ``pending.Pending``
-(own pending entries first, XAUTOCLAIM of idle entries with deleted ones
-acknowledged, delivery counts from the pending list), ``sources.ensure_group``
-(BUSYGROUP is success; MKSTREAM), ``membership.forget`` / ``forget_idle`` (no
-consumer names pile up in the group), and ``cluster.connect_any``.
+Everything the subscriber loop says to Redis goes through ``RedisStreams``. Where
+the router's backend seam fits, it is used as it is (``backends.open_redis``:
+single Redis or Redis Cluster by URL): the blocking read of new entries on its
+own connection (read timeout outlasting BLOCK, cancelled at once on stop, with
+read-ahead on a backlog), own pending entries first, XAUTOCLAIM of idle entries
+with deleted ones acknowledged, delivery counts from the pending list, long-idle
+consumers forgotten, leaving the group on a clean stop, and ``classify`` of what
+Redis raised. Group creation is ``sources.ensure_group`` (BUSYGROUP is success;
+MKSTREAM), per stream with its own start policy. What only a subscriber does
+stays here: re-claiming the entries its slow handlers hold (JUSTID), claiming one
+entry again for a handler's retry, dedupe marks, and the outcomes it writes
+(``acks.py``: acks, dead letters and marks, not a routing plan).
 """
 
 from __future__ import annotations
@@ -17,15 +21,15 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from synapse import membership, sources, wire
+from synapse import sources, wire
+from synapse.backend import Pages, Read
+from synapse.backends import open_redis
 from synapse.backoff import Backoff
 from synapse.client.acks import Acks
-from synapse.cluster import connect_any, is_cluster_url
 from synapse.config import RouterSettings
+from synapse.errors import Failure
 from synapse.metrics import Metrics
-from synapse.pending import Pending, Process
 from synapse.plan import Entry
-from synapse.reads import Reads
 
 WRITE_TIMEOUT_S = 30.0
 
@@ -40,7 +44,6 @@ class RedisStreams:
         password: str | None,
         settings: RouterSettings,
         starts: dict[str, str],
-        process: Process,
         stopping: asyncio.Event,
         log: Any,
         backoff: Backoff,
@@ -49,53 +52,53 @@ class RedisStreams:
         self.starts = starts
         self.streams = list(starts)
         self.consumer = settings.consumer or ""
-        self.cluster = is_cluster_url(url)
         self.stopping = stopping
         self.log = log
         self.metrics = Metrics()  # the reused pieces count into it (reclaimed, dropped)
-        self.reads = Reads(
+        self.backend = open_redis(
             url,
-            password,
-            self.consumer,
-            settings.block_ms,
-            cluster=self.cluster,
-            stopping=stopping,
-        )
-        self.writer = connect_any(url, read_timeout_s=WRITE_TIMEOUT_S, password=password)
-        self.pending = Pending(
-            self.writer,
-            self.consumer,
-            process=process,
-            stopping=stopping,
+            consumer=self.consumer,
+            password=password,
+            block_ms=settings.block_ms,
             metrics=self.metrics,
+            stopping=stopping,
             log=log,
         )
+        self.writer = self.backend.client
+        self.cluster = wire.is_cluster_url(url)
         self.acks = Acks(
             self.writer, settings.group, cluster=self.cluster, log=log, backoff=backoff
         )
 
     async def setup(self) -> None:
-        """Ping, create missing streams and groups, re-process our own pending entries."""
-        await self.reads.cancel()
+        """Ping, create missing streams and groups (then ``own_pending``, first)."""
+        await self.backend.interrupt()
         await self.writer.ping()
         for stream, start in self.starts.items():
             settings = dataclasses.replace(self.settings, start=start)
             await sources.ensure_group(
                 self.writer, settings, stream, mkstream=True, metrics=self.metrics, log=self.log
             )
-        await self.pending.drain_own(self.settings, self.streams)
 
-    async def read(self) -> Any:
+    def own_pending(self) -> Pages:
+        """Our own pending entries (after a start or an error), with their delivery counts."""
+        return self.backend.own_pending(self.settings, self.streams, counted=True)
+
+    async def read(self) -> Read | None:
         """One blocking read of new entries on every stream; None when stopped meanwhile."""
-        return await self.reads.next(self.settings, self.streams)
+        return await self.backend.read(self.settings, self.streams, self.settings.block_ms)
 
-    def read_ahead(self, reply: Any) -> asyncio.Future[Any] | None:
-        """The next read, sent now without BLOCK, when ``reply`` filled a batch (else None)."""
-        return self.reads.ahead(self.settings, self.streams, reply)
+    def read_ahead(self, previous: Read) -> asyncio.Future[Read] | None:
+        """The next read, sent now without BLOCK, when ``previous`` filled a batch (else None)."""
+        return self.backend.read_ahead(self.settings, self.streams, previous)
 
-    async def reclaim(self) -> None:
-        """Claim entries idle longer than claim_idle_ms from any consumer of the group."""
-        await self.pending.reclaim(self.settings, self.streams)
+    def reclaim(self) -> Pages:
+        """Entries idle longer than claim_idle_ms with any consumer of the group, now ours."""
+        return self.backend.reclaim(self.settings, self.streams)
+
+    def classify(self, exc: BaseException) -> Failure:
+        """What kind of failure ``exc`` is (the router's ``classify``)."""
+        return self.backend.classify(exc)
 
     async def claim_again(self, stream: str, entry_id: bytes) -> tuple[Entry | None, int]:
         """Deliver one of our pending entries again (XCLAIM counts it): (entry, deliveries).
@@ -108,7 +111,7 @@ class RedisStreams:
         if not reply:
             return None, 0
         entry = (reply[0][0], reply[0][1])
-        counts = await self.pending.delivery_counts(stream, self.settings.group, [entry])
+        counts = await self.backend.pending.delivery_counts(stream, self.settings.group, [entry])
         return entry, counts.get(entry_id, 1)
 
     async def keep(self, stream: str, ids: Sequence[bytes], min_idle_ms: int) -> None:
@@ -121,7 +124,7 @@ class RedisStreams:
             )  # fmt: skip
 
     async def delivery_counts(self, stream: str, entries: Sequence[Entry]) -> dict[bytes, int]:
-        return await self.pending.delivery_counts(stream, self.settings.group, entries)
+        return await self.backend.pending.delivery_counts(stream, self.settings.group, entries)
 
     async def marked(self, keys: Sequence[str]) -> list[bool]:
         """Which dedupe marks exist (one MGET; a service's marks share one slot)."""
@@ -130,20 +133,13 @@ class RedisStreams:
         found = await self.writer.mget(list(keys))
         return [value is not None for value in found]
 
-    async def forget_idle(self, forget_idle_ms: int) -> None:
+    async def forget_idle(self) -> None:
         """Delete long-idle consumers of the group with nothing pending (not us)."""
-        for stream in self.streams:
-            gone = await membership.forget_idle(
-                self.writer, stream, self.settings.group, self.consumer, forget_idle_ms
-            )
-            if gone:
-                self.log.info("consumers_forgotten", stream=stream, consumers=gone)
+        await self.backend.housekeep(self.settings, self.streams)
 
     async def farewell(self) -> None:
         """On a clean stop: leave the group on each stream where we hold nothing pending."""
-        for stream in self.streams:
-            await membership.forget(self.writer, stream, self.settings.group, self.consumer, 0)
+        await self.backend.farewell(self.settings, self.streams)
 
     async def close(self) -> None:
-        await self.reads.close()
-        await self.writer.aclose()
+        await self.backend.close()

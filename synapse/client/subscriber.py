@@ -28,14 +28,16 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from synapse.backend import Pages, Read
 from synapse.backoff import Backoff
+from synapse.chores import every
 from synapse.client.dispatch import Dispatcher
 from synapse.client.handling import FAILURES
 from synapse.client.subscription import Subscription
 from synapse.errors import Failure
-from synapse.failures import classify
 
-FORGET_IDLE_MS = 3_600_000
+#: How often long-idle consumers of the group are forgotten (the router's rhythm).
+HOUSEKEEP_S = 60.0
 #: Longest stretch of read-ahead before the loop returns to its chores (the router's).
 PIPELINE_MAX_S = 1.0
 
@@ -57,7 +59,7 @@ class Subscriber(Dispatcher):
         super().__init__(service, subscriptions, dead_letter=dead_letter, log=log, backoff=backoff)
         self.drain_timeout_s = drain_timeout_s
         self._flusher_done = asyncio.Event()  # set once handlers are done: flush, then end
-        self.io = io_factory(self.process, self.stopping)
+        self.io = io_factory(self.stopping)
         self.ready = False
         self._claim_idle_ms = min(s.claim_idle_ms for s in self.subscriptions)
         self._claim_every_s = self._claim_idle_ms / 1000 / 2
@@ -116,42 +118,38 @@ class Subscriber(Dispatcher):
     async def _loop(self) -> None:
         attempt = 0
         needs_setup = True
-        last_claim = last_forget = time.monotonic()
+        reclaim, forget = every(self._claim_every_s), every(HOUSEKEEP_S)
+        reclaim.ran(time.monotonic())
+        forget.ran(time.monotonic())
         while not self.stopping.is_set():
             try:
                 if needs_setup:
                     await self.io.setup()
+                    await self._process_all(self.io.own_pending())
                     needs_setup = False
                     if not self.ready:
                         self.log.info("subscriber_ready", streams=self.io.streams)
                     self.ready = True
                 now = time.monotonic()
-                if now - last_claim >= self._claim_every_s:
-                    last_claim = now
-                    await self.io.reclaim()
-                if now - last_forget >= 60.0:
-                    last_forget = now
-                    await self.io.forget_idle(FORGET_IDLE_MS)
+                if reclaim.due(now):
+                    await self._process_all(self.io.reclaim())
+                if forget.due(now):
+                    await self.io.forget_idle()
                 await self._read_and_handle()
                 attempt = 0
-            except FAILURES as exc:
+            except Exception as exc:  # what happens next is by its kind (the router's classify)
                 attempt += 1
                 needs_setup = True
-                self._down("connection", exc, attempt)
-                await self._sleep(self.backoff.delay_s(attempt))
-            except ResponseError as exc:
-                attempt += 1
-                needs_setup = True
-                if classify(exc) == Failure.NO_GROUP:
+                failure = self.io.classify(exc)
+                if failure == Failure.NO_GROUP:
                     self.log.warning("group_missing", error=str(exc), group=self.service)
                     await self._sleep(self.backoff.delay_s(attempt) if attempt > 1 else 0)
+                    continue
+                if failure == Failure.INTERNAL:  # a bug must not stop the service for good
+                    self.log.exception("subscriber_error", error=repr(exc), attempt=attempt)
                 else:
-                    self._down("response", exc, attempt)
-                    await self._sleep(self.backoff.delay_s(attempt))
-            except Exception as exc:  # a bug must not stop the service for good
-                attempt += 1
-                needs_setup = True
-                self.log.exception("subscriber_error", error=repr(exc), attempt=attempt)
+                    kind = "connection" if failure == Failure.CONNECTION else "response"
+                    self._down(kind, exc, attempt)
                 await self._sleep(self.backoff.delay_s(attempt))
 
     async def _read_and_handle(self) -> None:
@@ -162,23 +160,29 @@ class Subscriber(Dispatcher):
         again. Entries read ahead but not handled (an error, a stop) stay pending and
         are handled at the next set-up or start.
         """
-        reply = await self.io.read()
+        read = await self.io.read()
         deadline = time.monotonic() + PIPELINE_MAX_S
-        ahead: asyncio.Future[Any] | None = None
+        ahead: asyncio.Future[Read] | None = None
         try:
-            while reply:
+            while read:
                 if not self.stopping.is_set() and time.monotonic() < deadline:
-                    ahead = self.io.read_ahead(reply)
-                for stream, entries in reply:
-                    await self.process(stream.decode(), entries, None)
+                    ahead = self.io.read_ahead(read)
+                for batch in read:
+                    await self.process(batch.source, batch.entries, None)
                 if ahead is None:
                     return
-                reply, ahead = await ahead, None
+                read, ahead = await ahead, None
         finally:
             if ahead is not None:
                 ahead.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ahead
+
+    async def _process_all(self, batches: Pages) -> None:
+        """Handle each batch the backend hands over (own pending, reclaimed) in turn."""
+        async with contextlib.aclosing(batches) as pages:
+            async for batch in pages:
+                await self.process(batch.source, batch.entries, dict(batch.deliveries or {}))
 
     async def _keep_held(self) -> None:
         """Keep entries whose handlers are slow (or waiting to retry) ours.

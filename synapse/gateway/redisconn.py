@@ -2,9 +2,9 @@
 
 However many browsers connect, the gateway holds ``1 + CONTROL_CONNECTIONS``
 connections at most: the reader blocked in XREAD, and a bounded pool (joins,
-catch-up XRANGEs, readiness) that callers queue for. Stream replies come back
-raw (flat field lists, order and duplicates kept). Redis Cluster and Kafka URLs
-are refused: the gateway reads one server.
+catch-up XRANGEs, readiness) that callers queue for, both set up by ``wire.py``.
+Stream replies come back raw (flat field lists, order and duplicates kept).
+Redis Cluster and Kafka URLs are refused: the gateway reads one server.
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
-from synapse import settings
-from synapse.cluster import is_cluster_url
+from synapse import settings, wire
 from synapse.errors import UsageError
+from synapse.wire import is_cluster_url
 
 #: Connections for joins and catch-ups, shared by every client.
 CONTROL_CONNECTIONS = 4
-RAW_COMMANDS = ("XREAD", "XRANGE", "XREVRANGE")
 
 
 def check_url(url: str) -> None:
@@ -32,49 +29,26 @@ def check_url(url: str) -> None:
         raise UsageError("synapse-gateway reads Redis streams; the Kafka backend is not supported")
 
 
-def _options() -> dict[str, Any]:
-    options: dict[str, Any] = {"socket_connect_timeout": 5, "protocol": 2}
-    found = settings.password()
-    if found:
-        options["password"] = found
-    return options
-
-
-def _raw(client: aioredis.Redis) -> aioredis.Redis:
-    for command in RAW_COMMANDS:
-        client.set_response_callback(command, _raw_reply)
-    return client
-
-
-def _raw_reply(response: Any, **options: Any) -> Any:
-    return response or []
-
-
 def reader_client(url: str, block_ms: int) -> aioredis.Redis:
     """The reader's own connection; no silent retries, so a reconnect is always seen."""
-    return _raw(
-        aioredis.Redis.from_url(
-            url,
-            single_connection_client=True,
-            socket_timeout=block_ms / 1000 + 10,
-            retry=Retry(NoBackoff(), 0),
-            client_name="synapse-gateway:reader",
-            **_options(),
-        )
+    return wire.connect_single(
+        url,
+        read_timeout_s=block_ms / 1000 + 10,
+        password=settings.password(),
+        client_name="synapse-gateway:reader",
     )
 
 
 def control_client(url: str) -> aioredis.Redis:
     """The shared pool: at most CONTROL_CONNECTIONS, callers wait for a free one."""
-    pool = aioredis.BlockingConnectionPool.from_url(
+    return wire.connect_pool(
         url,
         max_connections=CONTROL_CONNECTIONS,
-        timeout=20,
-        socket_timeout=20,
+        wait_s=20,
+        read_timeout_s=20,
+        password=settings.password(),
         client_name="synapse-gateway",
-        **_options(),
     )
-    return _raw(aioredis.Redis.from_pool(pool))  # owns the pool: aclose() closes it
 
 
 async def call(client: aioredis.Redis, *args: Any) -> Any:

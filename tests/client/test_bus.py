@@ -190,7 +190,7 @@ async def test_config_validates_before_writing(url: str, r: redis.Redis, tmp_pat
 async def test_bus_registers_itself(url: str, r: redis.Redis) -> None:
     """A Bus registers service, streams published and consumed, group and types."""
     from synapse import registry
-    from synapse.cluster import connect_any
+    from synapse.wire import connect_any
 
     bus = Bus("runtime", url=url, block_ms=100)
 

@@ -12,7 +12,7 @@ import redis
 
 from tests.client.procs import Program
 from tests.conftest import ROOT, wait_sync
-from tests.reliability.harness import RouterProcess
+from tests.support.router import RouterProcess
 
 EXAMPLES = ROOT / "examples"
 
@@ -20,7 +20,8 @@ EXAMPLES = ROOT / "examples"
 @pytest.fixture
 def router(url: str, tmp_path: Path) -> Iterator[RouterProcess]:
     """The router on the shipped config/routes.yaml, as a process."""
-    proc = RouterProcess(ROOT / "config" / "routes.yaml", url, tmp_path / "router.log").start()
+    config = ROOT / "config" / "routes.yaml"
+    proc = RouterProcess(config, url, log_path=tmp_path / "router.log").start(wait_ready=True)
     yield proc
     proc.kill()
 

@@ -157,8 +157,8 @@ async def test_publish_retries_with_the_same_id_while_the_server_is_down(tmp_pat
 
     from synapse.backoff import Backoff
     from synapse.client.publisher import Publisher
-    from synapse.cluster import connect_any
     from synapse.embedded import EmbeddedServer
+    from synapse.wire import connect_any
 
     srv = EmbeddedServer(data_dir=tmp_path / "redis").start()
     srv.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from synapse.cli.main import main
-from synapse.cluster import pattern_slot, slot_of
+from synapse.slots import pattern_slot, slot_of
 from tests.conftest import write_table
 
 TABLE = """

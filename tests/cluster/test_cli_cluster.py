@@ -15,15 +15,15 @@ import redis
 from click.testing import CliRunner, Result
 from redis.cluster import RedisCluster
 
-from synapse import cluster, keys, registry
+from synapse import keys, registry, wire
 from synapse.cli.main import main
 from synapse.cli.replay import checkpoint_key, hashed_part, legacy_key
 from synapse.embedded import free_port
 from tests.cluster.conftest import slot
 from tests.cluster.localcluster import LocalCluster
-from tests.cluster.routers import RouterProcess
 from tests.conftest import wait_for, wait_sync, write_table
 from tests.support.deadletters import dead_letter_entry
+from tests.support.router import RouterProcess
 
 
 def test_registry_keys_share_one_slot() -> None:
@@ -34,7 +34,7 @@ def test_registry_keys_share_one_slot() -> None:
 
 async def test_registry_transactions_work_on_a_cluster_client(curl: str, rc: RedisCluster) -> None:
     """register / list / deregister run on a connect_any cluster client, atomically."""
-    client = cluster.connect_any(curl, read_timeout_s=5)
+    client = wire.connect_any(curl, read_timeout_s=5)
     info = registry.ServiceInfo(name="trainer", instance="t-1", consumes=("model-events",))
     try:
         await registry.register(client, info, ttl_s=30)
@@ -216,7 +216,7 @@ def test_router_on_a_cluster_shows_in_services_and_topology(
 ) -> None:
     """A router process on a cluster registers (heartbeat MULTI in one slot); services/topology."""
     config = write_table(tmp_path / "cfg", TABLE)
-    router = RouterProcess.start(config, curl, "cli-r1", tmp_path)
+    router = RouterProcess(config, curl, consumer="cli-r1", log_path=tmp_path / "r1.log").start()
 
     def registered() -> list[Any]:
         found: list[Any] = as_json(synapse(curl, "services", "--json"))["services"]
@@ -287,7 +287,7 @@ def test_tail_follow_on_a_cluster_in_a_real_process(curl: str, rc: RedisCluster)
 
 async def test_heartbeat_survives_a_cluster_with_no_node_reachable() -> None:
     """A heartbeat on an unreachable cluster logs and retries; it never ends the router."""
-    client = cluster.connect_any(f"redis+cluster://127.0.0.1:{free_port()}", read_timeout_s=1)
+    client = wire.connect_any(f"redis+cluster://127.0.0.1:{free_port()}", read_timeout_s=1)
     beat = registry.Heartbeat(client, lambda: registry.ServiceInfo(name="r"), ttl_s=0.15)
     task = asyncio.create_task(beat.run())
     try:

@@ -8,7 +8,7 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from synapse import cluster, clustercommit
+from synapse import clustercommit, slots, wire
 from synapse.config import RoutingTable
 from synapse.plan import BatchPlan, EntryPlan, Write
 from tests.cluster.conftest import slot
@@ -46,14 +46,14 @@ TAGGED = """
 
 def test_cluster_url_parsing() -> None:
     """redis+cluster:// selects the cluster client and maps to the seed node's redis:// URL."""
-    assert cluster.is_cluster_url("redis+cluster://10.0.0.1:7000")
-    assert cluster.is_cluster_url("rediss+cluster://u:p@h:1")
-    assert not cluster.is_cluster_url("redis://h:1/0")
-    assert cluster.node_url("rediss+cluster://u:p@h:1/0") == "rediss://u:p@h:1"
-    client = cluster.connect_any("redis+cluster://127.0.0.1:1", read_timeout_s=1)
-    assert isinstance(client, cluster.ClusterClient)
-    plain = cluster.connect_any("redis://127.0.0.1:1/0", read_timeout_s=1)
-    assert not isinstance(plain, cluster.ClusterClient)
+    assert wire.is_cluster_url("redis+cluster://10.0.0.1:7000")
+    assert wire.is_cluster_url("rediss+cluster://u:p@h:1")
+    assert not wire.is_cluster_url("redis://h:1/0")
+    assert wire.node_url("rediss+cluster://u:p@h:1/0") == "rediss://u:p@h:1"
+    client = wire.connect_any("redis+cluster://127.0.0.1:1", read_timeout_s=1)
+    assert isinstance(client, wire.ClusterClient)
+    plain = wire.connect_any("redis://127.0.0.1:1/0", read_timeout_s=1)
+    assert not isinstance(plain, wire.ClusterClient)
 
 
 def test_atomicity_is_decided_by_slots() -> None:
@@ -64,7 +64,7 @@ def test_atomicity_is_decided_by_slots() -> None:
     assert clustercommit.is_atomic("{o}:in", same)
     assert not clustercommit.is_atomic("{o}:in", apart)
     assert clustercommit.is_atomic("x", EntryPlan(b"1-0", "dropped", ()))
-    groups = cluster.group_by_slot(["{o}:in", "b", "{o}:x"])
+    groups = slots.group_by_slot(["{o}:in", "b", "{o}:x"])
     assert groups == [("{o}:in", "{o}:x"), ("b",)]
 
 
@@ -150,7 +150,7 @@ async def test_rerun_cluster_commit_reports_every_entry_skipped(
             copy(ids[3], "elsewhere"),
         ),
     )
-    client = cluster.connect_any(curl, read_timeout_s=5)
+    client = wire.connect_any(curl, read_timeout_s=5)
     try:
         first = await clustercommit.commit_cluster(client, plan, GROUP)
         again = await clustercommit.commit_cluster(client, plan, GROUP)
@@ -187,8 +187,8 @@ def _delivered(rc: RedisCluster, source: str) -> int:
 
 async def test_stream_reads_are_routed_by_their_own_slot() -> None:
     """XREADGROUP keys are found without a server round trip; streams across slots refuse."""
-    client = cluster.connect_any("redis+cluster://127.0.0.1:1", read_timeout_s=1)
-    assert isinstance(client, cluster.ClusterClient)
+    client = wire.connect_any("redis+cluster://127.0.0.1:1", read_timeout_s=1)
+    assert isinstance(client, wire.ClusterClient)
     args = ("GROUP", "g", "c", "COUNT", 1, "STREAMS", "{o}:a", "{o}:b", ">", ">")
     assert await client._determine_slot("XREADGROUP", *args) == slot("{o}:a")
     with pytest.raises(RedisClusterException, match="same key slot"):

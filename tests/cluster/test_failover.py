@@ -12,7 +12,7 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from synapse import cluster
+from synapse import wire
 from synapse.config import RoutingTable
 from synapse.metrics import Metrics
 from tests.cluster.localcluster import LocalCluster
@@ -78,7 +78,7 @@ async def test_primary_killed_while_events_flow(
     """Kill the primary of the atomic route's slot mid-stream: no loss; dups only across slots."""
     victim = ha_cluster.node_for("{a}:in")
     assert ha_cluster.node_for("b-in") is not victim
-    producer = cluster.connect_any(ha_cluster.url, read_timeout_s=2)
+    producer = wire.connect_any(ha_cluster.url, read_timeout_s=2)
     produced: dict[str, list[bytes]] = {"{a}:in": [], "b-in": []}
     metrics = Metrics()
     table = table_from(TABLE)

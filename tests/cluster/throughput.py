@@ -18,8 +18,8 @@ from pathlib import Path
 from redis.cluster import RedisCluster
 
 from tests.cluster.localcluster import LocalCluster
-from tests.cluster.routers import RouterProcess
 from tests.conftest import write_table
+from tests.support.router import RouterProcess
 
 SPREAD = """
     version: 1
@@ -49,7 +49,9 @@ def run(folder: Path, cl: LocalCluster, yaml: str, routers: int, events: int) ->
     for source in sources:
         rc.xgroup_create(source, "synapse-router", "0", mkstream=True)
     procs = [
-        RouterProcess.start(config, cl.url, f"bench{n}", folder / f"logs{routers}")
+        RouterProcess(
+            config, cl.url, consumer=f"bench{n}", log_path=folder / f"logs{routers}" / f"{n}.log"
+        ).start()
         for n in range(routers)
     ]
     while not all(rc.exists(f"synapse:consumer:synapse-router:bench{n}") for n in range(routers)):

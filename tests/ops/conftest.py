@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.ops.proc import RouterProcess
+from tests.support.router import RouterProcess
 
 
 def need_tool(name: str) -> str:
@@ -28,14 +28,15 @@ TOOL_PACKAGES = {"promtool": "prometheus", "systemd-analyze": "systemd"}
 
 
 @pytest.fixture
-def spawn(url: str) -> Iterator[Callable[..., RouterProcess]]:
+def spawn(url: str, tmp_path: Path) -> Iterator[Callable[..., RouterProcess]]:
     """Start ``synapse-router`` subprocesses on the test server; all killed at teardown."""
     started: list[RouterProcess] = []
 
     def start(config: Path, **kwargs: Any) -> RouterProcess:
-        proc = RouterProcess(config, kwargs.pop("redis_url", url), **kwargs)
+        log_path = tmp_path / "logs" / f"router-{len(started)}.log"
+        proc = RouterProcess(config, kwargs.pop("redis_url", url), log_path=log_path, **kwargs)
         started.append(proc)
-        return proc
+        return proc.start()
 
     yield start
     for proc in started:

@@ -14,8 +14,8 @@ import yaml
 
 from tests.conftest import ROOT, wait_sync, write_table
 from tests.ops.conftest import need_tool
-from tests.ops.proc import RouterProcess
 from tests.ops.test_reload import EV_SCHEMA, TABLE_A, all_acked
+from tests.support.router import RouterProcess
 
 RULES = ROOT / "config" / "prometheus" / "synapse-alerts.yml"
 RULE_TESTS = ROOT / "config" / "prometheus" / "synapse-alerts.test.yml"
@@ -154,6 +154,6 @@ def test_every_metric_in_rules_and_dashboard_is_exported(
     assert len(used) >= 15
     status, body = router.get("/metrics")
     assert status == 200
-    missing = used - exported_names(body.decode())
+    missing = used - exported_names(body)
     assert not missing, f"used but not exported: {sorted(missing)}"
     assert router.stop() == 0

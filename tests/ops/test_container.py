@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, wait_sync, write_table
-from tests.ops.proc import RouterProcess
 from tests.ops.test_reload import EV_SCHEMA, TABLE_A
+from tests.support.router import RouterProcess
 
 DOCKERFILE = ROOT / "Dockerfile"
 

@@ -16,8 +16,8 @@ import redis
 
 from synapse.port import MAX_CONNECTIONS, MAX_REQUEST_BYTES, READ_TIMEOUT_S
 from tests.conftest import wait_sync, write_table
-from tests.ops.proc import RouterProcess
 from tests.ops.test_reload import EV_SCHEMA, TABLE_A, all_acked, send
+from tests.support.router import RouterProcess
 
 
 @pytest.fixture

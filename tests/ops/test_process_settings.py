@@ -16,8 +16,8 @@ import redis
 from synapse import settings
 from synapse.embedded import EmbeddedServer
 from tests.conftest import write_table
-from tests.ops.proc import RouterProcess, script
 from tests.ops.test_reload import EV_SCHEMA, TABLE_A
+from tests.support.router import RouterProcess, script
 
 
 def has_ipv6_loopback() -> bool:
@@ -101,7 +101,7 @@ def test_password_in_redis_url_flag_is_warned_about(
         quiet = spawn(config, redis_url=None, env={"SYNAPSE_REDIS_URL": with_pw})
         quiet.wait_ready()
         assert quiet.stop() == 0
-        assert not quiet.logs("redis_password_on_command_line")  # from the environment: fine
+        assert not quiet.events("redis_password_on_command_line")  # from the environment: fine
     finally:
         srv.stop()
 
@@ -122,7 +122,7 @@ def test_password_from_a_file_named_by_the_environment(
         router = spawn(config, redis_url=srv.url, env={"SYNAPSE_REDIS_PASSWORD_FILE": str(secret)})
         router.wait_ready()
         assert router.stop() == 0
-        assert not router.logs("redis_password_on_command_line")
+        assert not router.events("redis_password_on_command_line")
     finally:
         srv.stop()
 

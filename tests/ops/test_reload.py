@@ -14,7 +14,7 @@ import redis
 
 from synapse.config import load_table
 from tests.conftest import wait_sync, write_table
-from tests.ops.proc import RouterProcess, key
+from tests.support.router import RouterProcess, key
 
 FAST = "router: {block_ms: 100, claim_idle_ms: 1000, rescan_interval_ms: 200}"
 TABLE_A = f"""
@@ -209,7 +209,7 @@ def test_sighup_storm_routes_each_event_by_one_table(
     final_hash = load_table(config).hash  # table B, written last
     router.wait_scrape({key("synapse_config_info", hash=final_hash): 1}, timeout_s=20)
     wait_sync(lambda: all_acked(r), timeout_s=30, what="every event acked")
-    assert router.proc.poll() is None
+    assert router.process.poll() is None
     copies: dict[str, list[tuple[bytes, bytes]]] = {
         d: [(f[b"synapse-id"], f[b"synapse-route"]) for _, f in r.xrange(d)] for d in "xyz"
     }
@@ -226,7 +226,7 @@ def test_sighup_storm_routes_each_event_by_one_table(
         assert placed in legal, (eid, placed)
         both["ra" if ("x", b"ra") in placed else "rb"] += 1
     assert both["ra"] and both["rb"], both  # the storm really switched tables mid-flow
-    ok = len(router.logs("config_reloaded"))
+    ok = len(router.events("config_reloaded"))
     assert 1 <= ok <= 50
     router.wait_scrape(
         {
@@ -254,14 +254,14 @@ def test_sighup_during_startup_does_not_kill(
     router = spawn(config)
     wait_sync(lambda: _catches_hup(router.pid), timeout_s=5, what="early SIGHUP handler")
     hups = 0
-    while not router.logs("router_starting") and router.proc.poll() is None:
+    while not router.events("router_starting") and router.process.poll() is None:
         router.signal(signal.SIGHUP)  # during imports, table load and start-up
         hups += 1
         time.sleep(0.002)  # pacing, not waiting for anything
     router.signal(signal.SIGHUP)
     assert hups > 0
     router.wait_ready()
-    assert router.proc.poll() is None
+    assert router.process.poll() is None
     router.wait_log("config_reloaded")
     [eid] = send(r, 1)
     wait_sync(lambda: eid in ids_in(r, "x"), what="routing after the early SIGHUPs")

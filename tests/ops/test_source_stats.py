@@ -12,8 +12,8 @@ from synapse.config import RoutingTable
 from synapse.consumer import STATS_INTERVAL_S, Router
 from synapse.metrics import Metrics
 from tests.conftest import write_table
-from tests.ops.proc import RouterProcess, key
 from tests.ops.test_reload import EV_SCHEMA, TABLE_A, all_acked
+from tests.support.router import RouterProcess, key
 
 TWO_SOURCES = TABLE_A.replace("sources: [ingress]", 'sources: [ingress, "ingress:*"]')
 

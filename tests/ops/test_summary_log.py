@@ -9,8 +9,8 @@ from pathlib import Path
 import redis
 
 from tests.conftest import wait_sync, write_table
-from tests.ops.proc import RouterProcess
 from tests.ops.test_reload import EV_SCHEMA, TABLE_A
+from tests.support.router import RouterProcess
 
 
 def test_daemon_logs_summaries_and_dead_letters(
@@ -27,9 +27,9 @@ def test_daemon_logs_summaries_and_dead_letters(
     assert warning["level"] == "warning" and warning["id"] == bad.decode()
     assert warning["reason"] == "schema_violation"
     wait_sync(
-        lambda: sum(s["consumed"] for s in router.logs("router_summary")) == 2, 15, "summaries"
+        lambda: sum(s["consumed"] for s in router.events("router_summary")) == 2, 15, "summaries"
     )
-    summaries = router.logs("router_summary")
+    summaries = router.events("router_summary")
     assert all(s["level"] == "info" for s in summaries)
     assert sum(s["routed"] for s in summaries) == 2  # one valid event, two destinations
     assert sum(s["dead_lettered"] for s in summaries) == 1

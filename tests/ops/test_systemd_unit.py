@@ -10,14 +10,14 @@ from pathlib import Path
 
 import redis
 
+from synapse.backends.redis import COMMIT_TIMEOUT_S
 from synapse.backoff import Backoff
-from synapse.consumer import COMMIT_TIMEOUT_S
 from synapse.daemon import EXIT_CONFIG
 from synapse.embedded import EmbeddedServer
 from tests.conftest import ROOT, write_table
 from tests.ops.conftest import need_tool
-from tests.ops.proc import RouterProcess, script
 from tests.ops.test_reload import EV_SCHEMA, TABLE_A
+from tests.support.router import RouterProcess, script
 
 UNIT = ROOT / "systemd" / "synapse-router.service"
 MAX_EXPOSURE = 2.0

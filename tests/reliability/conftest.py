@@ -13,8 +13,9 @@ from redis.retry import Retry
 
 from synapse.config import RoutingTable
 from synapse.embedded import EmbeddedServer
-from tests.reliability.harness import DESTINATIONS, DLQ, GROUP, RouterProcess, mixed, write_routes
+from tests.reliability.harness import DESTINATIONS, DLQ, GROUP, mixed, write_routes
 from tests.reliability.ledger import Fields, Ledger, Report, check, produce, wait_quiescent
+from tests.support.router import RouterProcess
 
 
 def producer_client(url: str) -> redis.Redis:
@@ -45,7 +46,8 @@ def routers(tmp_path: Path) -> Iterator[Callable[..., RouterProcess]]:
     made: list[RouterProcess] = []
 
     def make(config: Path, url: str, consumer: str | None = None) -> RouterProcess:
-        proc = RouterProcess(config, url, tmp_path / f"router-{len(made)}.log", consumer)
+        log_path = tmp_path / f"router-{len(made)}.log"
+        proc = RouterProcess(config, url, consumer=consumer, log_path=log_path)
         made.append(proc)
         return proc
 

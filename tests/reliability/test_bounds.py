@@ -14,8 +14,9 @@ from synapse.config import RoutingTable
 from synapse.events import DLQ_FIELD_MAX
 from tests.conftest import running, wait_for
 from tests.reliability.conftest import Scenario
-from tests.reliability.harness import DESTINATIONS, DLQ, GROUP, wait_until
+from tests.reliability.harness import DESTINATIONS, DLQ, GROUP
 from tests.reliability.ledger import Ledger, check, quiescent, wait_quiescent
+from tests.support.polling import wait_sync
 
 BACKLOG = 120_000
 
@@ -35,7 +36,7 @@ def test_memory_stays_flat_while_a_large_backlog_drains(scenario: Scenario) -> N
     warm = proc.memory_info().rss
     scenario.produce(ledger, scenario.mixed(BACKLOG, seed=12), chunk=2000)
     samples = []
-    wait_until(
+    wait_sync(
         lambda: samples.append(proc.memory_info().rss) or quiescent(client, ["ingress"], GROUP),
         timeout_s=120,
         what="backlog drained",

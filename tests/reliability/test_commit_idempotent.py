@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 from synapse import wire
 from synapse.commit import commit
 from synapse.config import RoutingTable
-from synapse.consumer import connect
 from synapse.plan import Planner
+from synapse.wire import connect_any as connect
 
 TABLE = """
     version: 1

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from synapse.embedded import EmbeddedServer, free_port
-from tests.reliability.harness import RouterProcess, wait_until, write_routes
+from tests.reliability.harness import write_routes
+from tests.support.polling import wait_sync
+from tests.support.router import RouterProcess
 
 
 class ClosingListener(threading.Thread):
@@ -47,7 +49,7 @@ def test_peer_closing_every_connection_is_retried_with_backoff(
     listener.start()
     try:
         router = routers(config, f"redis://127.0.0.1:{listener.port}/0").start(wait_ready=False)
-        wait_until(lambda: listener.accepted >= 1, 10, "a first connection attempt")
+        wait_sync(lambda: listener.accepted >= 1, 10, "a first connection attempt")
         first = listener.accepted
         time.sleep(4.0)  # the observation window: attempts are counted over it
         attempts = listener.accepted - first
@@ -71,17 +73,17 @@ def test_redis_down_at_start_and_killed_later_router_waits_and_resumes(
     server = EmbeddedServer(data_dir=tmp_path / "redis", port=free_port(), appendfsync="always")
     router = routers(config, server.url).start(wait_ready=False)
     try:
-        wait_until(lambda: router.readyz() == 503, 10, "not ready with no server")
+        wait_sync(lambda: router.readyz() == 503, 10, "not ready with no server")
         assert router.get("/healthz")[0] == 200  # alive all the same
         router.wait_metric("synapse_redis_up", lambda v: v == 0)
         server.start()
-        wait_until(lambda: router.readyz() == 200, 15, "ready once the server is up")
+        wait_sync(lambda: router.readyz() == 200, 15, "ready once the server is up")
         router.wait_metric("synapse_redis_up", lambda v: v == 1)
         server.kill()
-        wait_until(lambda: router.readyz() == 503, 10, "not ready after the server died")
+        wait_sync(lambda: router.readyz() == 503, 10, "not ready after the server died")
         router.wait_metric("synapse_redis_up", lambda v: v == 0)
         server.start()
-        wait_until(lambda: router.readyz() == 200, 15, "ready again by itself")
+        wait_sync(lambda: router.readyz() == 200, 15, "ready again by itself")
         assert router.alive()
         assert router.events("redis_unavailable")
     finally:

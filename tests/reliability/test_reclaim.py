@@ -10,8 +10,9 @@ import pytest
 import redis
 
 from tests.reliability.conftest import Scenario
-from tests.reliability.harness import DESTINATIONS, DLQ, GROUP, wait_until
+from tests.reliability.harness import DESTINATIONS, DLQ, GROUP
 from tests.reliability.ledger import LEDGER_FIELD, Ledger
+from tests.support.polling import wait_sync
 
 WORKING = tuple(d for d in DESTINATIONS if d != "audit-events")  # audit-events: a string
 POISON = {"type": "audit.login", "data": json.dumps({"user": "u"})}
@@ -109,7 +110,7 @@ def wait_quiescent_except(client: redis.Redis, poison_id: bytes, timeout_s: floa
         ids = {r["message_id"] for r in rows}
         return info["last-delivered-id"] == last and ids <= {poison_id}
 
-    wait_until(done, timeout_s, "the rest of the stream routed")
+    wait_sync(done, timeout_s, "the rest of the stream routed")
 
 
 @pytest.mark.slow
@@ -126,7 +127,7 @@ def test_pending_entry_deleted_or_trimmed_from_source_is_acked_and_counted(
     first, second = (eid for eid, _ in client.xrange("ingress"))
     scenario.produce(ledger, scenario.mixed(200))
     router.wait_metric("synapse_events_retried_total", lambda v: v >= 2, source="ingress")
-    wait_until(
+    wait_sync(
         lambda: (
             {r["message_id"] for r in client.xpending_range("ingress", GROUP, "-", "+", 9)}
             == {first, second}

@@ -12,8 +12,9 @@ import redis
 
 from synapse.config import RoutingTable
 from tests.reliability.conftest import Scenario
-from tests.reliability.harness import DESTINATIONS, DLQ, GROUP, wait_until
+from tests.reliability.harness import DESTINATIONS, DLQ, GROUP
 from tests.reliability.ledger import Fields, Ledger, expect_of, read_ids
+from tests.support.polling import wait_sync
 
 EVENTS = 20_000
 MAX_ID = "18446744073709551615-18446744073709551615"
@@ -73,11 +74,11 @@ def test_ten_seconds_of_oom_mid_drain_loses_duplicates_and_dead_letters_nothing(
     ledger = Ledger()
     scenario.produce(ledger, routable(table, EVENTS), chunk=1000)
     router = scenario.router()
-    wait_until(lambda: read_fraction(client) >= 0.3, 60, "30% read", step_s=0.005)
+    wait_sync(lambda: read_fraction(client) >= 0.3, 60, "30% read", step_s=0.005)
     read_at = read_fraction(client)
     limit = oom_for(client, 10.0, at_limit)  # 10 s of refused writes
     assert router.alive()
-    wait_until(lambda: router.readyz() == 200, 20, "ready again by itself")
+    wait_sync(lambda: router.readyz() == 200, 20, "ready again by itself")
     report = scenario.settle(ledger, timeout_s=120)
     name = f"oom_10s_{'at_limit' if at_limit else 'all_refused'}_mid_drain"
     print(report.line(name), f"read_at_oom={read_at:.0%} maxmemory={limit}")

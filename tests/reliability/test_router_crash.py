@@ -8,8 +8,9 @@ import pytest
 import redis
 
 from tests.reliability.conftest import Scenario
-from tests.reliability.harness import DLQ, GROUP, wait_until
+from tests.reliability.harness import DLQ, GROUP
 from tests.reliability.ledger import Ledger, group_state
+from tests.support.polling import wait_sync
 
 EVENTS = 50_000
 KILLS = 6
@@ -36,7 +37,7 @@ def test_router_killed_repeatedly_loses_and_duplicates_nothing(scenario: Scenari
     kills_mid_batch = 0
     for target in targets:
         router = scenario.router(wait_ready=False)
-        wait_until(
+        wait_sync(
             lambda t=target, p=router: 1 - lag_of(client)[0] / EVENTS >= t or not p.alive(),
             timeout_s=60,
             what=f"{target:.0%} read",

@@ -11,8 +11,9 @@ import pytest
 import redis
 
 from tests.reliability.conftest import Scenario, producer_client
-from tests.reliability.harness import mixed, wait_until
+from tests.reliability.harness import mixed
 from tests.reliability.ledger import Ledger, produce
+from tests.support.polling import wait_sync
 
 
 class Producer(threading.Thread):
@@ -38,7 +39,7 @@ class Producer(threading.Thread):
         client.close()
 
     def wait_acked(self, count: int, timeout_s: float = 30) -> None:
-        wait_until(lambda: len(self.ledger.acked) >= count, timeout_s, f"{count} events acked")
+        wait_sync(lambda: len(self.ledger.acked) >= count, timeout_s, f"{count} events acked")
 
     def finish(self, timeout_s: float = 90) -> Ledger:
         self.join(timeout_s)
@@ -54,11 +55,11 @@ def test_server_kill9_with_appendfsync_always_loses_nothing(scenario: Scenario) 
     producer.start()
     producer.wait_acked(6_000)
     scenario.server.kill()
-    wait_until(lambda: router.readyz() == 503, 10, "not ready while the server is down")
+    wait_sync(lambda: router.readyz() == 503, 10, "not ready while the server is down")
     router.wait_metric("synapse_redis_up", lambda v: v == 0)
     scenario.server.start()  # same port, same data folder: the AOF is replayed
     ledger = producer.finish()
-    wait_until(lambda: router.readyz() == 200, 20, "ready again by itself")
+    wait_sync(lambda: router.readyz() == 200, 20, "ready again by itself")
     report = scenario.settle(ledger)
     print(report.line("server_kill9_aof_always"), f"failed_chunks={producer.failed_chunks}")
     assert report.clean, report.examples
@@ -109,12 +110,12 @@ def test_stalled_connection_is_noticed_by_the_read_timeout(scenario: Scenario) -
     stopped = time.monotonic()
     try:
         # block_ms 200 + 5 s of read-timeout margin: the silent socket is given up on.
-        wait_until(lambda: router.readyz() == 503, 12, "not ready while the server is stalled")
+        wait_sync(lambda: router.readyz() == 503, 12, "not ready while the server is stalled")
         noticed_s = time.monotonic() - stopped
         router.wait_metric("synapse_redis_up", lambda v: v == 0, timeout_s=2)
     finally:
         scenario.server.signal(signal.SIGCONT)
-    wait_until(lambda: router.readyz() == 200, 20, "ready again by itself")
+    wait_sync(lambda: router.readyz() == 200, 20, "ready again by itself")
     assert 5.0 < noticed_s < 8.0, noticed_s
     assert router.metric("synapse_redis_errors_total", kind="connection") >= 1
     router.wait_metric("synapse_redis_up", lambda v: v == 1)
@@ -132,7 +133,7 @@ def test_server_restarted_empty_while_router_blocked(scenario: Scenario) -> None
     scenario.server.kill()
     shutil.rmtree(scenario.server.data_dir)
     scenario.server.start()
-    wait_until(lambda: router.readyz() == 200, 20, "ready again by itself")
+    wait_sync(lambda: router.readyz() == 200, 20, "ready again by itself")
     second = Ledger()
     scenario.produce(second, scenario.mixed(2_000, seed=2))
     report = scenario.settle(second)
@@ -148,7 +149,7 @@ def test_group_vanishing_under_a_blocked_read_is_recreated(scenario: Scenario) -
     router = scenario.router()
     time.sleep(0.3)  # into a blocking read
     scenario.client.delete("ingress")
-    wait_until(lambda: router.events("group_missing"), 10, "NOGROUP noticed")
+    wait_sync(lambda: router.events("group_missing"), 10, "NOGROUP noticed")
     ledger = Ledger()
     scenario.produce(ledger, scenario.mixed(500))
     report = scenario.settle(ledger)

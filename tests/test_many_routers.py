@@ -13,9 +13,9 @@ import redis
 from synapse import keys, membership
 from synapse.config import RoutingTable
 from synapse.errors import ConsumerInUse
-from tests.cluster.routers import RouterProcess
 from tests.conftest import running, wait_for, wait_sync, write_table
 from tests.reliability.ledger import Ledger, check, produce, quiescent
+from tests.support.router import RouterProcess
 
 TABLE = """
     version: 1
@@ -44,7 +44,10 @@ def drained(r: redis.Redis) -> bool:
 def test_two_router_processes_share_a_group(tmp_path: Path, url: str, r: redis.Redis) -> None:
     """Two real routers in one group route every event exactly once, and both do work."""
     config = write_table(tmp_path / "cfg", TABLE)
-    routers = [RouterProcess.start(config, url, name, tmp_path) for name in ("r1", "r2")]
+    routers = [
+        RouterProcess(config, url, consumer=name, log_path=tmp_path / f"{name}.log").start()
+        for name in ("r1", "r2")
+    ]
     try:
         wait_sync(lambda: all(r.exists(keys.consumer_lease(GROUP, n)) for n in ("r1", "r2")))
         ledger = Ledger()
@@ -53,7 +56,7 @@ def test_two_router_processes_share_a_group(tmp_path: Path, url: str, r: redis.R
             produce(r, ledger, "ingress", events)
             wait_sync(lambda: drained(r), 10, "burst routed")
         assert {"r1", "r2"} <= set(consumers(r))
-        routed = {str(p.process.args[-1]): p.consumed() for p in routers}
+        routed = {p.consumer: p.total("synapse_events_consumed_total") for p in routers}
     finally:
         codes = [p.stop() for p in routers]
     assert codes == [0, 0]
@@ -70,13 +73,13 @@ def test_second_router_under_a_live_name_is_refused(
 ) -> None:
     """A router started under a consumer name a live router holds exits 75 and routes nothing."""
     config = write_table(tmp_path / "cfg", TABLE)
-    first = RouterProcess.start(config, url, "same", tmp_path / "a")
+    first = RouterProcess(config, url, consumer="same", log_path=tmp_path / "a.log").start()
     try:
         wait_sync(lambda: r.exists(keys.consumer_lease(GROUP, "same")) == 1)
-        second = RouterProcess.start(config, url, "same", tmp_path / "b")
-        assert second.process.wait(30) == 75
+        second = RouterProcess(config, url, consumer="same", log_path=tmp_path / "b.log").start()
+        assert second.wait(30) == 75
         assert "consumer_name_in_use" in second.text()
-        assert first.process.poll() is None  # the holder keeps running
+        assert first.alive()  # the holder keeps running
         r.xadd("ingress", {"type": "t"})
         wait_sync(lambda: drained(r) and r.xlen("out-a") == 1, 10, "routed by the holder")
     finally:
@@ -122,10 +125,10 @@ async def test_router_stops_when_its_name_is_taken(
     """A router whose lease is taken by another process stops routing and reports the failure."""
     table = table_from(TABLE)
     async with running(table, url, consumer="mine", lease_ttl_ms=600) as router:
-        r.set(router.lease.key, b"elsewhere 1 tok", px=60_000)
+        r.set(router.backend.lease.key, b"elsewhere 1 tok", px=60_000)
         await wait_for(lambda: router.failure is not None, 5, "renewal notices")
         assert isinstance(router.failure, ConsumerInUse)
-    assert r.get(router.lease.key) == b"elsewhere 1 tok"  # never released: not ours
+    assert r.get(router.backend.lease.key) == b"elsewhere 1 tok"  # never released: not ours
 
 
 async def test_dead_routers_pending_entries_are_reclaimed(

@@ -1,0 +1,61 @@
+"""The backend seam: the loop talks to the store only through ``backend.Backend``."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+import synapse
+from synapse import backend
+from synapse.backends.cluster import ClusterBackend
+from synapse.backends.redis import RedisBackend
+from tests.support.imports import imported
+
+#: The loop's modules: they plan, commit and retry through the protocol only.
+LOOP = ("consumer", "pipeline", "batches", "chores", "backend")
+#: Modules that speak to Redis: only the backends (and the CLI, the client) import them.
+STORE = (
+    "redis",
+    "hiredis",
+    "synapse.wire",
+    "synapse.commit",
+    "synapse.clustercommit",
+    "synapse.reads",
+    "synapse.pending",
+    "synapse.sources",
+    "synapse.cluster",
+    "synapse.membership",
+    "synapse.registry",
+    "synapse.failures",
+    "synapse.backends.redis",
+    "synapse.backends.cluster",
+)
+
+
+def _imports(module: str) -> list[str]:
+    return imported(Path(synapse.__file__).parent / f"{module}.py", members=True)
+
+
+@pytest.mark.parametrize("module", LOOP)
+def test_the_loop_imports_no_store_module(module: str) -> None:
+    """The loop's modules name no Redis module: a store is a Backend."""
+    bad = [n for n in _imports(module) if n in STORE or n.split(".")[0] in ("redis", "hiredis")]
+    assert bad == [], f"synapse.{module} imports {bad}"
+
+
+@pytest.mark.parametrize("kind", [RedisBackend, ClusterBackend])
+def test_both_redis_backends_implement_every_method_of_the_protocol(kind: type) -> None:
+    """Every method of Backend exists on each implementation with the same parameters."""
+    wanted = {
+        name: inspect.signature(member)
+        for name, member in vars(backend.Backend).items()
+        if callable(member) and not name.startswith("_")
+    }
+    assert len(wanted) >= 15
+    for name, signature in wanted.items():
+        found = getattr(kind, name, None)
+        assert found is not None, f"{kind.__name__} lacks {name}"
+        assert list(inspect.signature(found).parameters) == list(signature.parameters), name
+    assert kind.name in ("redis", "cluster")
