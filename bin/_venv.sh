@@ -24,7 +24,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   echo "synapse: creating $VENV with $py" >&2
   "$py" -m venv "$VENV"
 fi
-if [[ ! -f "$stamp" ]] || ! grep -qx -- "$want" "$stamp"; then
+# An install with extras also serves a caller that needs none (bin/run after bin/test).
+if [[ ! -f "$stamp" ]] || ! { grep -qx -- "$want" "$stamp" ||
+                              { [[ -z "$EXTRAS" ]] && grep -q -- "^$want-" "$stamp"; }; }; then
   echo "synapse: installing the project into $VENV" >&2
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
   spec="$ROOT"

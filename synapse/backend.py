@@ -157,8 +157,15 @@ class Backend(Protocol):
         """How often ``housekeep`` is due."""
         ...
 
-    async def refresh_stats(self, settings: RouterSettings, sources: Sequence[str]) -> None:
-        """Per-source lag and pending gauges."""
+    async def refresh_stats(self, table: RoutingTable, sources: Sequence[str]) -> None:
+        """Lag and pending gauges: per source, and per consumer group of each destination."""
+        ...
+
+    async def trim_by_age(
+        self, table: RoutingTable, streams: Sequence[str], sources: Sequence[str], now_ms: int
+    ) -> dict[str, int]:
+        """Retention by age (``max_age``) on ``streams``, never past what the group still
+        owes on a source; {stream: entries removed}. (Kafka: topics' own retention.ms.)"""
         ...
 
     def classify(self, exc: BaseException) -> Failure:

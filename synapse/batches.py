@@ -50,6 +50,10 @@ class _InFlight:
     commit: asyncio.Future[CommitResult] | None = None
 
 
+#: Told of each dead letter committed: (source, entry id, reason, error) (summary.py logs it).
+DeadLetterSeen = Callable[[str, bytes, str, str], None]
+
+
 class Batches:
     """Plans batches and commits them through ``backend``; counts them in ``count``."""
 
@@ -59,8 +63,10 @@ class Batches:
         metrics: Metrics,
         log: logging.Logger,
         on_progress: Callable[[], None],
+        on_dead_letter: DeadLetterSeen | None = None,
     ) -> None:
         self.backend = backend
+        self.on_dead_letter = on_dead_letter or (lambda source, entry_id, reason, error: None)
         self.metrics = metrics
         self.log = log
         self.on_progress = on_progress
@@ -121,7 +127,8 @@ class Batches:
             self.log.warning(
                 "entries_already_committed", source=source, entries=len(result.skipped)
             )
-        account(self.metrics, committed, batch.now_ms)
+        for e in account(self.metrics, committed, batch.now_ms):
+            self.on_dead_letter(source, e.entry_id, e.reason or "", e.error or "")
         self.metrics.batch.observe(time.perf_counter() - batch.started)
         self.count += 1
         self.on_progress()  # a long reclaim or drain is progress too (systemd watchdog)
@@ -200,6 +207,9 @@ class Batches:
                 letters = sum(1 for w in e.writes if w.stream == settings.dead_letter)
                 if e.outcome != DEAD_LETTER and letters:
                     self.metrics.dead_lettered.labels("destination_error").inc()
+                if letters:
+                    error = "; ".join(f"{d}: {x}" for d, x in refused_of[e.entry_id].items())
+                    self.on_dead_letter(source, e.entry_id, "destination_error", error)
                 dead += letters
             refused_of = {
                 eid: {**refused_of[eid], **again.refused.get(eid, {})} for eid in again.failed
@@ -219,8 +229,9 @@ class Batches:
         return dead
 
 
-def account(metrics: Metrics, entries: Sequence[EntryPlan], now_ms: int) -> None:
-    """Count a committed batch: grouped per batch, so the cost is per distinct value."""
+def account(metrics: Metrics, entries: Sequence[EntryPlan], now_ms: int) -> list[EntryPlan]:
+    """Count a committed batch: grouped per batch, so the cost is per distinct value.
+    Returns the dead-lettered entries (found only when the batch is not all routed)."""
     by_routes: Tally[tuple[tuple[str, str], ...]] = Tally(
         [e.routes for e in entries if e.outcome == ROUTED]
     )
@@ -230,12 +241,14 @@ def account(metrics: Metrics, entries: Sequence[EntryPlan], now_ms: int) -> None
             routed[pair] += n
     for (dest, route), n in routed.items():
         metrics.routed.labels(route, dest).inc(n)
+    dead_entries: list[EntryPlan] = []
     if by_routes.total() != len(entries):
         dead: Tally[str | None] = Tally()
         dropped: Tally[str] = Tally()
         for e in entries:
             if e.outcome == DEAD_LETTER:
                 dead[e.reason] += 1
+                dead_entries.append(e)
             elif e.outcome == DROPPED:
                 dropped[e.reason or "policy"] += 1
             elif e.outcome == DELETED:
@@ -248,3 +261,4 @@ def account(metrics: Metrics, entries: Sequence[EntryPlan], now_ms: int) -> None
     stamps: Tally[bytes] = Tally([e.entry_id.partition(b"-")[0] for e in entries])
     for ms, n in stamps.items():
         observe_many(metrics.latency, max(0.0, (now_ms - int(ms)) / 1000), n)
+    return dead_entries

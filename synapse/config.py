@@ -10,22 +10,22 @@ mutated; a reload builds a new table and swaps the reference.
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
-
-import jsonschema
 
 from synapse import keys, loops
 from synapse.errors import ConfigError, Problem
 from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where
 from synapse.schemas import SchemaRegistry, load_registry
+from synapse.shape import shape_problems, well_formed
 from synapse.yamlfile import LineMap, line_of, read_yaml_raw
 
 DEFAULT_CONFIG = Path("config/routes.yaml")
+_AGE = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,8 +68,9 @@ class Route:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoutingTable:
-    """Everything the router needs to decide, compiled: plain data, immutable once built.
-    Deciding on it (and the caches that makes fast) is ``routing.Routing``'s."""
+    """Everything the router needs to decide, compiled: plain data, immutable once built,
+    with uncached lookups by glob (``maxlen_for``, ``max_age_for``). Routing an event on
+    it, and the caches that make that fast, are ``routing.Routing``'s."""
 
     path: Path
     settings: RouterSettings
@@ -77,8 +78,19 @@ class RoutingTable:
     routes: tuple[Route, ...]
     schemas: SchemaRegistry
     retention: tuple[tuple[str, GlobTest, int], ...]
+    #: (glob, test, max_age_ms): retention by age, trimmed by a chore (synapse/retention.py)
+    max_ages: tuple[tuple[str, GlobTest, int], ...] = ()
     hash: str
     spec: Mapping[str, Any]
+
+    def maxlen_for(self, stream: str) -> int | None:
+        """The length cap of a stream (first matching ``maxlen`` glob), or None (uncached:
+        the router's cache is ``routing.Routing.maxlen_for``)."""
+        return next((n for _, test, n in self.retention if test(stream)), None)
+
+    def max_age_for(self, stream: str) -> int | None:
+        """The age limit of a stream in ms (first matching ``max_age`` glob), or None."""
+        return next((ms for _, test, ms in self.max_ages if test(stream)), None)
 
     @property
     def destinations(self) -> frozenset[str]:
@@ -89,14 +101,6 @@ class RoutingTable:
         return tuple(compile_glob(s) for s in self.sources)
 
 
-@cache
-def config_schema() -> dict[str, Any]:
-    """The JSON Schema that routes.yaml is checked against (ships in the package)."""
-    text = (Path(__file__).parent / "config.schema.json").read_text("utf-8")
-    result: dict[str, Any] = json.loads(text)
-    return result
-
-
 def load_table(path: Path | str = DEFAULT_CONFIG) -> RoutingTable:
     """Read, check and compile routes.yaml and its schemas; raise ConfigError on any problem."""
     path = Path(path)
@@ -105,14 +109,18 @@ def load_table(path: Path | str = DEFAULT_CONFIG) -> RoutingTable:
 
 
 def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingTable:
+    """Compile; every problem is reported in one ConfigError. Shape problems do not stop the
+    rest: each well-formed part is still compiled and checked (a malformed one is skipped)."""
     name = str(path)
-    _check_shape(data, lines, name)
-    problems: list[Problem] = []
+    problems, bad = shape_problems(data, lines, name)
+    data = well_formed(data, bad, frozenset(RouterSettings.__dataclass_fields__))
     settings = RouterSettings(**data.get("router", {}))
 
     routes: list[Route] = []
     seen_names: set[str] = set()
     for i, spec in enumerate(data.get("routes") or []):
+        if spec is None:  # malformed: its shape problems are reported
+            continue
         at: tuple[str | int, ...] = ("routes", i)
         if spec["name"] in seen_names:
             problems.append(
@@ -162,7 +170,9 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
     retention = tuple(
         (glob, compile_glob(glob), int(rule["maxlen"]))
         for glob, rule in (data.get("retention") or {}).items()
+        if "maxlen" in rule
     )
+    max_ages = tuple((g, compile_glob(g), ms) for g, ms in age_rules(data.get("retention")))
     mapping = data.get("schemas") or {}
     mapping_lines = {glob: line_of(lines, ("schemas", glob)) for glob in mapping}
     try:
@@ -179,40 +189,10 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
         routes=tuple(routes),
         schemas=registry,
         retention=retention,
+        max_ages=max_ages,
         hash=digest,
         spec=data,
     )
-
-
-def _check_shape(data: Any, lines: LineMap, name: str) -> None:
-    if data is None:
-        raise ConfigError.single(name, 1, "the file is empty: expected version, sources, routes")
-    validator = jsonschema.Draft202012Validator(config_schema())
-    problems = []
-    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
-        path = tuple(error.absolute_path)
-        message = error.message
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = set(error.schema.get("properties", {}))
-            for key in sorted(set(error.instance) - allowed):
-                problems.append(
-                    Problem(name, line_of(lines, (*path, key)), f"unknown key {key!r}{_in(path)}")
-                )
-            continue
-        if error.validator in ("oneOf", "anyOf") and error.context:
-            # The branch that fails on more than the instance's type says what is wrong.
-            best = min(error.context, key=lambda e: (e.validator == "type", len(e.path)))
-            message = best.message
-        where = "/".join(str(p) for p in path)
-        problems.append(
-            Problem(name, line_of(lines, path), f"{message} (at {where})" if where else message)
-        )
-    if problems:
-        raise ConfigError(problems)
-
-
-def _in(path: tuple[Any, ...]) -> str:
-    return f" in {'/'.join(str(p) for p in path)}" if path else ""
 
 
 def diff(old: RoutingTable, new: RoutingTable) -> dict[str, list[str]]:
@@ -228,3 +208,21 @@ def diff(old: RoutingTable, new: RoutingTable) -> dict[str, list[str]]:
         "sources_added": sorted(set(new.sources) - set(old.sources)),
         "sources_removed": sorted(set(old.sources) - set(new.sources)),
     }
+
+
+def parse_age_ms(text: str) -> int:
+    """``7d`` -> milliseconds; ValueError on anything else (units ms, s, m, h, d, w)."""
+    match = _AGE.match(text.strip())
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(f"max_age {text!r}: expected a positive number and a unit, e.g. 7d, 12h")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def age_rules(spec: Any) -> tuple[tuple[str, int], ...]:
+    """(glob, max_age_ms) for each retention rule that has ``max_age`` (already validated)."""
+    rules = spec if isinstance(spec, dict) else {}
+    return tuple(
+        (glob, parse_age_ms(rule["max_age"]))
+        for glob, rule in rules.items()
+        if isinstance(rule, dict) and isinstance(rule.get("max_age"), str)
+    )

@@ -33,11 +33,15 @@ from synapse.batches import Batches
 from synapse.chores import every
 from synapse.config import RoutingTable
 from synapse.errors import ConsumerInUse, Failure
+from synapse.matching import is_glob
 from synapse.metrics import Metrics
 from synapse.plan import Planner
 from synapse.retry import OUTAGE, RAISED, REDELIVER, SETUP, Action, verdict
+from synapse.summary import Summary
 
 STATS_INTERVAL_S = 5.0
+#: How often retention by age (``max_age``) trims, when the table has such rules.
+RETENTION_INTERVAL_S = 60.0
 #: Longest stretch of read-ahead pipelining before the loop returns to its chores.
 PIPELINE_MAX_S = 1.0
 
@@ -59,6 +63,8 @@ class Router:
         password: str | None = None,
         backoff: Backoff | None = None,
         on_progress: Callable[[], None] | None = None,
+        summary_interval_s: float | None = None,
+        retention_interval_s: float = RETENTION_INTERVAL_S,
         **store: int,
     ) -> None:
         """``store``: the backend's own settings (Redis: ``lease_ttl_ms``,
@@ -72,6 +78,11 @@ class Router:
         self.on_progress = on_progress or (lambda: None)
         self.log = logging.get("synapse.router").bind(consumer=self.consumer)
         self.stopping = asyncio.Event()
+        # router_summary every interval (60 s), dead letters at WARNING, rate-limited.
+        metrics.watch_routes((r.name, r.to) for r in table.routes)
+        self.summary = Summary(
+            metrics, self.log, interval_s=summary_interval_s, now=time.monotonic()
+        )
         self.backend: Backend = open_backend(
             url,
             consumer=self.consumer,
@@ -83,7 +94,9 @@ class Router:
             **store,
         )
         self.cluster = self.backend.name == "cluster"
-        self._batches = Batches(self.backend, metrics, self.log, self.on_progress)
+        self._batches = Batches(
+            self.backend, metrics, self.log, self.on_progress, self.summary.dead_letter
+        )
         self.failure: ConsumerInUse | None = None
         self.sources: list[str] = []
         self.ready = False
@@ -95,6 +108,7 @@ class Router:
         self._renew = every(self.backend.renew_s(settings))
         self._reclaim = every(settings.claim_idle_ms / 1000 / 2)
         self._housekeep = every(self.backend.housekeep_s())
+        self._retention = every(retention_interval_s)
         self._stats = every(STATS_INTERVAL_S)
         # Whether the next re-read of our own pending entries counts as a delivery: at
         # start (a restart under a fixed name may follow a crash on an entry) and after
@@ -119,6 +133,7 @@ class Router:
     async def run(self) -> None:
         attempt = 0
         while not self.stopping.is_set():
+            self.summary.tick(time.monotonic())
             try:
                 if self._next_table is not None:
                     await self._apply_table(self._next_table)
@@ -148,6 +163,7 @@ class Router:
                     self._count_redelivery = True
                 self._down(_label(failure, judged.action), exc, attempt)
                 await self._sleep(self.backoff.delay_s(attempt))
+        self.summary.emit(time.monotonic())  # the last interval, on the way out
         await self._farewell()
 
     async def _farewell(self) -> None:
@@ -174,6 +190,7 @@ class Router:
     async def _apply_table(self, table: RoutingTable) -> None:
         old = self.table
         self.table, self.planner, self._next_table = table, Planner(table), None
+        self.metrics.watch_routes((r.name, r.to) for r in table.routes)
         self._timers()
         await self.backend.reconfigure(old.settings, table.settings)
         if (
@@ -224,6 +241,8 @@ class Router:
             await self._process_all(self.backend.reclaim(settings, self.sources))
         if self._housekeep.due(now):
             await self.backend.housekeep(settings, self.sources)
+        if self.table.max_ages and self._retention.due(now):
+            await self.trim_by_age()
         if self._stats.due(now):
             await self.refresh_stats()
         due_s = self.backend.next_retry_s()
@@ -300,9 +319,24 @@ class Router:
         self._rescan.ran(time.monotonic())
         self.sources = await self.backend.discover(self.table, create=create)
 
+    async def trim_by_age(self) -> None:
+        """Retention by age (``max_age``): XTRIM MINID on every stream a rule matches."""
+        s = self.table.settings
+        known = [*self.sources, *self.table.destinations, s.dead_letter]
+        if s.unrouted not in ("dead-letter", "drop"):
+            known.append(s.unrouted)
+        removed = await self.backend.trim_by_age(
+            self.table,
+            [name for name in known if not is_glob(name)],
+            self.sources,
+            int(time.time() * 1000),
+        )
+        if removed:
+            self.log.info("retention_trimmed", streams=removed)
+
     async def refresh_stats(self) -> None:
         """Per-source lag and pending gauges (on an interval, not per batch)."""
-        await self.backend.refresh_stats(self.table.settings, self.sources)
+        await self.backend.refresh_stats(self.table, self.sources)
 
 
 def _label(failure: Failure, action: Action) -> str:

@@ -28,8 +28,9 @@ from synapse.consumer import Router
 from synapse.embedded import EmbeddedServer
 from synapse.errors import ConfigError, SynapseError
 from synapse.files import read_small_text
-from synapse.metrics import Metrics, MetricsServer
+from synapse.metrics import Metrics
 from synapse.notify import Notifier
+from synapse.port import MetricsServer
 from synapse.registry import ServiceInfo
 from synapse.statelock import StateLock
 

@@ -38,7 +38,7 @@ class Reason(StrEnum):
     TOO_DEEP = "too_deep"
     MAX_DELIVERIES = "max_deliveries"
     DESTINATION_ERROR = "destination_error"
-    HANDLER_ERROR = "handler_error"  # a subscriber's handler raised max_deliveries times
+    HANDLER_ERROR = "handler_error"  # a subscriber's handler raised max_deliveries times (client)
 
 
 #: Every reason, as plain strings (what a dead letter or a route test names).

@@ -29,6 +29,13 @@ from synapse.errors import Failure, Outage, SynapseError, classify_reply
 #: Everything the server or the network can raise (``RedisClusterException``, raised
 #: when no cluster node is reachable, is not a ``RedisError``): what a heartbeat survives.
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+#: The exceptions ``classify`` calls ``CONNECTION`` (for an ``except`` clause).
+CONNECTION_FAILURES: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisClusterException,
+    OSError,
+)
 
 
 def error_text(exc: BaseException) -> str:
@@ -45,7 +52,7 @@ def classify(exc: BaseException) -> Failure:
         return Failure.OUTAGE
     if isinstance(exc, SynapseError):  # raised on purpose (TooLarge is an OSError too)
         return Failure.INTERNAL
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | RedisClusterException | OSError):
+    if isinstance(exc, CONNECTION_FAILURES):
         return Failure.CONNECTION
     if isinstance(exc, NoScriptError):
         return Failure.NO_SCRIPT

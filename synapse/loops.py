@@ -35,6 +35,8 @@ def write_targets(data: Mapping[str, Any], dead_letter: str, unrouted: str) -> l
     """Every stream a table's router writes, with the config path that names it."""
     found: list[Target] = []
     for i, spec in enumerate(data.get("routes") or []):
+        if spec is None:  # a malformed route (shape.well_formed): its problems are reported
+            continue
         to = spec["to"] if isinstance(spec["to"], list) else [spec["to"]]
         for j, dest in enumerate(to):
             at: PathKey = (

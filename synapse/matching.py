@@ -144,27 +144,35 @@ class Filter:
     any_of: tuple[Filter, ...] = ()
     none_of: Filter | None = None
 
-    def holds(self, body: Any) -> bool:
+    def failing(self, body: Any) -> Clause | Filter | None:
+        """The first part of the block that fails for ``body``: a clause, this block (none
+        of ``any_of`` held) or ``none_of`` (it held); None when the block holds. The one
+        test behind ``holds`` (the routing decision) and ``why_not`` (its explanation)."""
         for clause in self.clauses:
             if not clause.holds(body):
-                return False
-        if self.any_of and not any(f.holds(body) for f in self.any_of):
-            return False
-        return not (self.none_of is not None and self.none_of.holds(body))
+                return clause
+        if self.any_of and not any(f.failing(body) is None for f in self.any_of):
+            return self
+        if self.none_of is not None and self.none_of.failing(body) is None:
+            return self.none_of
+        return None
+
+    def holds(self, body: Any) -> bool:
+        return self.failing(body) is None
 
     def why_not(self, body: Any) -> str | None:
         """The first condition that fails for ``body``, readable; None when it holds."""
-        for clause in self.clauses:
-            if not clause.holds(body):
-                value = lookup(body, clause.parts)
-                got = "missing" if value is _MISSING else repr(value)
-                return f"{clause.describe()} (got {got})"
-        if self.any_of and not any(f.holds(body) for f in self.any_of):
+        part = self.failing(body)
+        if part is None:
+            return None
+        if isinstance(part, Clause):
+            value = lookup(body, part.parts)
+            got = "missing" if value is _MISSING else repr(value)
+            return f"{part.describe()} (got {got})"
+        if part is self:
             reasons = "; ".join(f.why_not(body) or "?" for f in self.any_of)
             return f"any: none held ({reasons})"
-        if self.none_of is not None and self.none_of.holds(body):
-            return "not: the negated block held"
-        return None
+        return "not: the negated block held"
 
 
 def compile_where(spec: Mapping[str, Any], at: tuple[str | int, ...] = ()) -> Filter:

@@ -1,21 +1,13 @@
-"""Every metric on one registry, and the one HTTP port that serves them.
+"""Every metric on one registry (the HTTP port that serves them is ``port.py``).
 
 Metrics are created once per process (``Metrics``) and never re-created on
 reload. Labels are bounded: source, route, destination, reason, kind. The hot
 path counts per batch, not per event.
-
-The port serves ``GET /metrics``, ``/healthz`` and ``/readyz`` and nothing else
-(404; other methods 405). It is an asyncio server with a read deadline per
-request, a cap on request size, a cap on concurrent connections, and a cached
-exposition (rendered at most once per ``cache_s`` in a worker thread), so a
-burst of scrapes or garbage connections cannot slow routing.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,9 +17,10 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
-from prometheus_client.exposition import generate_latest
 
 from synapse import __version__
+from synapse.errors import REASONS
+from synapse.histogram import BulkHistogram
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # the _created series double the exposition for no use here
 
@@ -67,7 +60,7 @@ class Metrics:
             ["source"],
             registry=r,
         )
-        self.latency = Histogram(
+        self.latency = BulkHistogram(
             "synapse_event_latency_seconds",
             "Entry id time to commit",
             buckets=LATENCY_BUCKETS,
@@ -84,6 +77,18 @@ class Metrics:
         )
         self.lag = Gauge(
             "synapse_source_lag", "Entries not yet delivered to the group", ["source"], registry=r
+        )
+        self.group_lag = Gauge(
+            "synapse_consumer_group_lag",
+            "Entries of a destination not yet read by a consuming service's group",
+            ["stream", "group"],
+            registry=r,
+        )
+        self.group_pending = Gauge(
+            "synapse_consumer_group_pending",
+            "Entries of a destination read but not acknowledged by a service's group",
+            ["stream", "group"],
+            registry=r,
         )
         self.reclaimed = Counter(
             "synapse_reclaimed", "Entries claimed from idle consumers", registry=r
@@ -128,9 +133,18 @@ class Metrics:
         self.redis_up.set(0)
         for reason in ("no_route", "deleted"):
             self.dropped.labels(reason)
+        for reason in REASONS:  # at 0 from the start: the first dead letter is an increase
+            self.dead_lettered.labels(reason)
         for result in ("success", "failure"):
             self.reloads.labels(result)
         self._config_hash: str | None = None
+
+    def watch_routes(self, routes: Iterable[tuple[str, Iterable[str]]]) -> None:
+        """Create each (route, destination) series at 0, so its first copy is an increase
+        (an alert on ``increase(...{route="critical-errors"})`` sees the first event)."""
+        for route, destinations in routes:
+            for dest in destinations:
+                self.routed.labels(route, dest)
 
     def set_config(self, config_hash: str, loaded_at: float) -> None:
         if self._config_hash is not None:
@@ -140,131 +154,6 @@ class Metrics:
         self.last_reload.set(loaded_at)
 
 
-def observe_many(histogram: Histogram, amount: float, count: int) -> None:
-    """``count`` observations of ``amount`` at once: the buckets and count of ``count``
-    ``observe(amount)`` calls, the sum up to float rounding, in one step instead of ``count``.
-
-    prometheus_client has no public bulk observe; this uses the Histogram's
-    ``_sum``, ``_upper_bounds`` and ``_buckets`` (pinned range in pyproject.toml;
-    tests/test_metrics_bulk.py checks it against ``observe``).
-    """
-    if count <= 0:
-        return
-    histogram._raise_if_not_observable()  # type: ignore[no-untyped-call]
-    histogram._sum.inc(amount * count)
-    for i, bound in enumerate(histogram._upper_bounds):
-        if amount <= bound:
-            histogram._buckets[i].inc(count)
-            break
-
-
-MAX_REQUEST_BYTES = 8192
-READ_TIMEOUT_S = 5.0
-MAX_CONNECTIONS = 32
-
-
-class MetricsServer:
-    """The one port: /metrics, /healthz, /readyz."""
-
-    def __init__(
-        self,
-        metrics: Metrics,
-        is_ready: Callable[[], bool],
-        cache_s: float = 1.0,
-        read_timeout_s: float = READ_TIMEOUT_S,
-    ):
-        self.metrics = metrics
-        self.is_ready = is_ready
-        self.cache_s = cache_s
-        self.read_timeout_s = read_timeout_s
-        self._server: asyncio.Server | None = None
-        self._cached: tuple[float, bytes] = (0.0, b"")
-        self._render_lock = asyncio.Lock()
-        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
-        # Connections still reading their request head, oldest first: when every slot is
-        # held, a new connection evicts the oldest of these, so idle or slow clients can
-        # never lock a scrape out (a real request reads its head in microseconds).
-        self._reading: dict[asyncio.StreamWriter, None] = {}
-        self.port = 0
-
-    async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_REQUEST_BYTES)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _exposition(self) -> bytes:
-        async with self._render_lock:
-            stamp, body = self._cached
-            now = time.monotonic()
-            if now - stamp >= self.cache_s or not body:
-                body = await asyncio.to_thread(generate_latest, self.metrics.registry)
-                self._cached = (time.monotonic(), body)
-            return body
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._slots.locked() and self._reading:
-            oldest = next(iter(self._reading))
-            del self._reading[oldest]
-            oldest.transport.abort()
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self.read_timeout_s)
-        except TimeoutError:  # every slot busy answering: refuse rather than queue
-            writer.transport.abort()
-            return
-        self._reading[writer] = None
-        try:
-            try:
-                status, body, ctype = await asyncio.wait_for(
-                    self._respond(reader, writer), self.read_timeout_s
-                )
-            except (asyncio.LimitOverrunError, ValueError):  # the head passed the reader's limit
-                status, body, ctype = (
-                    "431 Request Header Fields Too Large",
-                    b"too large\n",
-                    "text/plain",
-                )
-            except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-                status, body, ctype = ("408 Request Timeout", b"request timeout\n", "text/plain")
-            if writer.transport.is_closing():  # evicted, or the client went away
-                return
-            try:
-                head = (
-                    f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                )
-                writer.write(head.encode() + body)
-                await asyncio.wait_for(writer.drain(), self.read_timeout_s)
-            except (TimeoutError, ConnectionError):
-                pass
-            finally:
-                writer.close()
-        finally:
-            self._reading.pop(writer, None)
-            self._slots.release()
-
-    async def _respond(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> tuple[str, bytes, str]:
-        head = await reader.readuntil(b"\r\n\r\n")
-        self._reading.pop(writer, None)  # a whole head: no longer evictable
-        if len(head) > MAX_REQUEST_BYTES:
-            return "431 Request Header Fields Too Large", b"too large\n", "text/plain"
-        parts = head.split(b"\r\n", 1)[0].split(b" ")
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-            return "400 Bad Request", b"bad request\n", "text/plain"
-        method, target = parts[0], parts[1].split(b"?", 1)[0]
-        if target not in (b"/metrics", b"/healthz", b"/readyz"):
-            return "404 Not Found", b"not found\n", "text/plain"
-        if method != b"GET":
-            return "405 Method Not Allowed", b"only GET\n", "text/plain"
-        if target == b"/metrics":
-            return "200 OK", await self._exposition(), "text/plain; version=0.0.4; charset=utf-8"
-        if target == b"/healthz":
-            return "200 OK", b"ok\n", "text/plain"
-        if self.is_ready():
-            return "200 OK", b"ready\n", "text/plain"
-        return "503 Service Unavailable", b"not ready\n", "text/plain"
+def observe_many(histogram: BulkHistogram, amount: float, count: int) -> None:
+    """``count`` observations of ``amount`` at once (per batch, not per event)."""
+    histogram.observe_many(amount, count)

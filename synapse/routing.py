@@ -124,6 +124,6 @@ class Routing:
         cached = self._maxlens.get(stream)
         if cached is not None:
             return cached[0]
-        found = next((n for _, test, n in self.table.retention if test(stream)), None)
+        found = self.table.maxlen_for(stream)
         self._maxlens.put(stream, (found,))
         return found

@@ -98,7 +98,7 @@ def test_type_field_beats_body_type() -> None:
     ],
 )
 def test_bad_input_reasons(fields: list[bytes], reason: str) -> None:
-    """Each class of bad input raises InvalidEvent with its DESIGN.md reason code."""
+    """Each class of bad input raises InvalidEvent with its reason code (errors.Reason)."""
     assert reason_of(fields) == reason
 
 

@@ -20,6 +20,7 @@ PURE = (
     "synapse.plan",
     "synapse.giveup",
     "synapse.config",
+    "synapse.shape",
     "synapse.schemas",
     "synapse.events",
     "synapse.retry",

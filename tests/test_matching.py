@@ -277,3 +277,29 @@ def test_compile_errors_name_their_path(
 def test_globs(pattern: str, value: str, expected: bool) -> None:
     """Shell-style globs: case-sensitive, `*` crosses dots, `?` one char, `[...]` sets."""
     assert compile_glob(pattern)(value) is expected
+
+
+def test_holds_and_why_not_are_one_test() -> None:
+    """Over many bodies, a block holds exactly when why_not has nothing to say."""
+    import itertools
+
+    where = compile_where(
+        {
+            "stage": {"in": ["production", "canary"]},
+            "any": [{"n": {"gte": 2}}, {"tag": {"exists": True}}],
+            "not": {"blocked": True},
+        }
+    )
+    values = {
+        "stage": ["production", "staging", None],
+        "n": [1, 3, None],
+        "tag": ["x", None],
+        "blocked": [True, False, None],
+    }
+    seen = set()
+    for combo in itertools.product(*values.values()):
+        body = {k: v for k, v in zip(values, combo, strict=True) if v is not None}
+        reason = where.why_not(body)
+        assert where.holds(body) == (reason is None), body
+        seen.add(reason.split(" ")[0] if reason else None)
+    assert {None, "stage", "any:", "not:"} <= seen  # every kind of failure was met

@@ -1,14 +1,17 @@
-"""The one port, in-process: GET only, 404 elsewhere, bounded requests, slow clients cut off."""
+"""The one port, in-process: GET/HEAD only, 404 elsewhere, bounded requests, slow clients cut
+off; the exposition format and compression negotiated by prometheus-client's own choice."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from synapse.metrics import MAX_REQUEST_BYTES, Metrics, MetricsServer
+from synapse.metrics import Metrics
+from synapse.port import MAX_REQUEST_BYTES, MetricsServer
 from tests.conftest import wait_for
 
 TIMEOUT_S = 1.0
@@ -83,11 +86,71 @@ async def test_unknown_paths_404(port: Port, path: str) -> None:
     assert (await request(port, get(path)))[0] == "HTTP/1.1 404 Not Found"
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "HEAD", "OPTIONS"])
-async def test_only_get(port: Port, method: str) -> None:
-    """Other methods on a known path are 405."""
-    status, _ = await request(port, get("/metrics", method))
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
+async def test_only_get_and_head(port: Port, method: str) -> None:
+    """Other methods on a known path are 405, saying which are allowed."""
+    status, headers, _ = await exchange(port, get("/metrics", method))
     assert status == "HTTP/1.1 405 Method Not Allowed"
+    assert headers["allow"] == "GET, HEAD"
+
+
+async def exchange(port: Port, raw: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send raw bytes; (status line, headers by lower-case name, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port.server.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return status, headers, body
+
+
+def with_headers(path: str, method: str = "GET", **headers: str) -> bytes:
+    extra = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
+    return f"{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/healthz", "/readyz"])
+async def test_head_gives_the_headers_of_get_and_no_body(port: Port, path: str) -> None:
+    """HEAD answers like GET (status, type, length) without the body."""
+    port.ready = True
+    status_get, headers_get, body = await exchange(port, get(path))
+    status, headers, nothing = await exchange(port, get(path, "HEAD"))
+    assert status == status_get == "HTTP/1.1 200 OK"
+    assert nothing == b"" and body
+    assert headers["content-type"] == headers_get["content-type"]
+    assert int(headers["content-length"]) == len(body)
+
+
+async def test_metrics_gzip_when_accepted(port: Port) -> None:
+    """Accept-Encoding: gzip gets the same exposition gzipped; no header gets it plain."""
+    port.metrics.consumed.labels("ingress").inc(5)
+    _, headers, zipped = await exchange(
+        port, with_headers("/metrics", Accept_Encoding="br;q=1.0, gzip;q=0.8")
+    )
+    assert headers["content-encoding"] == "gzip"
+    assert int(headers["content-length"]) == len(zipped)
+    _, plain_headers, plain = await exchange(port, get("/metrics"))
+    assert "content-encoding" not in plain_headers
+    assert gzip.decompress(zipped) == plain
+    assert b'synapse_events_consumed_total{source="ingress"} 5.0' in plain
+
+
+async def test_metrics_openmetrics_when_asked(port: Port) -> None:
+    """Accept: application/openmetrics-text gets OpenMetrics (with # EOF); else 0.0.4 text."""
+    port.metrics.latency.observe_many(0.002, 3)
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    _, headers, body = await exchange(port, with_headers("/metrics", Accept=accept))
+    assert headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert body.endswith(b"# EOF\n")
+    assert b'synapse_event_latency_seconds_bucket{le="0.0025"} 3' in body
+    _, headers, body = await exchange(port, get("/metrics"))
+    assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert b"# EOF" not in body
 
 
 @pytest.mark.parametrize(
@@ -139,7 +202,7 @@ async def test_exposition_is_cached(port: Port) -> None:
 
 async def test_idle_connections_never_lock_a_scrape_out(port: Port) -> None:
     """With every slot held by silent clients, a scrape evicts the oldest and is served at once."""
-    from synapse.metrics import MAX_CONNECTIONS
+    from synapse.port import MAX_CONNECTIONS
 
     idle = [
         await asyncio.open_connection("127.0.0.1", port.server.port)

@@ -6,7 +6,8 @@ timeout outlasts BLOCK, and the read sent ahead on a backlog) and the writer
 pieces it puts behind ``synapse.backend.Backend``:
 
 - sources and groups: ``sources.py`` (SCAN for globs, XGROUP CREATE, BUSYGROUP
-  is success), gauges from XINFO GROUPS;
+  is success), gauges from XINFO GROUPS (``groupstats.py`` for the groups that
+  consume the destinations); retention by age: ``retention.py`` (XTRIM MINID);
 - pending entries: ``pending.py`` (own pending first, XAUTOCLAIM reclaim,
   XCLAIM retries of refused entries, delivery counts from XPENDING);
 - the commit: ``commit.py`` (one Lua script per batch: copies, dead letters, ack);
@@ -23,13 +24,15 @@ from collections.abc import Callable, Sequence
 from redis.exceptions import ResponseError
 
 from synapse import log as logging
-from synapse import membership, wire
+from synapse import membership, retention, wire
 from synapse import sources as source_io
 from synapse.backend import Batch, CommitResult, Pages, Presence, Read
 from synapse.commit import commit
 from synapse.config import RouterSettings, RoutingTable
 from synapse.errors import Failure
 from synapse.failures import classify
+from synapse.groupstats import GroupStats
+from synapse.matching import is_glob
 from synapse.metrics import Metrics
 from synapse.pending import Pending
 from synapse.plan import BatchPlan
@@ -68,6 +71,7 @@ class RedisBackend:
         self.client = wire.connect_any(url, read_timeout_s=COMMIT_TIMEOUT_S, password=password)
         self.pending = Pending(self.client, consumer, stopping=stopping, metrics=metrics, log=log)
         self._lease: membership.ConsumerLease | None = None
+        self.group_stats = GroupStats(metrics)  # consuming services' lag, per destination
         self._sources: list[str] = []
         self._skipped_names: set[bytes] = set()  # globbed streams warned about (sources.py)
 
@@ -102,8 +106,16 @@ class RedisBackend:
         )
         return self._sources
 
-    async def refresh_stats(self, settings: RouterSettings, sources: Sequence[str]) -> None:
-        await source_io.refresh_stats(self.client, sources, settings.group, self.metrics)
+    async def refresh_stats(self, table: RoutingTable, sources: Sequence[str]) -> None:
+        group = table.settings.group
+        await source_io.refresh_stats(self.client, sources, group, self.metrics)
+        destinations = [d for d in table.destinations if not is_glob(d)]
+        await self.group_stats.refresh(self.client, destinations)
+
+    async def trim_by_age(
+        self, table: RoutingTable, streams: Sequence[str], sources: Sequence[str], now_ms: int
+    ) -> dict[str, int]:
+        return await retention.trim_by_age(self.client, table, streams, sources, now_ms)
 
     # -- reads and commits ---------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """``synapse check``: the config and its schemas, every problem with file:line.
 
-Problems exit 1. Warnings (routes that can never match, destinations that look
-like typos of others) are printed but exit 0, unless ``--strict``.
+Problems exit 1, every one in one run. Warnings (routes that can never match,
+destinations that look like typos of a known name) are printed but exit 0, unless
+``--strict``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,16 @@ from synapse.slotcheck import atomicity
     help="Also list which routes commit atomically on Redis Cluster (one hash slot).",
 )
 def check(config_path: Path, as_json: bool, strict: bool, for_cluster: bool) -> None:
-    """Check routes.yaml and its schemas; exit 1 listing every problem."""
+    """Check routes.yaml and its schemas; exit 1 listing every problem.
+
+    Warnings: routes that can never match, and destinations that look like typos of a
+    schema folder, source or other destination ("did you mean ...?"); --strict fails on them.
+
+    \b
+    Examples:
+      synapse check --config /etc/synapse/routes.yaml
+      synapse check --strict --json
+    """
     try:
         table = load_table(config_path)
     except ConfigError as exc:
@@ -70,10 +80,10 @@ def check(config_path: Path, as_json: bool, strict: bool, for_cluster: bool) -> 
     else:
         for warning in warnings:
             click.echo(str(warning), err=True)
-        state = "ok" if not warnings else f"ok with {len(warnings)} warnings"
+        state = "ok" if not warnings else f"ok with {common.plural(len(warnings), 'warning')}"
         click.echo(
-            f"{config_path}: {state} ({len(table.routes)} routes, "
-            f"{len(table.schemas.files)} schemas, hash {table.hash})"
+            f"{config_path}: {state} ({common.plural(len(table.routes), 'route')}, "
+            f"{common.plural(len(table.schemas.files), 'schema')}, hash {table.hash})"
         )
         for v in atomicity(table) if for_cluster else []:
             label = "route" if v.kind == "route" else "dead letters of"

@@ -19,6 +19,7 @@ import click
 from synapse import keys
 from synapse.cli import common
 from synapse.config import RoutingTable
+from synapse.errors import REASONS
 from synapse.events import pairs
 
 
@@ -93,7 +94,7 @@ def select(
     since = common.parse_when(chosen.since) if chosen.since else None
     until = common.parse_when(chosen.until) if chosen.until else None
     if ids:
-        return _by_id(client, stream, ids)
+        return _by_id(client, stream, tuple(common.entry_id(i) for i in ids))
     return _scan(client, stream, chosen, since, until)
 
 
@@ -209,7 +210,14 @@ def selection_options(func: Callable[..., Any]) -> Any:
     wrapped = click.option("--source", "sources", multiple=True, help="Original source (repeat).")(
         wrapped
     )
-    return click.option("--reason", "reasons", multiple=True, help="Reason code (repeat).")(wrapped)
+    return click.option(
+        "--reason",
+        "reasons",
+        multiple=True,
+        type=click.Choice(REASONS),
+        metavar="REASON",
+        help=f"Reason code (repeat): {', '.join(REASONS)}.",
+    )(wrapped)
 
 
 def dlq_options(func: Any) -> Any:

@@ -25,7 +25,13 @@ from synapse.cli.redrive import redrive_cmd
 
 @click.group()
 def dlq() -> None:
-    """Dead letters: list, show, redrive, purge."""
+    """Dead letters: list, show, redrive, purge.
+
+    \b
+    Examples:
+      synapse dlq list --reason schema_violation --since -2h
+      synapse dlq redrive --reason destination_error --dry-run
+    """
 
 
 dlq.add_command(redrive_cmd)
@@ -42,7 +48,13 @@ def list_cmd(
     chosen: Selection,
     limit: int,
 ) -> None:
-    """Dead letters, oldest first, with counts by reason."""
+    """Dead letters, oldest first, with counts by reason.
+
+    \b
+    Examples:
+      synapse dlq list
+      synapse dlq list --reason no_route --source ingress --since -1d --limit 0 --json
+    """
     name = stream_name(stream, config_path)
     client = common.connect()
     shown: list[DeadLetter] = []
@@ -86,14 +98,19 @@ def list_cmd(
         click.echo(line)
     counts = ", ".join(f"{r} {n}" for r, n in by_reason.most_common())
     more = f" (showing {len(shown)})" if len(shown) < total else ""
-    click.echo(f"{total} dead letters in {name}{more}: {counts}")
+    click.echo(f"{common.plural(total, 'dead letter')} in {name}{more}: {counts}")
 
 
 @dlq.command("show")
 @dlq_options
 @click.argument("entry_id", metavar="ID")
 def show_cmd(config_path: Path, as_json: bool, stream: str | None, entry_id: str) -> None:
-    """One dead letter: why, where from, and every original field."""
+    """One dead letter: why, where from, and every original field (ID: an entry id).
+
+    \b
+    Example:
+      synapse dlq show 1714564800000-0
+    """
     name = stream_name(stream, config_path)
     client = common.connect()
     found = counted(client, name, list(select(client, name, Selection(), ids=(entry_id,))))
@@ -127,7 +144,13 @@ def purge_cmd(
     yes: bool,
     dry_run: bool,
 ) -> None:
-    """Delete dead letters (all, or those matching the filters); asks first unless --yes."""
+    """Delete dead letters (all, or those matching the filters); asks first unless --yes.
+
+    \b
+    Examples:
+      synapse dlq purge --reason no_route --dry-run
+      synapse dlq purge --reason no_route --until -7d --yes
+    """
     name = stream_name(stream, config_path)
     client = common.connect()
     matched = [letter.entry_id for letter in select(client, name, chosen)]
@@ -138,13 +161,17 @@ def purge_cmd(
             )
         else:
             click.echo(
-                f"purge {name}: {len(matched)} dead letters would be deleted"
+                f"purge {name}: {common.plural(len(matched), 'dead letter')} would be deleted"
                 if dry_run
                 else f"purge {name}: nothing to delete"
             )
         return
     if not yes:
-        click.confirm(f"Delete {len(matched)} dead letters from {name}?", abort=True, err=True)
+        click.confirm(
+            f"Delete {common.plural(len(matched), 'dead letter')} from {name}?",
+            abort=True,
+            err=True,
+        )
     deleted = 0
     with Progress("purging", as_json, total=len(matched)) as progress:
         try:
@@ -167,3 +194,12 @@ def purge_cmd(
         )
     else:
         click.echo(f"purge {name}: deleted {deleted}")
+    common.audit(
+        "dlq_purged",
+        stream=name,
+        deleted=deleted,
+        reasons=list(chosen.reasons),
+        sources=list(chosen.sources),
+        since=chosen.since,
+        until=chosen.until,
+    )

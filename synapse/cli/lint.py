@@ -8,6 +8,7 @@ pairs of positions in their token lists (``*``, ``?``, ``[...]``, literals).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from difflib import SequenceMatcher, get_close_matches
 from functools import cache
 
 from synapse.config import RoutingTable
@@ -141,33 +142,65 @@ def lint(table: RoutingTable) -> list[Warning_]:
     return found
 
 
+def known_names(table: RoutingTable) -> dict[str, str]:
+    """Stream names the table vouches for besides destinations, with what each is."""
+    known: dict[str, str] = {}
+    for rel in table.schemas.files:
+        folder, sep, _ = rel.partition("/")
+        if sep:
+            known.setdefault(folder, "a schema folder")
+    for glob, _, _ in table.retention:
+        if not is_glob(glob):
+            known.setdefault(glob, "a retention rule")
+    for source in table.sources:
+        if not is_glob(source):
+            known[source] = "a source"
+    if table.settings.unrouted not in ("dead-letter", "drop"):
+        known[table.settings.unrouted] = "the unrouted stream"
+    known[table.settings.dead_letter] = "the dead-letter stream"
+    return known
+
+
 def _typos(table: RoutingTable, name: str) -> list[Warning_]:
+    """Destinations that look like typos of a known name (did you mean ...?).
+
+    A destination the table vouches for elsewhere (a schema folder, source, retention rule)
+    is taken as meant. Otherwise a close spelling of a known name is a typo; between two
+    destinations, the one fewer routes use is the suspect (on a tie, the pair once).
+    """
     uses: dict[str, list[str]] = {}
     for route in table.routes:
         for dest in route.to:
             uses.setdefault(dest, []).append(route.name)
-    known = [*uses, table.settings.dead_letter]
+    known = known_names(table)
     found = []
     for dest, routes in uses.items():
-        if is_glob(dest) or len(dest) < 5:
-            continue
-        for other in known:
-            if other == dest or len(other) < 5 or _digits_only(dest, other):
-                continue
-            distance = edit_distance(dest, other)
-            # The rarer spelling is the suspect; on a tie, report the pair once.
-            other_uses = len(uses.get(other, ())) or 1
-            suspect = len(routes) < other_uses or (len(routes) == other_uses and dest > other)
-            if distance <= 2 and suspect:
-                line = next((r.line for r in table.routes if r.name == routes[0]), None)
-                found.append(
-                    Warning_(
-                        name,
-                        line,
-                        f"destination {dest!r} (route {', '.join(routes)}) looks like a typo "
-                        f"of {other!r}",
-                    )
+        if is_glob(dest) or len(dest) < 5 or dest in known:
+            continue  # a name the table vouches for is meant
+        candidates = {
+            other: known.get(other) or f"used by route {', '.join(uses[other])}"
+            for other in [*known, *uses]
+            if other != dest and len(other) >= 5 and not _digits_only(dest, other)
+        }
+        close = [o for o in candidates if edit_distance(dest, o) <= 2]
+        close += [
+            o for o in get_close_matches(dest, candidates, n=3, cutoff=0.85) if o not in close
+        ]
+        for other in sorted(close, key=lambda o: -SequenceMatcher(None, dest, o).ratio()):
+            if other not in known:
+                mine, theirs = len(routes), len(uses[other])
+                if mine > theirs or (mine == theirs and dest < other):
+                    continue
+            line = next((r.line for r in table.routes if r.name == routes[0]), None)
+            found.append(
+                Warning_(
+                    name,
+                    line,
+                    f"destination {dest!r} (route {', '.join(routes)}) looks like a typo "
+                    f"of {other!r} ({candidates[other]}): did you mean {other!r}?",
                 )
+            )
+            break
     return found
 
 

@@ -26,6 +26,7 @@ from redis.exceptions import ResponseError
 
 from synapse import keys
 from synapse.cli import common
+from synapse.cli.againcheck import Again, first_pass
 from synapse.cli.deadletter import (
     DeadLetter,
     Selection,
@@ -87,7 +88,12 @@ COUNTS_TTL_MS = 30 * 86_400_000
 @click.option("--rate", type=float, help="At most N entries per second.")
 @click.option("--limit", type=int, help="At most N entries.")
 @click.option("--force", is_flag=True, help="Redrive entries past --max-redrives too.")
-@click.option("--max-redrives", default=DEFAULT_MAX_REDRIVES, show_default=True)
+@click.option(
+    "--max-redrives",
+    default=DEFAULT_MAX_REDRIVES,
+    show_default=True,
+    help="Refuse dead letters already redriven this many times (--force overrides).",
+)
 def redrive_cmd(
     config_path: Path,
     as_json: bool,
@@ -103,7 +109,15 @@ def redrive_cmd(
 ) -> None:
     """Re-publish dead letters to their source (or --to), deleting each after its write.
 
-    Exit 1 when any entry was refused (truncated, over the redrive limit, no source).
+    First it says how many of the selected dead letters the current table would
+    dead-letter again the same way (the router's own dry run on each). Exit 1 when
+    any entry was refused (truncated, over the redrive limit, no source).
+
+    \b
+    Examples:
+      synapse dlq redrive --reason schema_violation --since -2h --dry-run
+      synapse dlq redrive --reason destination_error --rate 100
+      synapse dlq redrive --id 1714564800000-0 --to ingress
     """
     name = stream_name(stream, config_path)
     table = common.table_or_none(config_path)
@@ -157,10 +171,11 @@ def redrive_cmd(
         pacer.wait(len(pending))
         pending.clear()
 
-    total = len(ids) if ids else int(client.xlen(name)) if client.exists(name) else 0
-    if limit is not None:
-        total = min(total, limit)
-    with Progress("redriving", as_json, total=total) as progress:
+    progress = Progress("redriving", as_json)
+    again = first_pass(client, name, chosen, ids, target, table, limit, progress)
+    if again is not None and not as_json and again.line():
+        click.echo(again.line(), err=True)
+    with progress:
         try:
             for letter in letters:
                 if limit is not None and tally["selected"] >= limit:
@@ -180,7 +195,19 @@ def redrive_cmd(
             flush()
         except KeyboardInterrupt:
             tally["interrupted"] = 1
-    _report("redrive", name, tally, refused, moved, as_json, dry_run)
+    _report("redrive", name, tally, refused, moved, as_json, dry_run, again)
+    common.audit(
+        "dlq_redriven",
+        stream=name,
+        dry_run=dry_run,
+        redriven=tally["redriven"],
+        refused=len(refused),
+        already_gone=tally["gone"],
+        to=target,
+        reasons=list(chosen.reasons),
+        would_fail_again=again.same.total() if again is not None else None,
+        interrupted=bool(tally["interrupted"]),
+    )
     if tally["interrupted"]:
         sys.exit(common.EXIT_INTERRUPTED)
     sys.exit(common.EXIT_FAILED if refused else common.EXIT_OK)
@@ -236,12 +263,14 @@ def _report(
     moved: list[dict[str, str]],
     as_json: bool,
     dry_run: bool,
+    again: Again | None = None,
 ) -> None:
     if as_json:
         common.emit_json(
             {
                 "stream": stream,
                 "dry_run": dry_run,
+                "would_fail_again": again.as_json() if again is not None else None,
                 "interrupted": bool(tally["interrupted"]),
                 "selected": tally["selected"],
                 "redriven": tally["redriven"],

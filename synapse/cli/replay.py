@@ -120,7 +120,13 @@ def replay(
     dry_run: bool,
     restart: bool,
 ) -> None:
-    """Copy SOURCE's entries to DEST with provenance; resumable and safe to rerun."""
+    """Copy SOURCE's entries to DEST with provenance; resumable and safe to rerun.
+
+    \b
+    Examples:
+      synapse replay ingress --to debug --since -30m --type 'model.*'
+      synapse replay ingress --to debug --since -1h --where '{stage: production}' --restart
+    """
     if source == dest:
         raise UsageError("--to must differ from SOURCE")
     wanted_type = compile_glob(type_glob) if type_glob else None
@@ -156,8 +162,12 @@ def replay(
     pacer = common.Pacer(rate)
     tally: Counter[str] = Counter()
     first = last = ""
-    total = int(client.xlen(source))
-    with Progress("replaying", as_json, total=total) as progress:
+    progress = Progress("replaying", as_json)
+    if progress.shown:  # the entries still to scan: after a resume, inside --since/--until
+        progress.total = common.count_range(client, source, start, end)
+        if limit is not None and not (wanted_type or filt):
+            progress.total = min(progress.total, limit)
+    with progress:
         try:
             while limit is None or tally["copied"] < limit:
                 entries = common.xrange(client, source, start, end, page)
@@ -165,6 +175,7 @@ def replay(
                     break
                 copies: list[list[bytes]] = []
                 considered: bytes | None = None
+                scanned_before = tally["scanned"]
                 for entry_id, fields in entries:
                     if limit is not None and tally["copied"] + len(copies) >= limit:
                         break
@@ -184,7 +195,7 @@ def replay(
                         argv += [len(copy), *copy]
                     script(keys=[dest, ckpt], args=argv)
                 tally["copied"] += len(copies)
-                progress.advance(len(entries))
+                progress.advance(tally["scanned"] - scanned_before)
                 pacer.wait(max(1, len(copies)))
                 start = common.next_id(considered)
                 if len(entries) < page:
@@ -192,6 +203,18 @@ def replay(
         except KeyboardInterrupt:
             tally["interrupted"] = 1
     _report(source, dest, tally, resumed, first, last, ckpt, dry_run, as_json)
+    common.audit(
+        "replay_done",
+        source=source,
+        to=dest,
+        dry_run=dry_run,
+        copied=0 if dry_run else tally["copied"],
+        skipped=tally["skipped"],
+        first_id=first or None,
+        last_id=last or None,
+        resumed_after=resumed,
+        interrupted=bool(tally["interrupted"]),
+    )
     sys.exit(common.EXIT_INTERRUPTED if tally["interrupted"] else common.EXIT_OK)
 
 

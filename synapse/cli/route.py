@@ -39,6 +39,11 @@ def route(
 
     Exit 0 when the event would be routed (or dropped by policy), 1 when it would be
     dead-lettered.
+
+    \b
+    Examples:
+      echo '{"model_id": "m1", "version": "1"}' | synapse route --type model.ready -
+      synapse route event.json --source ingress:eu --json
     """
     table = common.table(config_path)
     raw = _read(event)
@@ -88,7 +93,8 @@ def render(verdict: Verdict) -> list[str]:
     elif not verdict.schema_errors:
         lines.append(f"schema:  {verdict.schema}: valid")
     else:
-        lines.append(f"schema:  {verdict.schema}: INVALID ({len(verdict.schema_errors)} errors)")
+        count = common.plural(len(verdict.schema_errors), "error")
+        lines.append(f"schema:  {verdict.schema}: INVALID ({count})")
         lines += [f"           {e}" for e in verdict.schema_errors]
     if verdict.routes:
         lines.append("routes:")

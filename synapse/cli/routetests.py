@@ -72,7 +72,13 @@ class CaseError(SynapseError, ValueError):
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-q", "--quiet", is_flag=True, help="Only failures and the summary.")
 def test_cmd(config_path: Path, as_json: bool, paths: tuple[Path, ...], quiet: bool) -> None:
-    """Run routing unit tests (YAML; default config/tests/*.yaml); exit 1 on any failure."""
+    """Run routing unit tests (YAML; default config/tests/*.yaml); exit 1 on any failure.
+
+    \b
+    Examples:
+      synapse test
+      synapse test config/tests/models.yaml -q
+    """
     started = time.perf_counter()
     table = common.table(config_path)
     files = expand(paths, config_path)
@@ -124,7 +130,7 @@ def _report(results: list[Result], failed: list[Result], uncovered: list[str], t
     errors = sum(r.status == "error" for r in results)
     parts.append(f"{len(results) - len(failed)} passed")
     if errors:
-        parts.append(f"{errors} errors")
+        parts.append(common.plural(errors, "error"))
     click.echo(f"{', '.join(parts)} in {took:.2f}s")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import click
@@ -63,6 +64,7 @@ def info_of(client: common.Client, name: str) -> dict[str, Any]:
         "last_id": last_id,
         "last_time": common.id_time(last_id),
         "last_generated_id": common.text(info.get("last-generated-id")),
+        "oldest_age_s": _age_s(first_id),
         "groups": groups_of(client, name),
     }
 
@@ -74,7 +76,14 @@ def info_of(client: common.Client, name: str) -> dict[str, Any]:
 @click.option("--match", default="*", show_default=True, help="Only streams matching this glob.")
 @click.pass_context
 def streams(ctx: click.Context, as_json: bool, match: str) -> None:
-    """List streams: length, first/last entry time, groups, pending, lag."""
+    """List streams: length, age of the oldest entry, first/last entry time, groups, pending, lag.
+
+    \b
+    Examples:
+      synapse streams
+      synapse streams --match 'ingress*' --json
+      synapse streams info ingress
+    """
     if ctx.invoked_subcommand is not None:
         return
     client = common.connect()
@@ -89,6 +98,7 @@ def streams(ctx: click.Context, as_json: bool, match: str) -> None:
         [
             r["name"],
             str(r["length"]),
+            human_age(r["oldest_age_s"]),
             r["first_time"],
             r["last_time"],
             str(len(r["groups"])),
@@ -97,9 +107,30 @@ def streams(ctx: click.Context, as_json: bool, match: str) -> None:
         ]
         for r in rows
     ]
-    header = ["STREAM", "LENGTH", "FIRST", "LAST", "GROUPS", "PENDING", "LAG"]
+    header = ["STREAM", "LENGTH", "AGE", "FIRST", "LAST", "GROUPS", "PENDING", "LAG"]
     for line in common.table_rows(lines, header):
         click.echo(line)
+
+
+def _age_s(entry_id: str | None) -> float | None:
+    """Seconds since the entry id's time (None for no entry)."""
+    if entry_id is None:
+        return None
+    return max(0.0, round(time.time() - common.id_key(entry_id)[0] / 1000, 3))
+
+
+def human_age(age_s: float | None) -> str:
+    """``3d4h``, ``5h12m``, ``42s``: the two largest units (``-`` for none)."""
+    if age_s is None:
+        return "-"
+    left, parts = int(age_s), list[str]()
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+        if len(parts) == 2:
+            break
+    return "".join(parts)
 
 
 def _lag(groups: list[dict[str, Any]]) -> str:
@@ -117,22 +148,31 @@ def _lag(groups: list[dict[str, Any]]) -> str:
 @common.debug_option
 @click.argument("name")
 def info_cmd(as_json: bool, name: str) -> None:
-    """One stream: length, first/last entry, each group with its consumers, pending, lag."""
+    """One stream: length, first/last entry, each group with its consumers, pending, lag.
+
+    \b
+    Example:
+      synapse streams info ingress --json
+    """
     data = info_of(common.connect(), name)
     if as_json:
         common.emit_json(data)
         return
     click.echo(f"stream:  {data['name']}")
     click.echo(f"length:  {data['length']}")
-    click.echo(f"first:   {data['first_id'] or '-'}  {data['first_time']}")
+    click.echo(
+        f"first:   {data['first_id'] or '-'}  {data['first_time']}"
+        f"  (oldest age {human_age(data['oldest_age_s'])})"
+    )
     click.echo(f"last:    {data['last_id'] or '-'}  {data['last_time']}")
     if not data["groups"]:
         click.echo("groups:  none")
     for g in data["groups"]:
         lag = "?" if g["lag"] is None else g["lag"]
+        consumers = common.plural(len(g["consumers"]), "consumer")
         click.echo(
             f"group {g['name']}: pending {g['pending']}, lag {lag}, "
-            f"last delivered {g['last_delivered_id']}, {len(g['consumers'])} consumers"
+            f"last delivered {g['last_delivered_id']}, {consumers}"
         )
         for c in g["consumers"]:
             click.echo(f"  {c['name']}: pending {c['pending']}, idle {c['idle_ms']} ms")
@@ -147,7 +187,15 @@ def info_cmd(as_json: bool, name: str) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new entries (Ctrl-C stops).")
 @click.option("--type", "type_glob", help="Only events whose type matches this glob.")
 def tail(as_json: bool, name: str, count: int, follow: bool, type_glob: str | None) -> None:
-    """The last entries of a stream, JSON bodies pretty-printed; --follow for new ones."""
+    """The last entries of a stream, JSON bodies pretty-printed; --follow for new ones.
+
+    Ctrl-C stops --follow (exit 130).
+
+    \b
+    Examples:
+      synapse tail model-events -n 5
+      synapse tail ingress --follow --type 'model.*'
+    """
     client = common.connect()
     if not follow and client.type(name) != b"stream":
         raise common.Failure(f"no stream {name!r}")
@@ -174,8 +222,9 @@ def tail(as_json: bool, name: str, count: int, follow: bool, type_glob: str | No
                     if _wanted(fields, wanted):
                         _show(entry_id, fields, as_json)
             sys.stdout.flush()
-    except KeyboardInterrupt:
-        return
+    except KeyboardInterrupt:  # Ctrl-C is how --follow ends: 130, as for every command
+        sys.stdout.flush()
+        sys.exit(common.EXIT_INTERRUPTED)
 
 
 def _type_and_body(fields: dict[bytes, bytes]) -> tuple[str | None, Any]:

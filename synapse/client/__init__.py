@@ -1,4 +1,4 @@
-"""``synapse.client``: publish and subscribe on the bus (DESIGN.md "Services on the bus")."""
+"""``synapse.client``: publish and subscribe on the bus (docs/services.md)."""
 
 from __future__ import annotations
 

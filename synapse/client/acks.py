@@ -23,10 +23,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisClusterException, RedisError
-
 from synapse import wire
 from synapse.backoff import Backoff
+from synapse.failures import REDIS_FAILURES
 
 OUTCOME_LUA = """#!lua
 -- KEYS: every key named below. ARGV: group, op count, then per op:
@@ -75,7 +74,7 @@ end
 return {written, refused}
 """
 
-FAILURES = (RedisError, RedisClusterException, OSError)
+FAILURES = REDIS_FAILURES
 
 
 @dataclass(frozen=True, slots=True)

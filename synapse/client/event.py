@@ -1,6 +1,6 @@
 """One stream entry as a service sees it: the ``Event`` and the pure ``decode``.
 
-An entry follows the wire conventions of DESIGN.md "Events on the wire": the type
+An entry follows the wire conventions of README.md "Events on the wire": the type
 is the ``type`` field (else the body's ``type``), the body is the JSON in ``data``
 (else the fields as strings). Parsing is ``synapse.events.parse``, the router's own,
 so a service and the router never disagree about what an entry says. The

@@ -18,9 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
 from synapse import keys
 from synapse.backoff import Backoff
@@ -30,11 +28,13 @@ from synapse.client.event import Event
 from synapse.client.redis_io import RedisStreams
 from synapse.client.subscription import Subscription
 from synapse.events import dead_letter_fields
+from synapse.failures import CONNECTION_FAILURES
 from synapse.plan import Entry
 
 #: Retries start at this many seconds, doubling up to the subscription's retry_backoff_s.
 RETRY_BASE_S = 0.1
-FAILURES = (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError)
+FAILURES = CONNECTION_FAILURES
+_CLAIM_FAILURES: tuple[type[BaseException], ...] = (*FAILURES, ResponseError)
 
 
 class Handling:
@@ -233,7 +233,7 @@ class Handling:
             for attempt in range(1, 6):
                 try:
                     entry, count = await self.io.claim_again(event.stream, entry_id)
-                except (*FAILURES, ResponseError):
+                except _CLAIM_FAILURES:
                     await self._sleep(self.backoff.delay_s(attempt))
                     continue
                 if entry is not None:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import click
+import pytest
+from click.testing import CliRunner
+
+from synapse.cli import main
 from synapse.cli.lint import edit_distance, globs_overlap
 from tests.cli.conftest import SHIPPED, Invoke, as_json
 from tests.conftest import write_table
@@ -67,6 +73,64 @@ def test_check_warns_about_dead_routes_and_typos(cli: Invoke, tmp_path: Path) ->
     assert strict.exit_code == 1
     warnings = as_json(strict)["warnings"]
     assert len(warnings) == 3 and all(w["line"] for w in warnings)
+
+
+def test_check_strict_suggests_known_names_for_typos(cli: Invoke, tmp_path: Path) -> None:
+    """A destination close to a schema folder or source, used nowhere else, is a likely typo:
+    "did you mean", and --strict exits 1."""
+    path = write_table(
+        tmp_path / "cfg",
+        """
+        version: 1
+        sources: [ingress, billing-in]
+        schemas: {"inference.*": inference-events/inference-event.json}
+        routes:
+          - {name: inference, match: "inference.*", to: [inference-event]}
+          - {name: bills, match: "bill.*", to: [billing-ni]}
+          - {name: fine, match: "ok.*", to: [audit-log]}
+        """,
+        {"inference-events/inference-event.json": {"type": "object"}},
+    )
+    result = cli("check", "--strict", "--config", str(path))
+    assert result.exit_code == 1, result.output
+    assert (
+        "destination 'inference-event' (route inference) looks like a typo of "
+        "'inference-events' (a schema folder): did you mean 'inference-events'?"
+    ) in result.stderr
+    assert "did you mean 'billing-in'?" in result.stderr
+    assert "audit-log" not in result.stderr
+
+
+def test_check_reports_every_problem_in_one_run(cli: Invoke, tmp_path: Path) -> None:
+    """Shape problems (unknown keys, a missing field) do not hide the rest: a loop, a duplicate
+    route name and a missing schema file are reported in the same run."""
+    path = write_table(
+        tmp_path / "cfg",
+        """
+        version: 1
+        router: {dead_letter: dlq, batchh: 5}
+        sources: [ingress]
+        schemas: {"a.*": x/missing.json}
+        routes:
+          - {name: r1, match: "a.*", to: [ingress]}
+          - {name: r1, match: "b.*", to: [out]}
+          - {name: r3, match: "c.*", too: [out]}
+          - {name: r4, match: "d.*", to: [dlq]}
+        """,
+    )
+    result = cli("check", "--json", "--config", str(path))
+    assert result.exit_code == 1
+    messages = [p["message"] for p in as_json(result)["problems"]]
+    expected = [
+        "unknown key 'batchh' in router",
+        "unknown key 'too' in routes/2",
+        "route 'r1' writes to source 'ingress'",
+        "duplicate route name 'r1'",
+        "route 'r4' writes to the dead-letter stream",
+        "schema file 'x/missing.json' not found",
+    ]
+    for text in expected:
+        assert any(text in m for m in messages), (text, messages)
 
 
 def test_check_reports_problems_with_lines(cli: Invoke, tmp_path: Path) -> None:
@@ -170,7 +234,7 @@ cases:
     assert "  - platform-events   (expected, missing)" in out
     assert "route production-models: where: metrics.accuracy gte 0.9 (got 0.5)" in out
     assert "a case needs an expect: mapping" in out
-    assert "1 failed, 1 passed, 1 errors" in out
+    assert "1 failed, 1 passed, 1 error in" in out
 
 
 def test_no_cases_is_a_failure(cli: Invoke, tmp_path: Path) -> None:
@@ -178,3 +242,29 @@ def test_no_cases_is_a_failure(cli: Invoke, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = cli("test", str(tmp_path / "empty"))
     assert result.exit_code == 1 and "no test cases found" in result.stdout
+
+
+def all_commands() -> list[tuple[str, ...]]:
+    """Every command path of the CLI: (), ("dlq",), ("dlq", "list"), ..."""
+    found: list[tuple[str, ...]] = [()]
+
+    def walk(group: click.Group, at: tuple[str, ...]) -> None:
+        for name, command in group.commands.items():
+            found.append((*at, name))
+            if isinstance(command, click.Group):
+                walk(command, (*at, name))
+
+    walk(main, ())
+    return found
+
+
+#: owned and being reworked elsewhere (issue 16 item 5): their examples land there.
+NOT_HERE = {("topology",), ("services",)}
+
+
+@pytest.mark.parametrize("path", [p for p in all_commands() if p not in NOT_HERE], ids=" ".join)
+def test_every_help_page_has_an_example(path: tuple[str, ...]) -> None:
+    """Each command's --help ends with an Example(s) section showing a real invocation."""
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0
+    assert re.search(r"^\s*Examples?:\n\s+.*\bsynapse ", result.output, re.M), result.output

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
+from typing import Any, ClassVar
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 
 from synapse import keys, registry
+from synapse.cli import common
+from synapse.cli import progress as progress_module
+from synapse.cli import redrive as redrive_module
+from synapse.cli import replay as replay_module
 from synapse.events import dead_letter_fields
 from tests.cli.conftest import Invoke, as_json
 from tests.support.deadletters import dead_letter_entry
@@ -97,12 +104,54 @@ def test_publish_validates_then_adds(cli: Invoke, r: redis.Redis) -> None:
     assert forced.exit_code == 0 and r.xlen("ingress") == 2
 
 
+def test_publish_says_where_the_event_goes(cli: Invoke, r: redis.Redis) -> None:
+    """On a source, publish names the destinations the router would write (stderr, --json)."""
+    body = json.dumps({"model_id": "m1", "version": "1.0", "stage": "production",
+                       "artifact_uri": "file:///m/m1.onnx", "framework": "onnx",
+                       "metrics": {"accuracy": 0.95}})  # fmt: skip
+    ok = cli("publish", "ingress", "--type", "model.ready", body)
+    assert ok.exit_code == 0
+    assert "routes to model-events (via models), platform-events (via production-models)" in (
+        ok.stderr
+    )
+    as_js = cli("publish", "ingress:eu", "--type", "model.updated", GOOD, "--json")
+    assert as_json(as_js)["destinations"] == ["model-events"]
+
+
+def test_publish_refuses_an_event_no_route_takes(cli: Invoke, r: redis.Redis) -> None:
+    """A type no route takes is refused (exit 1, says it would be dead-lettered); --force writes."""
+    refused = cli("publish", "ingress", "--type", "nobody.cares", "{}")
+    assert refused.exit_code == 1
+    assert "no route takes type 'nobody.cares' from ingress" in refused.stderr
+    assert "no_route" in refused.stderr and not r.exists("ingress")
+    forced = cli("publish", "ingress", "--type", "nobody.cares", "{}", "--force")
+    assert forced.exit_code == 0 and r.xlen("ingress") == 1
+    assert "note: no route takes type" in forced.stderr
+
+
+def test_publish_refuses_destinations_and_the_dead_letter_stream(
+    cli: Invoke, r: redis.Redis
+) -> None:
+    """Writes that bypass the router (a destination, synapse:dlq) are refused unless --force."""
+    to_dest = cli("publish", "model-events", "--type", "model.ready", GOOD)
+    assert to_dest.exit_code == 1
+    assert "model-events is a destination (route models)" in to_dest.stderr
+    assert "--force" in to_dest.stderr and not r.exists("model-events")
+    to_dlq = cli("publish", "synapse:dlq", "--type", "model.ready", GOOD, "--json")
+    assert to_dlq.exit_code == 1 and not r.exists("synapse:dlq")
+    assert "dead-letter stream" in as_json(to_dlq)["errors"][0]
+    forced = cli("publish", "model-events", "--type", "model.ready", GOOD, "--force")
+    assert forced.exit_code == 0 and r.xlen("model-events") == 1
+    assert "bypassing the router" in forced.stderr
+
+
 def test_publish_from_file_and_usage_errors(cli: Invoke, r: redis.Redis, tmp_path: Path) -> None:
     """--file reads the body; no body, or two bodies, is a usage error (exit 2)."""
     body = tmp_path / "e.json"
     body.write_text(GOOD)
-    assert cli("publish", "s", "--type", "model.ready", "--file", str(body)).exit_code == 0
-    assert r.xlen("s") == 1
+    done = cli("publish", "s", "--type", "model.ready", "--file", str(body))
+    assert done.exit_code == 0 and r.xlen("s") == 1
+    assert "note: s is not a source" in done.stderr
     assert cli("publish", "s", "--type", "model.ready").exit_code == 2
     assert cli("publish", "s", "--file", str(body), "x").exit_code == 2
 
@@ -128,6 +177,7 @@ def test_streams_and_info(cli: Invoke, r: redis.Redis) -> None:
     assert table.stdout.splitlines()[0].split() == [
         "STREAM",
         "LENGTH",
+        "AGE",
         "FIRST",
         "LAST",
         "GROUPS",
@@ -150,6 +200,26 @@ def test_tail_pretty_prints_and_filters(cli: Invoke, r: redis.Redis) -> None:
     ]
     assert [row["body"]["i"] for row in rows] == [1, 3]
     assert all(row["type"] == "model.ready" and row["id"] and row["time"] for row in rows)
+
+
+def test_dlq_show_of_a_non_id_is_a_usage_error(cli: Invoke, r: redis.Redis) -> None:
+    """`dlq show garbage` (and `redrive --id garbage`) exit 2 naming the id form; no Redis error."""
+    dead_letter(r, 1)
+    shown = cli("dlq", "show", "garbage")
+    assert shown.exit_code == 2
+    assert "not an entry id: 'garbage'" in shown.stderr and "Redis said" not in shown.stderr
+    redriven = cli("dlq", "redrive", "--id", "12-x")
+    assert redriven.exit_code == 2 and "not an entry id: '12-x'" in redriven.stderr
+    assert r.xlen("synapse:dlq") == 1
+
+
+def test_counts_are_pluralized(cli: Invoke, r: redis.Redis) -> None:
+    """One dead letter is "1 dead letter", two are "2 dead letters"."""
+    dead_letter(r, 1)
+    assert "1 dead letter in synapse:dlq" in cli("dlq", "list").stdout
+    assert "1 dead letter would be deleted" in cli("dlq", "purge", "--dry-run").stdout
+    dead_letter(r, 2)
+    assert "2 dead letters in synapse:dlq" in cli("dlq", "list").stdout
 
 
 def test_dlq_list_and_show(cli: Invoke, r: redis.Redis) -> None:
@@ -381,6 +451,75 @@ def test_topology_formats(cli: Invoke, r: redis.Redis) -> None:
     assert "model-events  1        analytics  group, 0 consumers  0        1" in text
 
 
+class ShownProgress(progress_module.Progress):
+    """The real progress bar, shown as on a terminal; every instance kept for the test."""
+
+    made: ClassVar[list[progress_module.Progress]] = []
+
+    def __init__(self, label: str, as_json: bool, total: int | None = None) -> None:
+        super().__init__(label, as_json, total)
+        self.shown = True
+        ShownProgress.made.append(self)
+
+
+def test_replay_progress_total_is_what_is_left_to_copy(
+    cli: Invoke, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar's total is the entries still to scan (a range, a resumed run): it ends at 100%."""
+    monkeypatch.setattr(replay_module, "Progress", ShownProgress)
+    ids = [r.xadd("ingress", {"type": "model.ready", "data": GOOD}) for _ in range(2500)]
+    assert common.count_range(r, "ingress", ids[1000].decode(), ids[1999].decode()) == 1000
+    ShownProgress.made.clear()
+    ranged = cli("replay", "ingress", "--to", "copy", "--since", ids[500].decode(),
+                 "--until", ids[1499].decode())  # fmt: skip
+    assert ranged.exit_code == 0, ranged.output
+    [bar] = ShownProgress.made
+    assert bar.total == bar.done == 1000
+    ShownProgress.made.clear()
+    r.xadd("ingress", {"type": "model.ready", "data": GOOD})
+    resumed = cli("replay", "ingress", "--to", "copy", "--since", ids[500].decode())
+    assert "resumed after" in resumed.stdout
+    [bar] = ShownProgress.made
+    assert bar.total == bar.done == 2500 - 1500 + 1
+
+
+def test_streams_show_the_oldest_entry_age(cli: Invoke, r: redis.Redis) -> None:
+    """streams (and streams info) show how old each stream's oldest entry is."""
+    two_days_ago = int(time.time() * 1000) - 2 * 86_400_000 - 3_600_000
+    r.xadd("audit", {"a": "1"}, id=f"{two_days_ago}-0")
+    r.xadd("audit", {"a": "2"})
+    [row] = as_json(cli("streams", "--json"))["streams"]
+    assert 2 * 86_400 + 3_600 <= row["oldest_age_s"] < 2 * 86_400 + 3_700
+    text = cli("streams").stdout.splitlines()
+    assert text[0].split()[2] == "AGE" and text[1].split()[2] == "2d1h"
+    assert "(oldest age 2d1h)" in cli("streams", "info", "audit").stdout
+
+
+def logged(stderr: str, event: str) -> dict[str, Any]:
+    """The one JSON log line named ``event`` on stderr."""
+    [line] = [
+        json.loads(raw)
+        for raw in stderr.splitlines()
+        if raw.startswith("{") and json.loads(raw).get("event") == event
+    ]
+    return dict(line)
+
+
+def test_replay_and_purge_log_what_they_did(cli: Invoke, r: redis.Redis) -> None:
+    """replay and dlq purge each log one structured line (replay_done, dlq_purged)."""
+    for _ in range(3):
+        r.xadd("ingress", {"type": "model.ready", "data": GOOD})
+    replayed = cli("replay", "ingress", "--to", "copy")
+    line = logged(replayed.stderr, "replay_done")
+    assert line["copied"] == 3 and line["to"] == "copy" and line["level"] == "info"
+    assert line["interrupted"] is False and line["timestamp"]
+    dead_letter(r, 1)
+    dead_letter(r, 2, reason="no_route")
+    purged = cli("dlq", "purge", "--reason", "no_route", "--yes")
+    line = logged(purged.stderr, "dlq_purged")
+    assert line["deleted"] == 1 and line["reasons"] == ["no_route"]
+
+
 def test_replay_replaces_synapse_fields_producers_could_set(cli: Invoke, r: redis.Redis) -> None:
     """Replaying a stream producers write drops their synapse-* fields; replaying one the
     router writes keeps only the router's provenance; each copy gets its replay fields."""
@@ -399,3 +538,55 @@ def test_replay_replaces_synapse_fields_producers_could_set(cli: Invoke, r: redi
     [(_, from_routed)] = r.xrange("debug-b")
     assert {k: from_routed[k] for k in routed} == routed
     assert b"synapse-reason" not in from_routed
+
+
+def test_unknown_reason_is_a_usage_error_listing_the_valid_ones(
+    cli: Invoke, r: redis.Redis
+) -> None:
+    """`--reason nope` exits 2 naming the valid reasons (redrive, list, purge alike); nothing
+    is touched."""
+    dead_letter(r, 1)
+    for command in (("dlq", "redrive"), ("dlq", "list"), ("dlq", "purge", "--yes")):
+        result = cli(*command, "--reason", "nope")
+        assert result.exit_code == 2, (command, result.output)
+        assert "'nope' is not one of" in result.stderr
+        assert "'schema_violation'" in result.stderr and "'destination_error'" in result.stderr
+    assert r.xlen("synapse:dlq") == 1
+
+
+def test_redrive_says_how_many_would_fail_the_same_way_again(cli: Invoke, r: redis.Redis) -> None:
+    """Before redriving, the router's dry run on each dead letter under the current table:
+    those that would come straight back with the same reason are counted (stderr, --json)."""
+    dead_letter(r, 1)  # {"model_id": 1}: still violates the model schema
+    dead_letter(r, 2)
+    fixed = [b"type", b"model.ready", b"data", GOOD.encode()]  # passes the schema now
+    fields = dead_letter_entry(fixed, n=3)
+    r.xadd("synapse:dlq", dict(zip(fields[::2], fields[1::2], strict=True)))
+    gone = [b"type", b"nobody.cares", b"data", b"{}"]
+    fields = dead_letter_entry(gone, n=4, reason="no_route")
+    r.xadd("synapse:dlq", dict(zip(fields[::2], fields[1::2], strict=True)))
+    dry = cli("dlq", "redrive", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert (
+        "note: 3 of 4 dead letters would be dead-lettered again the same way under the current "
+        "table (schema_violation 2, no_route 1)"
+    ) in dry.stderr
+    again = as_json(cli("dlq", "redrive", "--reason", "schema_violation", "--json"))
+    assert again["would_fail_again"] == {
+        "checked": 3, "same_reason": 2, "by_reason": {"schema_violation": 2}, "other_reason": {},
+    }  # fmt: skip
+    assert again["redriven"] == 3
+
+
+def test_redrive_progress_total_is_the_selection(
+    cli: Invoke, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The redrive bar's total is the dead letters selected (not the stream's length)."""
+    monkeypatch.setattr(redrive_module, "Progress", ShownProgress)
+    for n in range(6):
+        dead_letter(r, n, reason="no_route" if n % 3 else "schema_violation")
+    ShownProgress.made.clear()
+    done = cli("dlq", "redrive", "--reason", "schema_violation", "--dry-run")
+    assert done.exit_code == 0, done.output
+    [bar] = ShownProgress.made
+    assert bar.total == bar.done == 2

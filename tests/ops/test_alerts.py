@@ -26,6 +26,9 @@ ALERTS = {
     "SynapseRouterNotReady",
     "SynapseRedisErrors",
     "SynapseDeadLettersRising",
+    "SynapseDeadLettersTrickling",
+    "SynapseCriticalErrorRouted",
+    "SynapseConsumerGroupLagging",
     "SynapseSourceLagGrowing",
     "SynapsePendingGrowing",
     "SynapseRoutingStalled",
@@ -72,7 +75,10 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     """Every dashboard query parses (checked by promtool as recording rules) and covers the set."""
     exprs = dashboard_exprs()
     plain = [
-        e.replace("$__rate_interval", "5m").replace("$job", ".*").replace("$instance", ".*")
+        e.replace("$__rate_interval", "5m")
+        .replace("$job", ".*")
+        .replace("$instance", ".*")
+        .replace("$group", "g")
         for e in exprs
     ]
     as_rules = {
@@ -95,8 +101,25 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
         "max by (source) (synapse_source_lag",
         "max by (source) (synapse_source_pending",
         "synapse_config_reloads_total",
+        "max by (stream) (synapse_consumer_group_lag",
+        "max by (stream) (synapse_consumer_group_pending",
     ):
         assert needed in joined, needed
+
+
+def test_dashboard_repeats_a_panel_per_consumer_group_and_has_no_unused_input() -> None:
+    """One panel per consumer group (repeated over $group); the data source is the
+    dashboard's own variable, so no unused DS_PROMETHEUS import input is left."""
+    text = DASHBOARD.read_text()
+    dash = json.loads(text)
+    assert "__inputs" not in dash and "DS_PROMETHEUS" not in text
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert "synapse_consumer_group_lag" in variables["group"]["definition"]
+    [panel] = [p for p in dash["panels"] if p.get("repeat") == "group"]
+    assert all('group="$group"' in t["expr"] for t in panel["targets"])
+    assert all(
+        p["datasource"]["uid"] == "${datasource}" for p in dash["panels"] if "datasource" in p
+    )
 
 
 def exported_names(text: str) -> set[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from synapse.metrics import MAX_CONNECTIONS, MAX_REQUEST_BYTES, READ_TIMEOUT_S
+from synapse.port import MAX_CONNECTIONS, MAX_REQUEST_BYTES, READ_TIMEOUT_S
 from tests.conftest import wait_sync, write_table
 from tests.ops.test_reload import EV_SCHEMA, TABLE_A, all_acked, send
 from tests.support.router import RouterProcess
@@ -48,7 +48,8 @@ def status_of(reply: bytes) -> int:
         (b"POST /metrics HTTP/1.1", 405),
         (b"PUT /readyz HTTP/1.1", 405),
         (b"DELETE /healthz HTTP/1.1", 405),
-        (b"HEAD /metrics HTTP/1.1", 405),
+        (b"OPTIONS /metrics HTTP/1.1", 405),
+        (b"HEAD /metrics HTTP/1.1", 200),
         (b"GET /debug HTTP/1.1", 404),
         (b"GET /../etc/passwd HTTP/1.1", 404),
         (b"\x16\x03\x01\x02\x00", 400),  # a TLS hello on the plain port
@@ -56,7 +57,7 @@ def status_of(reply: bytes) -> int:
     ],
 )
 def test_only_get_on_three_paths(router: RouterProcess, request_line: bytes, expected: int) -> None:
-    """Anything but GET on /metrics, /healthz, /readyz is refused with a 4xx and closed."""
+    """Anything but GET/HEAD on /metrics, /healthz, /readyz is refused with a 4xx and closed."""
     assert status_of(raw(router.port, request_line + b"\r\nHost: x\r\n\r\n")) == expected
 
 
