@@ -7,6 +7,7 @@ import asyncio
 from synapse import log as logging
 from synapse import membership
 from synapse.backend import Backend
+from synapse.backends.redis import RedisBackend
 from synapse.metrics import Metrics
 from synapse.wire import is_cluster_url
 
@@ -24,8 +25,34 @@ def open_backend(
     forget_idle_ms: int = membership.FORGET_IDLE_MS,
 ) -> Backend:
     """The backend for ``url``: Redis Cluster for ``redis+cluster://``, else single Redis."""
+    return open_redis(
+        url,
+        consumer=consumer,
+        password=password,
+        block_ms=block_ms,
+        metrics=metrics,
+        stopping=stopping,
+        log=log,
+        lease_ttl_ms=lease_ttl_ms,
+        forget_idle_ms=forget_idle_ms,
+    )
+
+
+def open_redis(
+    url: str,
+    *,
+    consumer: str,
+    password: str | None,
+    block_ms: int,
+    metrics: Metrics,
+    stopping: asyncio.Event,
+    log: logging.Logger,
+    lease_ttl_ms: int = membership.LEASE_TTL_MS,
+    forget_idle_ms: int = membership.FORGET_IDLE_MS,
+) -> RedisBackend:
+    """A Redis backend (single or cluster by URL), for callers that also use its Redis-only
+    parts (the client's subscriber: its pending list, its writer connection)."""
     from synapse.backends.cluster import ClusterBackend
-    from synapse.backends.redis import RedisBackend
 
     kind = ClusterBackend if is_cluster_url(url) else RedisBackend
     return kind(

@@ -1,7 +1,7 @@
 """The subscriber's I/O on Redis: the router's backend, for one service's group.
 
 Everything the subscriber loop says to Redis goes through ``RedisStreams``. Where
-the router's backend seam fits, it is used as it is (``backends.open_backend``:
+the router's backend seam fits, it is used as it is (``backends.open_redis``:
 single Redis or Redis Cluster by URL): the blocking read of new entries on its
 own connection (read timeout outlasting BLOCK, cancelled at once on stop, with
 read-ahead on a backlog), own pending entries first, XAUTOCLAIM of idle entries
@@ -23,8 +23,7 @@ from typing import Any
 
 from synapse import sources, wire
 from synapse.backend import Pages, Read
-from synapse.backends import open_backend
-from synapse.backends.redis import RedisBackend
+from synapse.backends import open_redis
 from synapse.backoff import Backoff
 from synapse.client.acks import Acks
 from synapse.config import RouterSettings
@@ -33,7 +32,6 @@ from synapse.metrics import Metrics
 from synapse.plan import Entry
 
 WRITE_TIMEOUT_S = 30.0
-FORGET_IDLE_MS = 3_600_000
 
 
 class RedisStreams:
@@ -49,7 +47,6 @@ class RedisStreams:
         stopping: asyncio.Event,
         log: Any,
         backoff: Backoff,
-        forget_idle_ms: int = FORGET_IDLE_MS,
     ) -> None:
         self.settings = settings
         self.starts = starts
@@ -58,7 +55,7 @@ class RedisStreams:
         self.stopping = stopping
         self.log = log
         self.metrics = Metrics()  # the reused pieces count into it (reclaimed, dropped)
-        backend = open_backend(
+        self.backend = open_redis(
             url,
             consumer=self.consumer,
             password=password,
@@ -66,11 +63,8 @@ class RedisStreams:
             metrics=self.metrics,
             stopping=stopping,
             log=log,
-            forget_idle_ms=forget_idle_ms,
         )
-        assert isinstance(backend, RedisBackend)
-        self.backend = backend
-        self.writer = backend.client
+        self.writer = self.backend.client
         self.cluster = wire.is_cluster_url(url)
         self.acks = Acks(
             self.writer, settings.group, cluster=self.cluster, log=log, backoff=backoff

@@ -30,12 +30,14 @@ from redis.exceptions import ResponseError
 
 from synapse.backend import Pages, Read
 from synapse.backoff import Backoff
+from synapse.chores import every
 from synapse.client.dispatch import Dispatcher
 from synapse.client.handling import FAILURES
 from synapse.client.subscription import Subscription
 from synapse.errors import Failure
 
-FORGET_IDLE_MS = 3_600_000
+#: How often long-idle consumers of the group are forgotten (the router's rhythm).
+HOUSEKEEP_S = 60.0
 #: Longest stretch of read-ahead before the loop returns to its chores (the router's).
 PIPELINE_MAX_S = 1.0
 
@@ -116,7 +118,9 @@ class Subscriber(Dispatcher):
     async def _loop(self) -> None:
         attempt = 0
         needs_setup = True
-        last_claim = last_forget = time.monotonic()
+        reclaim, forget = every(self._claim_every_s), every(HOUSEKEEP_S)
+        reclaim.ran(time.monotonic())
+        forget.ran(time.monotonic())
         while not self.stopping.is_set():
             try:
                 if needs_setup:
@@ -127,11 +131,9 @@ class Subscriber(Dispatcher):
                         self.log.info("subscriber_ready", streams=self.io.streams)
                     self.ready = True
                 now = time.monotonic()
-                if now - last_claim >= self._claim_every_s:
-                    last_claim = now
+                if reclaim.due(now):
                     await self._process_all(self.io.reclaim())
-                if now - last_forget >= 60.0:
-                    last_forget = now
+                if forget.due(now):
                     await self.io.forget_idle()
                 await self._read_and_handle()
                 attempt = 0

@@ -6,8 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from tests.support.polling import wait_sync
 
 
 class Program:
@@ -38,13 +39,13 @@ class Program:
 
     def wait_for(self, text: str, timeout_s: float = 30.0) -> None:
         """Until ``text`` is in the output; fail (with the output) at the deadline or on exit."""
-        deadline = time.monotonic() + timeout_s
-        while text not in self.output():
+
+        def seen() -> bool:
             if self.process.poll() is not None and text not in self.output():
                 raise AssertionError(f"exited {self.process.returncode}:\n{self.output()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} after {timeout_s}s:\n{self.output()[-3000:]}")
-            time.sleep(0.05)
+            return text in self.output()
+
+        wait_sync(seen, timeout_s, lambda: f"{text!r}:\n{self.output()[-3000:]}", step_s=0.05)
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM and wait: the exit code."""

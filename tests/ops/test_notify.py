@@ -14,6 +14,7 @@ import redis
 from synapse.embedded import EmbeddedServer, free_port
 from tests.conftest import write_table
 from tests.ops.test_reload import EV_SCHEMA, TABLE_A, TABLE_B, dedent, write_atomic
+from tests.support.polling import wait_sync
 from tests.support.router import RouterProcess
 
 
@@ -41,14 +42,14 @@ class NotifySocket:
         self, what: Callable[[dict[str, str]], bool], timeout_s: float = 15.0, after: int = 0
     ) -> int:
         """Index of the first message at or past ``after`` that satisfies ``what``."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            for i, msg in enumerate(self.poll()[after:], after):
-                if what(msg):
-                    return i
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no such notify message; got {self.messages}")
-            time.sleep(0.01)
+        found: list[int] = []
+
+        def seen() -> bool:
+            found[:] = [i for i, msg in enumerate(self.poll()[after:], after) if what(msg)][:1]
+            return bool(found)
+
+        wait_sync(seen, timeout_s, lambda: f"a notify message; got {self.messages}", step_s=0.01)
+        return found[0]
 
     def lifecycle(self) -> list[str]:
         """The state messages in order (WATCHDOG and STATUS-only ones left out)."""
@@ -135,10 +136,8 @@ def test_watchdog_only_while_loop_progresses(
     router.wait_ready()
     notify.wait(lambda m: m.get("READY") == "1")
     start = watchdogs(notify)
-    deadline = time.monotonic() + 10
-    while watchdogs(notify) < start + 4:  # idle-waiting normally still pings
-        assert time.monotonic() < deadline, "no watchdog pings while idle"
-        time.sleep(0.02)
+    # idle-waiting normally still pings
+    wait_sync(lambda: watchdogs(notify) >= start + 4, 10, "watchdog pings while idle")
     late_server.signal(signal.SIGSTOP)  # the read in flight now hangs: the loop is wedged
     try:
         time.sleep(0.5)  # let a read that was already answered finish its turn
@@ -147,8 +146,5 @@ def test_watchdog_only_while_loop_progresses(
         assert watchdogs(notify) == wedged, "watchdog kept pinging from a wedged loop"
     finally:
         late_server.signal(signal.SIGCONT)
-    deadline = time.monotonic() + 15
-    while watchdogs(notify) <= wedged:
-        assert time.monotonic() < deadline, "no watchdog pings after the loop recovered"
-        time.sleep(0.02)
+    wait_sync(lambda: watchdogs(notify) > wedged, 15, "watchdog pings after the loop recovered")
     assert router.stop() == 0

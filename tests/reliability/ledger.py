@@ -17,7 +17,6 @@ the cluster tests can reuse it.
 from __future__ import annotations
 
 import itertools
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -26,6 +25,7 @@ from typing import Any
 
 from synapse.config import RoutingTable
 from synapse.plan import DEAD_LETTER, ROUTED, Planner
+from tests.support.polling import wait_sync
 
 LEDGER_FIELD = b"ledger-id"
 
@@ -154,14 +154,12 @@ def wait_quiescent(
 ) -> None:
     """Wait until every source's group has read everything and has nothing pending."""
     names = list(sources)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if quiescent(client, names, group):
-            return
-        if time.monotonic() > deadline:
-            states = {s: group_state(client, s, group) for s in names}
-            raise AssertionError(f"not quiescent after {timeout_s}s: {states}")
-        time.sleep(0.05)
+
+    def states() -> str:
+        found = {s: group_state(client, s, group) for s in names}
+        return f"quiescence (not quiescent: {found})"
+
+    wait_sync(lambda: quiescent(client, names, group), timeout_s, states, step_s=0.05)
 
 
 def read_ids(client: Any, stream: str, chunk: int = 10_000) -> Counter[bytes]:
