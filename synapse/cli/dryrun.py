@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 
 from synapse.config import RoutingTable
-from synapse.errors import InvalidEvent
+from synapse.errors import InvalidEvent, Reason
 from synapse.events import parse
-from synapse.plan import Planner
+from synapse.plan import Outcome, Planner
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,9 +28,9 @@ class Verdict:
 
     source: str
     event_type: str | None
-    outcome: str  # routed | dead_letter | dropped
+    outcome: Outcome  # routed | dead_letter | dropped
     destinations: tuple[tuple[str, str], ...]  # (destination, first route naming it)
-    reason: str | None
+    reason: Reason | None
     error: str | None
     schema: str | None
     schema_errors: tuple[str, ...]
