@@ -26,8 +26,10 @@ from synapse import log as logging
 from synapse.config import DEFAULT_CONFIG, RoutingTable, diff, load_table
 from synapse.consumer import Router
 from synapse.embedded import EmbeddedServer
-from synapse.errors import ConfigError, SynapseError
+from synapse.errors import ConfigError, SynapseError, UsageError
 from synapse.files import read_small_text
+from synapse.kafka.url import KAFKA_NOT_YET, backend_kind
+from synapse.kafka.url import parse as parse_kafka
 from synapse.metrics import Metrics
 from synapse.notify import Notifier
 from synapse.port import MetricsServer
@@ -216,9 +218,12 @@ def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="The routing table.",
 )
 @click.option(
+    "--url",
     "--redis-url",
-    envvar="SYNAPSE_REDIS_URL",
-    help="redis://, rediss://, unix:// or redis+cluster:// URL; none starts the embedded server.",
+    "url",
+    envvar=["SYNAPSE_URL", "SYNAPSE_REDIS_URL"],
+    help="redis://, rediss://, unix:// or redis+cluster:// URL; none starts the embedded "
+    "server (env SYNAPSE_URL; --redis-url and SYNAPSE_REDIS_URL are aliases).",
 )
 @click.option(
     "--metrics-addr",
@@ -252,7 +257,7 @@ def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.version_option(__version__, prog_name="synapse-router")
 def main(
     config_path: Path,
-    redis_url: str | None,
+    url: str | None,
     metrics_addr: str,
     log_format: str | None,
     log_level: str,
@@ -263,9 +268,17 @@ def main(
     launch.install_early_hup()  # already done by the console script; here for direct calls
     logging.configure(log_format, log_level)
     log = logging.get("synapse.daemon")
-    source = click.get_current_context().get_parameter_source("redis_url")
-    if redis_url and source is ParameterSource.COMMANDLINE and settings.has_password(redis_url):
+    source = click.get_current_context().get_parameter_source("url")
+    if url and source is ParameterSource.COMMANDLINE and settings.has_password(url):
         log.warning("redis_password_on_command_line", hint=settings.PASSWORD_HINT)
+    if url and backend_kind(url) == "kafka":
+        try:  # a malformed URL says what is wrong with it first
+            parse_kafka(url)
+        except UsageError as exc:
+            log.error("url_invalid", error=str(exc))
+            sys.exit(exc.exit_code)
+        log.error("backend_unavailable", backend="kafka", error=KAFKA_NOT_YET)
+        sys.exit(UsageError.exit_code)
     try:
         table = load_table(config_path)
     except ConfigError as exc:
@@ -275,7 +288,6 @@ def main(
         log.error("config_invalid", config=str(config_path), errors=[repr(exc)])
         sys.exit(EXIT_CONFIG)
     embedded: EmbeddedServer | None = None
-    url = redis_url
     state = settings.state_dir(state_dir)
     lock = StateLock(state)
     try:

@@ -10,6 +10,12 @@ topic names; they are not names). The default dead-letter stream of Redis,
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
+
+from synapse.errors import Problem
+from synapse.loops import Target
+from synapse.matching import is_glob
+from synapse.yamlfile import LineMap, line_of
 
 MAX_LENGTH = 249
 DEFAULT_DLQ = "synapse.dlq"
@@ -45,3 +51,20 @@ def glob_problem(pattern: str) -> str | None:
     if len(literal) > MAX_LENGTH:
         return f"glob {pattern!r} can match no Kafka topic: longer than {MAX_LENGTH} characters"
     return None
+
+
+def table_problems(
+    file: str, lines: LineMap, sources: Sequence[str], targets: Iterable[Target]
+) -> list[Problem]:
+    """Every source (name or glob) and every topic the router writes (routes' ``to``,
+    ``router.unrouted``, ``router.dead_letter``) that Kafka cannot have, with file:line."""
+    found: list[Problem] = []
+    for i, source in enumerate(sources):
+        why = glob_problem(source) if is_glob(source) else topic_problem(source)
+        if why:
+            found.append(Problem(file, line_of(lines, ("sources", i)), f"source: {why}"))
+    for target in targets:
+        why = topic_problem(target.stream)
+        if why:
+            found.append(Problem(file, line_of(lines, target.at), f"{target.what}: {why}"))
+    return found
