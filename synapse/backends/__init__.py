@@ -8,6 +8,7 @@ from synapse import log as logging
 from synapse import membership
 from synapse.backend import Backend
 from synapse.backends.redis import RedisBackend
+from synapse.kafka.url import backend_kind
 from synapse.metrics import Metrics
 from synapse.wire import is_cluster_url
 
@@ -24,7 +25,12 @@ def open_backend(
     lease_ttl_ms: int = membership.LEASE_TTL_MS,
     forget_idle_ms: int = membership.FORGET_IDLE_MS,
 ) -> Backend:
-    """The backend for ``url``: Redis Cluster for ``redis+cluster://``, else single Redis."""
+    """The backend for ``url``: Kafka for ``kafka://`` (confluent-kafka, the ``kafka``
+    extra, imported only then), Redis Cluster for ``redis+cluster://``, else single Redis."""
+    if backend_kind(url) == "kafka":
+        from synapse.backends.kafka import KafkaBackend
+
+        return KafkaBackend(url, consumer=consumer, metrics=metrics, stopping=stopping, log=log)
     return open_redis(
         url,
         consumer=consumer,
