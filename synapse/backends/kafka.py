@@ -116,6 +116,7 @@ class KafkaBackend:
         self._held: dict[Partition, dict[int, Held]] = {}
         self._high: dict[Partition, int] = {}  # next offset after the last handed out
         self._committed: dict[Partition, int] = {}
+        self._revoked: list[Partition] = []  # appended on the consumer thread
 
     # -- the consumer, on its own thread -----------------------------------------------------
 
@@ -170,7 +171,7 @@ class KafkaBackend:
         found = await asyncio.to_thread(admin.matching_topics, self.bootstrap, table)
         if found != self._subscribed and found:
             kafka = await self._call(self._open, table.settings)
-            await self._call(kafka.subscribe, found)
+            await self._call(lambda: kafka.subscribe(found, on_revoke=self._revoked_cb))
             self._subscribed = found
             self.log.info("sources_subscribed", topics=found)
         return found
@@ -204,6 +205,7 @@ class KafkaBackend:
             left = deadline - time.monotonic()
             slice_s = max(0.0, min(SLICE_S, left))
             found: list[Message] = await self._call(self._kafka.consume, settings.batch, slice_s)
+            self._forget_revoked()
             if found:
                 return self._hand_out(found)
             if left <= 0:
@@ -212,6 +214,21 @@ class KafkaBackend:
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    def _revoked_cb(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """On the consumer thread, inside ``consume``: note what the group took away (the
+        held records are forgotten on the event loop, ``_forget_revoked``)."""
+        self._revoked.extend((tp.topic, tp.partition) for tp in partitions)
+
+    def _forget_revoked(self) -> None:
+        """Partitions the group gave to another member: their held records are its to read
+        again from the committed offset; routing them here too would only duplicate."""
+        while self._revoked:
+            at = self._revoked.pop()
+            dropped = len(self._held.pop(at, {}))
+            self._high.pop(at, None)
+            self._committed.pop(at, None)
+            self.log.info("partition_revoked", topic=at[0], partition=at[1], held=dropped)
 
     def _hand_out(self, messages: list[Message]) -> Read:
         """Records as batches per topic, each held until committed."""
