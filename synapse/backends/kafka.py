@@ -37,6 +37,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from synapse import log as logging
 from synapse.backend import Batch, CommitResult, Pages, Presence, Read
 from synapse.backends import kafkaadmin as admin
+from synapse.backends.kafkaattempts import Attempts, key_of
+from synapse.backends.kafkaattempts import Table as AttemptsTable
 from synapse.backends.kafkafailures import classify_kafka
 from synapse.config import RouterSettings, RoutingTable
 from synapse.errors import Failure
@@ -48,6 +50,10 @@ from synapse.registry import ServiceInfo
 
 #: The longest a consume call blocks: a stop is seen within it.
 SLICE_S = 0.1
+#: After a restart in a partition's uncommitted tail, this many batches' worth of records
+#: are handed out one at a time (the tail a router can hold: a batch and the one before,
+#: whose commit may still have been in flight).
+CAREFUL_BATCHES = 2
 #: How long a broker may take to answer metadata at start before it counts as unreachable.
 CONNECT_TIMEOUT_S = 5.0
 
@@ -117,6 +123,10 @@ class KafkaBackend:
         self._high: dict[Partition, int] = {}  # next offset after the last handed out
         self._committed: dict[Partition, int] = {}
         self._revoked: list[Partition] = []  # appended on the consumer thread
+        self._attempts = Attempts(self.bootstrap, self.producer)
+        self._attempts_table: AttemptsTable | None = None  # read once per assignment
+        self._seen: set[Partition] = set()  # partitions whose head was counted
+        self._careful: dict[Partition, int] = {}  # one record per read below this offset
 
     # -- the consumer, on its own thread -----------------------------------------------------
 
@@ -145,6 +155,9 @@ class KafkaBackend:
             self._held.clear()
             self._high.clear()
             self._committed.clear()
+            self._seen.clear()
+            self._careful.clear()
+            self._attempts_table = None
         return self._kafka
 
     # -- the consumer name -------------------------------------------------------------------
@@ -168,6 +181,13 @@ class KafkaBackend:
         and destinations are created with ``create``; the consumer subscribes to the result."""
         if create:
             await asyncio.to_thread(admin.ensure_topics, self.bootstrap, admin.named_topics(table))
+            await asyncio.to_thread(
+                admin.ensure_topics,
+                self.bootstrap,
+                [self._attempts.topic],
+                partitions=1,
+                config={"cleanup.policy": "compact"},
+            )
         found = await asyncio.to_thread(admin.matching_topics, self.bootstrap, table)
         if found != self._subscribed and found:
             kafka = await self._call(self._open, table.settings)
@@ -207,7 +227,7 @@ class KafkaBackend:
             found: list[Message] = await self._call(self._kafka.consume, settings.batch, slice_s)
             self._forget_revoked()
             if found:
-                return self._hand_out(found)
+                return await self._hand_out(found, settings)
             if left <= 0:
                 return []
 
@@ -228,11 +248,19 @@ class KafkaBackend:
             dropped = len(self._held.pop(at, {}))
             self._high.pop(at, None)
             self._committed.pop(at, None)
+            self._seen.discard(at)
+            self._careful.pop(at, None)
+            self._attempts_table = None  # another member may count there now: read again
             self.log.info("partition_revoked", topic=at[0], partition=at[1], held=dropped)
 
-    def _hand_out(self, messages: list[Message]) -> Read:
-        """Records as batches per topic, each held until committed."""
+    async def _hand_out(self, messages: list[Message], settings: RouterSettings) -> Read:
+        """Records as batches per topic, each held until committed. The first record of a
+        partition since its assignment, and each record of a careful stretch, is counted
+        in the attempts topic first (``_count``); in a careful stretch one record of the
+        partition is handed out per read (the consumer rewound past it)."""
         by_topic: dict[str, list[Entry]] = {}
+        counted: dict[str, dict[bytes, int]] = {}
+        cut: set[Partition] = set()
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -241,6 +269,16 @@ class KafkaBackend:
                 raise KafkaException(error)
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             assert topic is not None and partition is not None and offset is not None
+            at = (topic, partition)
+            if at in cut:
+                continue  # read again after the one record of the careful stretch
+            deliveries = 1
+            if at not in self._seen or at in self._careful:
+                deliveries = await self._count(at, offset, settings)
+                self._seen.add(at)
+                if at in self._careful:
+                    cut.add(at)
+                    await self._call(self._seek, TopicPartition(topic, partition, offset + 1))
             value = msg.value()
             entry = to_entry(
                 partition,
@@ -250,13 +288,47 @@ class KafkaBackend:
                 self._data_field,
             )
             key = msg.key()
-            at = (topic, partition)
             self._held.setdefault(at, {})[offset] = Held(
-                entry, key if isinstance(key, bytes) else None, 1
+                entry, key if isinstance(key, bytes) else None, deliveries
             )
             self._high[at] = max(self._high.get(at, 0), offset + 1)
             by_topic.setdefault(topic, []).append(entry)
-        return [Batch(topic, entries) for topic, entries in by_topic.items()]
+            if deliveries > 1:
+                counted.setdefault(topic, {})[entry[0]] = deliveries
+        return [Batch(topic, entries, counted.get(topic)) for topic, entries in by_topic.items()]
+
+    def _seek(self, to: TopicPartition) -> None:
+        assert self._kafka is not None
+        self._kafka.seek(to)
+
+    async def _count(self, at: Partition, offset: int, settings: RouterSettings) -> int:
+        """The delivery count of the head record ``offset`` of a partition, written to the
+        attempts topic (acks=all) before it is routed: one more than stored if the stored
+        head is this record (handed out before and never committed past), else 1. A count
+        of 2 or more means a router went away in the uncommitted tail: the next
+        ``CAREFUL_BATCHES`` batches' worth of records are handed out one at a time, each
+        counted, so the record that kills a router becomes the head and reaches
+        ``max_deliveries`` alone (innocent records before it are committed one by one)."""
+        key = key_of(settings.group, at[0], at[1])
+        if self._attempts_table is None:
+            self._attempts_table = await asyncio.to_thread(self._attempts.load)
+        prior = self._attempts_table.get(key)
+        count = prior[1] + 1 if prior is not None and prior[0] == offset else 1
+        await asyncio.to_thread(self._attempts.record, key, offset, count)
+        self._attempts_table[key] = (offset, count)
+        if count >= 2 and at not in self._careful:
+            self._careful[at] = offset + CAREFUL_BATCHES * settings.batch
+            self.log.warning(
+                "redelivered_after_restart",
+                topic=at[0],
+                partition=at[1],
+                offset=offset,
+                deliveries=count,
+                careful_until=self._careful[at],
+            )
+        elif at in self._careful and offset >= self._careful[at]:
+            del self._careful[at]
+        return count
 
     def read_ahead(
         self, settings: RouterSettings, sources: Sequence[str], previous: Read

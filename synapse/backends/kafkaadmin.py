@@ -36,15 +36,21 @@ def topics(bootstrap: str) -> set[str]:
     return {name for name in meta.topics if not name.startswith("__")}
 
 
-def ensure_topics(bootstrap: str, names: list[str]) -> list[str]:
-    """Create the topics of ``names`` that do not exist; the ones created."""
+def ensure_topics(
+    bootstrap: str, names: list[str], *, partitions: int = -1, config: dict[str, str] | None = None
+) -> list[str]:
+    """Create the topics of ``names`` that do not exist (the broker's default partition
+    count and replication unless ``partitions``); the ones created."""
     admin = _admin(bootstrap)
     have = set(admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics)
     missing = [n for n in names if n not in have]
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(n, num_partitions=-1, replication_factor=-1) for n in missing],
+        [
+            NewTopic(n, num_partitions=partitions, replication_factor=-1, config=config or {})
+            for n in missing
+        ],
         operation_timeout=ADMIN_TIMEOUT_S,
         request_timeout=ADMIN_TIMEOUT_S,
     )
