@@ -16,7 +16,10 @@ the producer's flush on another. The mapping record <-> entry is
   uncommitted tail is simply read again from the committed offset);
 - reclaim: nothing to do per record: a dead router's partitions are reassigned by
   the consumer group, and their new owner reads from the committed offset;
-- attempts across restarts for ``max_deliveries`` are not kept yet (docs/kafka.md).
+- attempts across restarts for ``max_deliveries``: the head of each partition is
+  counted in the ``synapse.attempts`` topic once per assignment
+  (``kafkaattempts.py``); after a restart in the uncommitted tail, a careful
+  stretch of one-record batches makes the record that kills a router the head.
 
 Not a Redis server: no lease on the consumer name (the group's member id is the
 client's), no service registry, no retention chore (topics' ``retention.ms``).
@@ -147,6 +150,9 @@ class KafkaBackend:
                     "auto.offset.reset": settings.start,
                     "session.timeout.ms": 6000,
                     "heartbeat.interval.ms": 1000,
+                    # a rebalance waits at most this long for members that do not rejoin
+                    # (a router killed with -9); the loop consumes at least every block_ms
+                    "max.poll.interval.ms": 15_000,
                     "topic.metadata.refresh.interval.ms": 5000,
                 }
             )

@@ -8,6 +8,8 @@ need (docs/kafka.md).
 
 from __future__ import annotations
 
+import threading
+
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
@@ -20,8 +22,18 @@ from synapse.sources import written_by
 ADMIN_TIMEOUT_S = 10.0
 
 
+_clients: dict[str, AdminClient] = {}
+_clients_lock = threading.Lock()
+
+
 def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+    """One admin client per bootstrap list for the process (each holds threads and
+    connections: one per rescan would pile them up)."""
+    with _clients_lock:
+        found = _clients.get(bootstrap)
+        if found is None:
+            found = _clients[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
+        return found
 
 
 def named_topics(table: RoutingTable) -> list[str]:

@@ -4,6 +4,7 @@ end offsets: tansu's under-report, docs/kafka.md), load a table for Kafka."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -59,9 +60,16 @@ def produce(
     return ids
 
 
-def read_back(bootstrap: str, topic: str, n: int, timeout_s: float = 30.0) -> list[Got]:
+def read_back(
+    bootstrap: str,
+    topic: str,
+    n: int,
+    timeout_s: float = 30.0,
+    done: Callable[[list[Got]], bool] | None = None,
+) -> list[Got]:
     """At least n records of ``topic`` (all partitions from the start, no group), or what
-    came within ``timeout_s``; then whatever else arrives within a short quiet period."""
+    came within ``timeout_s``, until ``done`` says so too; then whatever else arrives
+    before a fetch comes back empty."""
     reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused"})
     meta = reader.list_topics(topic, timeout=10).topics[topic]
     reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
@@ -75,7 +83,7 @@ def read_back(bootstrap: str, topic: str, n: int, timeout_s: float = 30.0) -> li
                 for m in batch
                 if m.error() is None
             ]
-            if len(got) >= n and not batch:
+            if len(got) >= n and not batch and (done is None or done(got)):
                 break
     finally:
         reader.close()
