@@ -1,9 +1,13 @@
-"""``bin/bench``: Synapse against a minimal hand-written router, side by side, in one run.
+"""``bin/bench``: Synapse end to end beside NATS JetStream, then its router beside a minimal loop.
 
-Starts its own server (the bundled Valkey, or ``$SYNAPSE_SERVER``) on a free
-port in a tmp folder, runs the phases, prints a table and writes JSON to
-``bench/results/``. Drain runs of Synapse and the baseline are interleaved and
-repeated; the headline is the ratio of their medians from this one run.
+The headline (``pipeline``): a producer publishing while the router routes, the
+AOF on (everysec, always), fan-out 1 and 2, every event validated, beside NATS
+JetStream in the same run (``bench/pipeline.py``). The secondary phases drain a
+preloaded backlog with the AOF off, Synapse beside a minimal hand-written
+router. Every server is our own, on a free port in a tmp folder (the bundled
+Valkey, or ``$SYNAPSE_SERVER``; Debian's ``nats-server``). Runs are interleaved
+and repeated; figures are medians, ratios come from this one run. Prints tables
+and writes JSON to ``bench/results/``.
 """
 
 from __future__ import annotations
@@ -19,18 +23,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import clientbench, phases
+from bench import clientbench, gateway, headline, natsjs, phases
+from bench.pipeline import JEMALLOC, VARIANTS, WINDOW
 from bench.proc import Pinning, pin
 from bench.workload import mean_event_bytes, write_table
 from synapse.embedded import EmbeddedServer, server_binary
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("drain", "latency", "memory", "scale", "client")
+PHASES = ("pipeline", "drain", "latency", "memory", "scale", "client", "gateway")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bin/bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every phase")
+    p.add_argument("--pipeline-events", type=int, help="events per pipeline run (default 100000)")
+    p.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"pipeline variants to run: {','.join(VARIANTS)}",
+    )
+    p.add_argument("--no-nats", action="store_true", help="pipeline without NATS JetStream")
+    p.add_argument(
+        "--pipeline-latency-s", type=float, help="seconds of each latency run (default 10)"
+    )
     p.add_argument("--events", type=int, help="events per drain run (default 200000)")
     p.add_argument("--reps", type=int, help="drain repetitions per variant (default 3)")
     p.add_argument("--rate", type=int, default=5000, help="offered load of the latency phase")
@@ -39,15 +54,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--client-events", type=int, help="events per client-phase run (default 100000)")
     p.add_argument("--batch", type=int, default=500, help="entries per XREADGROUP")
     p.add_argument("--fanout", type=int, default=2, help="destinations per event")
+    p.add_argument("--gateway-clients", type=int, help="SSE clients (default 1000; quick 50)")
+    p.add_argument("--gateway-rate", type=int, help="events/s to them (default 1000; quick 200)")
+    p.add_argument("--gateway-seconds", type=float, help="publish time (default 20; quick 3)")
     p.add_argument("--only", default=",".join(PHASES), help=f"phases to run: {','.join(PHASES)}")
     p.add_argument("--no-pin", action="store_true", help="do not pin server and routers to cores")
     p.add_argument("--out", type=Path, help="JSON result path (default bench/results/<time>.json)")
     args = p.parse_args(argv)
     quick = args.quick
+    args.pipeline_events = args.pipeline_events or (3_000 if quick else 100_000)
+    args.pipeline_latency_s = args.pipeline_latency_s or (1.0 if quick else 10.0)
+    args.variants = [
+        v for v in args.variants.split(",") if v and not (args.no_nats and v == "nats")
+    ]
+    if set(args.variants) - set(VARIANTS):
+        p.error(f"unknown variants: {sorted(set(args.variants) - set(VARIANTS))}")
+    if not Path(JEMALLOC).exists() and any(VARIANTS[v].jemalloc for v in args.variants):
+        print(f"bin/bench: no {JEMALLOC} (apt-get install libjemalloc2): jemalloc rows left out")
+        args.variants = [v for v in args.variants if not VARIANTS[v].jemalloc]
     args.events = args.events or (3_000 if quick else 200_000)
     args.reps = args.reps or (1 if quick else 3)
     args.duration = args.duration or (2.0 if quick else 30.0)
     args.memory_events = args.memory_events or (8_000 if quick else 1_000_000)
+    args.gateway_clients = args.gateway_clients or (50 if quick else 1000)
+    args.gateway_rate = args.gateway_rate or (200 if quick else 1000)
+    args.gateway_seconds = args.gateway_seconds or (3.0 if quick else 20.0)
     args.client_events = args.client_events or (2_000 if quick else 100_000)
     args.only = [x for x in args.only.split(",") if x]
     unknown = set(args.only) - set(PHASES)
@@ -81,10 +112,27 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "fanout": args.fanout,
             "event_bytes": round(mean_event_bytes()),
             "validation": "synapse: on (jsonschema-rs); baseline: none",
+            "pipeline_events": args.pipeline_events,
+            "pipeline_window": WINDOW,
+            "pipeline_validation": "synapse: in the router (jsonschema-rs); "
+            "nats: in the producer (fastjsonschema)",
         },
+        "versions": versions(),
     }
     try:
         b = phases.Bench(server, config, args.fanout, args.batch, pinning)
+        if "pipeline" in args.only:
+            # Unpinned: a producer, a router, the server (and NATS's threads) share the cores.
+            pin(os.getpid(), set(phases.ALL_CPUS))
+            result["pipeline"] = headline.run(
+                folder / "pipeline",
+                args.variants,
+                args.pipeline_events,
+                args.reps,
+                args.pipeline_latency_s,
+                args.batch,
+            )
+            pin(os.getpid(), pinning.driver)
         if "drain" in args.only:
             runs: dict[str, list[dict[str, Any]]] = {"synapse": [], "baseline": []}
             for rep in range(args.reps):
@@ -120,6 +168,16 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 "ratio": two["events_per_s"] / one["events_per_s"],
             }
             progress(f"scale-out x{result['scale']['ratio']:.2f}")
+        if "gateway" in args.only:
+            b.r.flushall()
+            # unpinned, like the latency phase: gateway, clients and server each wake per read
+            pin(os.getpid(), set(phases.ALL_CPUS))
+            pin(b.server_pid, set(phases.ALL_CPUS))
+            result["gateway"] = gateway.run(
+                server.url, args.gateway_clients, args.gateway_rate, args.gateway_seconds, folder
+            )
+            pin(os.getpid(), pinning.driver)
+            progress(f"gateway p99 {result['gateway']['p99_ms']:.1f} ms")
         if "client" in args.only:
             result["client"] = clientbench.run(
                 server.url, args.client_events, args.reps, args.memory_events
@@ -149,6 +207,38 @@ def machine() -> dict[str, Any]:
     }
 
 
+def versions() -> dict[str, str]:
+    """Server and client versions, for the record."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str] = {}
+    for name, cmd in (
+        ("server", [server_binary(), "--version"]),
+        ("nats-server", ["nats-server", "--version"]),
+    ):
+        try:
+            out[name] = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except OSError:
+            out[name] = "not installed"
+    for pkg in (
+        "redis",
+        "hiredis",
+        "nats-py",
+        "fastjsonschema",
+        "jsonschema-rs",
+        "orjson",
+        "uvloop",
+    ):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -166,6 +256,10 @@ def report(result: dict[str, Any]) -> str:
         f"{result['pinning']}; python {result['machine']['python']}",
         f"workload: {result['settings']}",
     ]
+    if "pipeline" in result:
+        lines += ["", *headline.table(result["pipeline"])]
+        if any(k in result for k in ("drain", "latency", "memory", "scale")):
+            lines += ["", "secondary: the router alone (AOF off):"]
     if "drain" in result or "scale" in result:
         lines += [
             "",
@@ -216,6 +310,8 @@ def report(result: dict[str, Any]) -> str:
         )
     if "scale" in result:
         lines.append(f"scale-out: 2 routers / 1 router = {result['scale']['ratio']:.2f}")
+    if "gateway" in result:
+        lines.append(gateway.report(result["gateway"]))
     if "client" in result:
         lines += ["", *clientbench.report(result["client"])]
     return "\n".join(lines)
@@ -223,6 +319,9 @@ def report(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if "pipeline" in args.only and "nats" in args.variants and natsjs.binary() is None:
+        print(f"bin/bench: {natsjs.INSTALL_HINT}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="synapse-bench-") as tmp:
         result = run(args, Path(tmp))
     out = args.out or RESULTS / time.strftime("%Y%m%d-%H%M%S.json")

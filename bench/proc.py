@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -39,10 +40,19 @@ def pin(pid: int, cpus: set[int] | None) -> None:
         os.sched_setaffinity(pid, cpus)
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` so far (all threads)."""
+def cpu_s(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of ``pid`` so far (all threads; ``children``: plus its
+    exited children's, e.g. a server's AOF rewrites)."""
     t = psutil.Process(pid).cpu_times()
-    return float(t.user + t.system)
+    own = float(t.user + t.system)
+    if not children:
+        return own
+    live = 0.0
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.Error):
+            c = child.cpu_times()
+            live += float(c.user + c.system)
+    return own + float(t.children_user + t.children_system) + live
 
 
 def rss_mb(pid: int) -> float:
@@ -51,16 +61,17 @@ def rss_mb(pid: int) -> float:
 
 @dataclass
 class Worker:
-    """One ``bench.worker`` subprocess: set up, then started on ``go()``."""
+    """One ``bench.worker`` (or ``module``) subprocess: set up, then started on ``go()``."""
 
     args: list[str]
     cpus: set[int] | None = None
+    module: str = "bench.worker"
     process: subprocess.Popen[bytes] = field(init=False)
 
     def __post_init__(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", *self.args],
+            [sys.executable, "-m", self.module, *self.args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -83,6 +94,14 @@ class Worker:
 
     def cpu_s(self) -> float:
         return cpu_s(self.pid)
+
+    def wait_line(self, timeout_s: float) -> str:
+        """The next line the process prints (``done N`` from a producer)."""
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
+        if not ready:
+            raise RuntimeError(f"{self.module} {self.args[0]}: no output within {timeout_s}s")
+        return self.process.stdout.readline().decode().strip()
 
     def rss_mb(self) -> float:
         return rss_mb(self.pid)

@@ -5,6 +5,12 @@ samples it with py-spy (``pip install py-spy``; not a runtime dependency) for
 the whole drain. Prints the top functions by own time and by inclusive time,
 from py-spy's collapsed stacks, and writes the raw stacks beside the JSON
 results (``bench/results/profile-*.txt``) for flame graphs.
+
+``--pipeline VARIANT`` profiles one run of the headline instead (a producer
+running, the AOF on, AOF rewrites off so its size per event is exact): the
+server's own figures (``bench.serverprofile``: INFO commandstats per call and
+per event, entries per XREADGROUP and per commit, AOF and entry bytes), the
+router under py-spy and, with ``--perf``, the server under ``perf record``.
 """
 
 from __future__ import annotations
@@ -65,11 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--kind", default="synapse", choices=["synapse", "baseline"])
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
+    p.add_argument("--pipeline", metavar="VARIANT", help="profile a pipeline run of VARIANT")
+    p.add_argument("--perf", action="store_true", help="with --pipeline: perf record the server")
+    p.add_argument("--rate", type=int, default=0, help="with --pipeline: pace the producer")
     args = p.parse_args(argv)
-    spy = shutil.which("py-spy")
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if spy is None:
         print("py-spy is not installed: pip install py-spy", file=sys.stderr)
         return 2
+    if args.pipeline:
+        from bench import serverprofile
+
+        return serverprofile.main(args, spy, RESULTS, summarise)
     pinning = Pinning.choose(True)
     pin(os.getpid(), pinning.driver)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -10,11 +10,14 @@ filter runs per event without changing the fan-out.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import socket
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hiredis
 import orjson
@@ -24,6 +27,7 @@ SOURCE = "ingress"
 GROUP = "synapse-router"
 TS_FIELD = b"bench-ts"  # producer's time.time_ns(), for the latency phase
 TOPICS = ("model-events", "inference-events", "training-events")
+FAMILIES = ("model", "inference", "training")  # event type prefix -> the topic stream <f>-events
 
 ROUTES_YAML = """\
 version: 1
@@ -65,8 +69,10 @@ def audit_streams(fanout: int) -> list[str]:
     return ["all-events", *(f"audit-{i}" for i in range(2, fanout))][: fanout - 1]
 
 
-def write_table(folder: Path, batch: int = 500, fanout: int = 2) -> Path:
-    """routes.yaml + the shipped schemas in ``folder``; return the routes.yaml path."""
+def write_table(folder: Path, batch: int = 500, fanout: int = 2, maxlen: int = 0) -> Path:
+    """routes.yaml + the shipped schemas in ``folder``; return the routes.yaml path.
+
+    ``maxlen``: a retention cap on every destination (``MAXLEN ~`` on each copy)."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "config" / "schemas", folder / "schemas", dirs_exist_ok=True)
     audit = audit_streams(fanout)
@@ -78,6 +84,7 @@ def write_table(folder: Path, batch: int = 500, fanout: int = 2) -> Path:
             source=SOURCE,
             audit=AUDIT_ROUTE.format(to=", ".join(audit)) if audit else "",
         )
+        + (f'retention:\n  "*": {{maxlen: {maxlen}}}\n' if maxlen else "")
     )
     return path
 
@@ -179,3 +186,32 @@ def mean_event_bytes(sample: int = 1000) -> float:
     """Average size of an entry's fields (names + values), for the report."""
     sizes = [sum(len(x) for x in f) for f in events(sample)]
     return sum(sizes) / len(sizes)
+
+
+def per_family(count: int) -> Counter[str]:
+    """How many of the first ``count`` events belong to each family (model, ...)."""
+    return Counter(f[1].split(b".", 1)[0].decode() for f in events(count))
+
+
+def family_schemas() -> dict[str, dict[str, Any]]:
+    """The shipped schema of each family, ``$ref`` files inlined and ``$schema`` dropped.
+
+    For producer-side validators (fastjsonschema) that neither read files nor know
+    draft 2020-12; the keywords these schemas use mean the same in draft 7.
+    """
+    folder = ROOT / "config" / "schemas"
+    return {f: _inline(folder / f"{f}-events" / f"{f}-event.json") for f in FAMILIES}
+
+
+def _inline(path: Path) -> dict[str, Any]:
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str) and not node["$ref"].startswith("#"):
+                return _inline((path.parent / node["$ref"]).resolve())
+            return {k: walk(v) for k, v in node.items() if k != "$schema"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    result: dict[str, Any] = walk(json.loads(path.read_text()))
+    return result

@@ -36,7 +36,8 @@ def artifact_path(uri: str) -> Path:
 async def load(ready: ModelReadyEvent) -> None:
     try:
         path = artifact_path(ready.artifact_uri)
-        head = path.read_bytes()[:4]
+        with path.open("rb") as artifact:
+            head = artifact.read(4)
         if head != b"ONNX":
             raise ValueError(f"{path} is not an ONNX file")
     except (OSError, ValueError) as exc:

@@ -162,10 +162,11 @@ class Backend(Protocol):
         ...
 
     async def trim_by_age(
-        self, table: RoutingTable, streams: Sequence[str], sources: Sequence[str], now_ms: int
+        self, table: RoutingTable, sources: Sequence[str], now_ms: int
     ) -> dict[str, int]:
-        """Retention by age (``max_age``) on ``streams``, never past what the group still
-        owes on a source; {stream: entries removed}. (Kafka: topics' own retention.ms.)"""
+        """Retention by age (``max_age``) on every source and every stream the table writes,
+        never past what the group still owes on a source; {stream: entries removed}.
+        (Kafka: nothing, topics have their own retention.ms.)"""
         ...
 
     def classify(self, exc: BaseException) -> Failure:

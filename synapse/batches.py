@@ -1,13 +1,12 @@
 """One batch: plan it, commit it through the backend, handle refused entries, count it.
 
-The router hands each batch here: ``process`` plans and commits one batch and
-waits for it; ``feed`` / ``flush`` pipeline a backlog, so the router plans batch
-k+1 while the store applies batch k (one commit in flight, in read order, each
-atomic). A batch is planned and committed on the planner, and so the table, it
-started with. Entries a destination refused are handed back to the backend for a
-retry after a backoff (``Backend.retry_later``), or given up once their delivery
-count reaches ``max_deliveries`` (``retry.py``). Metrics are counted per batch,
-grouped by value.
+A batch is planned (``plan``), its commit started (``send``) and waited for
+(``finish``); ``pipeline.py`` decides when, so that on a backlog batch k+1 is
+planned while the store applies batch k. A batch is planned and committed on the
+planner, and so the table, it started with. Entries a destination refused are
+handed back to the backend for a retry after a backoff (``Backend.retry_later``),
+or given up once their delivery count reaches ``max_deliveries`` (``retry.py``).
+Metrics are counted per batch, grouped by value.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from synapse.retry import GIVE_UP, OUTAGE, REFUSED, REGIVEN, verdict
 
 
 @dataclass(slots=True)
-class _InFlight:
+class InFlight:
     """A planned batch and, once sent, its commit."""
 
     source: str
@@ -71,46 +70,21 @@ class Batches:
         self.log = log
         self.on_progress = on_progress
         self.count = 0
-        self._inflight: _InFlight | None = None
 
-    async def process(self, planner: Planner, batch: Batch) -> None:
-        """Plan one batch and commit it; account in metrics (nothing left in flight)."""
-        await self.flush()
-        if batch.entries:
-            await self._finish(self._send(self._plan(planner, batch)))
-
-    async def feed(self, planner: Planner, batch: Batch) -> None:
-        """Plan ``batch``, wait for the commit in flight, then send this one's.
-
-        The commit sent is awaited only by the next ``feed`` or by ``flush``: the
-        store applies it while the caller reads or plans the next batch.
-        """
-        if not batch.entries:
-            return
-        planned = self._plan(planner, batch)
-        await self.flush()
-        self._inflight = self._send(planned)
-        await asyncio.sleep(0)  # on the wire while the next batch is planned
-
-    async def flush(self) -> None:
-        """Wait for the commit in flight, if any (before chores, a swap or a stop)."""
-        if self._inflight is not None:
-            done, self._inflight = self._inflight, None
-            await self._finish(done)
-
-    def _plan(self, planner: Planner, batch: Batch) -> _InFlight:
+    def plan(self, planner: Planner, batch: Batch) -> InFlight:
+        """The plan of ``batch`` (pure: the core decides), ready to send."""
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
         source, entries, deliveries = batch.source, batch.entries, batch.deliveries
         plan = planner.plan_batch(source, entries, now_ms, deliveries)
-        return _InFlight(source, entries, deliveries, plan, planner, now_ms, started)
+        return InFlight(source, entries, deliveries, plan, planner, now_ms, started)
 
-    def _send(self, batch: _InFlight) -> _InFlight:
+    def send(self, batch: InFlight) -> InFlight:
         """Start the batch's commit (it runs to the end even if the router is stopped)."""
         batch.commit = self.backend.commit(batch.plan, batch.planner.table.settings.group)
         return batch
 
-    async def _finish(self, batch: _InFlight) -> None:
+    async def finish(self, batch: InFlight) -> None:
         """Wait for the batch's commit; handle refused entries; account in metrics."""
         assert batch.commit is not None
         # Shielded: a stop request never interrupts a commit in flight.
@@ -135,7 +109,7 @@ class Batches:
         if result.failed:
             await self._handle_failed(batch, result)
 
-    async def _handle_failed(self, batch: _InFlight, result: CommitResult) -> None:
+    async def _handle_failed(self, batch: InFlight, result: CommitResult) -> None:
         """Entries a destination refused: retry after a backoff, or give up (``retry.py``).
 
         Only the refused entries count: each is left pending on its own, and its next
@@ -175,7 +149,7 @@ class Batches:
         if outage is not None:
             raise Outage(outage)
 
-    async def _give_up(self, batch: _InFlight, refused_of: dict[bytes, dict[str, str]]) -> int:
+    async def _give_up(self, batch: InFlight, refused_of: dict[bytes, dict[str, str]]) -> int:
         """Commit the give-up plans of ``refused_of`` (entry -> refused destinations); a
         destination that refuses now joins its entry's refused ones for another round."""
         source, planner = batch.source, batch.planner

@@ -5,8 +5,8 @@ store behind the backend seam (``backend.py``: single Redis, Redis Cluster).
 Each turn of the loop runs the chores that are due (``chores.every``: rescan the
 sources, renew the consumer name, reclaim idle entries, housekeeping, refresh the
 gauges), retries the refused entries that are due, then reads new entries and
-plans and commits them (``batches.py``); on a backlog the next read is sent
-ahead while the batch in hand is planned and committed.
+plans and commits them (``pipeline.py``, ``batches.py``); on a backlog the next
+read is sent ahead while the batch in hand is planned and committed.
 
 Store errors never end the loop: connection errors, timeouts and server-wide
 refusals (OOM, READONLY, LOADING, BUSY...) back off with jitter and mark the
@@ -24,17 +24,18 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import Unpack
 
 from synapse import log as logging
-from synapse.backend import Backend, Pages, Read
-from synapse.backends import open_backend
+from synapse.backend import Backend
+from synapse.backends import StoreOptions, open_backend
 from synapse.backoff import Backoff
 from synapse.batches import Batches
 from synapse.chores import every
 from synapse.config import RoutingTable
 from synapse.errors import ConsumerInUse, Failure
-from synapse.matching import is_glob
 from synapse.metrics import Metrics
+from synapse.pipeline import Pipeline
 from synapse.plan import Planner
 from synapse.retry import OUTAGE, RAISED, REDELIVER, SETUP, Action, verdict
 from synapse.summary import Summary
@@ -42,8 +43,6 @@ from synapse.summary import Summary
 STATS_INTERVAL_S = 5.0
 #: How often retention by age (``max_age``) trims, when the table has such rules.
 RETENTION_INTERVAL_S = 60.0
-#: Longest stretch of read-ahead pipelining before the loop returns to its chores.
-PIPELINE_MAX_S = 1.0
 
 
 def default_consumer_name() -> str:
@@ -65,13 +64,10 @@ class Router:
         on_progress: Callable[[], None] | None = None,
         summary_interval_s: float | None = None,
         retention_interval_s: float = RETENTION_INTERVAL_S,
-        **store: int,
+        **store: Unpack[StoreOptions],
     ) -> None:
-        """``store``: the backend's own settings (Redis: ``lease_ttl_ms``,
-        ``forget_idle_ms``)."""
         self.table = table
         self.planner = Planner(table)
-        self.url = url
         self.metrics = metrics
         self.consumer = consumer or table.settings.consumer or default_consumer_name()
         self.backoff = backoff or Backoff()
@@ -97,6 +93,7 @@ class Router:
         self._batches = Batches(
             self.backend, metrics, self.log, self.on_progress, self.summary.dead_letter
         )
+        self._pipeline = Pipeline(self.backend, self._batches)
         self.failure: ConsumerInUse | None = None
         self.sources: list[str] = []
         self.ready = False
@@ -124,6 +121,7 @@ class Router:
     def swap_table(self, table: RoutingTable) -> None:
         """Use ``table`` from the next batch on (a batch finishes on the table it started)."""
         self._next_table = table
+        self._pipeline.hold = True  # no further read ahead: the swap comes sooner
 
     async def close(self) -> None:
         await self.backend.close()
@@ -190,6 +188,7 @@ class Router:
     async def _apply_table(self, table: RoutingTable) -> None:
         old = self.table
         self.table, self.planner, self._next_table = table, Planner(table), None
+        self._pipeline.hold = False
         self.metrics.watch_routes((r.name, r.to) for r in table.routes)
         self._timers()
         await self.backend.reconfigure(old.settings, table.settings)
@@ -213,8 +212,9 @@ class Router:
         await self._renew_name()
         await self.discover(create=True)
         settings = self.table.settings
-        await self._process_all(
-            self.backend.own_pending(settings, self.sources, counted=self._count_redelivery)
+        await self._pipeline.each(
+            self.planner,
+            self.backend.own_pending(settings, self.sources, counted=self._count_redelivery),
         )
         self._count_redelivery = False
         self._needs_setup = False
@@ -238,7 +238,7 @@ class Router:
         if self._renew.due(now):
             await self._renew_name()
         if self._reclaim.due(now):
-            await self._process_all(self.backend.reclaim(settings, self.sources))
+            await self._pipeline.each(self.planner, self.backend.reclaim(settings, self.sources))
         if self._housekeep.due(now):
             await self.backend.housekeep(settings, self.sources)
         if self.table.max_ages and self._retention.due(now):
@@ -247,7 +247,7 @@ class Router:
             await self.refresh_stats()
         due_s = self.backend.next_retry_s()
         if due_s == 0:
-            await self._process_all(self.backend.retries_due(settings))
+            await self._pipeline.each(self.planner, self.backend.retries_due(settings))
             due_s = self.backend.next_retry_s()
         self.on_progress()
         block_ms = (
@@ -258,47 +258,9 @@ class Router:
             return
         read = await self.backend.read(settings, self.sources, block_ms)
         if read:
-            await self._route(read)
+            await self._pipeline.route(self.planner, self.sources, read)
 
-    async def _route(self, read: Read) -> None:
-        """Plan and commit ``read``; while reads come back full, keep the store busy.
-
-        With a backlog, the next read is sent ahead (without waiting) before this one
-        is planned, and a commit is awaited only once the next batch is planned, so
-        the router plans batch k+1 while the store applies batch k (``Batches.feed``).
-        Nothing is in flight when this returns: the chores, a table swap and a stop
-        act between turns. Entries read ahead but not committed after an error stay
-        with this consumer: the set-up after the error processes them first.
-        """
-        deadline = time.monotonic() + PIPELINE_MAX_S
-        ahead: asyncio.Future[Read] | None = None
-        settings = self.table.settings
-        try:
-            while read:
-                if time.monotonic() < deadline and self._next_table is None:
-                    ahead = self.backend.read_ahead(settings, self.sources, read)
-                    if ahead is not None:
-                        await asyncio.sleep(0)  # on the wire before we plan, not after
-                for batch in read:
-                    await self._batches.feed(self.planner, batch)
-                if ahead is None:
-                    break
-                read, ahead = await ahead, None
-        finally:
-            if ahead is not None:
-                ahead.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await ahead
-            await self._batches.flush()
-
-    async def _process_all(self, batches: Pages) -> None:
-        """Plan and commit each batch a backend hands over (own pending, reclaimed,
-        retried), one at a time: the next page is read after this one is committed."""
-        async with contextlib.aclosing(batches) as pages:
-            async for batch in pages:
-                await self._batches.process(self.planner, batch)
-
-    # -- many routers ----------------------------------------------------------------------
+    # -- the chores ------------------------------------------------------------------------
 
     async def _renew_name(self) -> None:
         """Take or renew this consumer's name (ConsumerInUse if another process holds it)."""
@@ -306,8 +268,6 @@ class Router:
         self._renew.ran(time.monotonic())
         if taken_from:
             self.log.warning("consumer_lease_taken_over", previous=taken_from)
-
-    # -- sources, stats --------------------------------------------------------------------
 
     @property
     def batches(self) -> int:
@@ -320,17 +280,9 @@ class Router:
         self.sources = await self.backend.discover(self.table, create=create)
 
     async def trim_by_age(self) -> None:
-        """Retention by age (``max_age``): XTRIM MINID on every stream a rule matches."""
-        s = self.table.settings
-        known = [*self.sources, *self.table.destinations, s.dead_letter]
-        if s.unrouted not in ("dead-letter", "drop"):
-            known.append(s.unrouted)
-        removed = await self.backend.trim_by_age(
-            self.table,
-            [name for name in known if not is_glob(name)],
-            self.sources,
-            int(time.time() * 1000),
-        )
+        """Retention by age (``max_age``) on every stream the router reads or writes."""
+        now_ms = int(time.time() * 1000)
+        removed = await self.backend.trim_by_age(self.table, self.sources, now_ms)
         if removed:
             self.log.info("retention_trimmed", streams=removed)
 

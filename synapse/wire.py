@@ -34,7 +34,7 @@ in ``tests/test_wire.py`` so an upgrade that breaks one fails there first:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import hiredis
@@ -65,12 +65,17 @@ RAW_COMMANDS = (
     "XRANGE",
     "XREVRANGE",
 )
-#: Replies the CLI reads raw: entries stay flat [f1, v1, ...] (duplicates and order kept).
+#: Replies the CLI and the gateway read raw: entries stay flat [f1, v1, ...] (duplicates
+#: and order kept).
 SYNC_RAW_COMMANDS = ("XRANGE", "XREVRANGE", "XREAD")
 
 
 def is_cluster_url(url: str) -> bool:
     return urlsplit(url).scheme.lower() in SCHEMES
+
+
+def is_unix_url(url: str) -> bool:
+    return urlsplit(url).scheme.lower() == "unix"
 
 
 def node_url(url: str) -> str:
@@ -111,10 +116,11 @@ def connect_any(url: str, *, read_timeout_s: float | None, password: str | None 
     kwargs: dict[str, Any] = {
         "socket_timeout": read_timeout_s,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
-        "socket_keepalive": True,
         "decode_responses": False,
         "protocol": 2,
     }
+    if not is_unix_url(url):
+        kwargs["socket_keepalive"] = True  # TCP only: a unix socket connection refuses it
     if password:
         kwargs["password"] = password
     if not is_cluster_url(url):
@@ -182,6 +188,51 @@ async def execute_many(client: aioredis.Redis, commands: list[tuple[Any, ...]]) 
     return replies
 
 
+def connect_single(
+    url: str, *, read_timeout_s: float, password: str | None, client_name: str
+) -> aioredis.Redis:
+    """One connection of its own on one server, with no silent retry (a reconnect is always
+    seen by the caller); stream reads raw (``SYNC_RAW_COMMANDS``). The gateway's reader."""
+    client = aioredis.Redis.from_url(
+        url,
+        single_connection_client=True,
+        socket_timeout=read_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        client_name=client_name,
+        **_single_options(password),
+    )
+    return _raw(client)
+
+
+def connect_pool(
+    url: str,
+    *,
+    max_connections: int,
+    wait_s: float,
+    read_timeout_s: float,
+    password: str | None,
+    client_name: str,
+) -> aioredis.Redis:
+    """A bounded pool on one server that callers queue for (up to ``wait_s``); stream
+    reads raw. The client owns the pool: ``aclose()`` closes it."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=wait_s,
+        socket_timeout=read_timeout_s,
+        client_name=client_name,
+        **_single_options(password),
+    )
+    return _raw(aioredis.Redis.from_pool(pool))
+
+
+def _single_options(password: str | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "protocol": 2}
+    if password:
+        options["password"] = password
+    return options
+
+
 # -- sync (the CLI) ----------------------------------------------------------------------
 
 
@@ -212,7 +263,10 @@ class RawCluster(redis.cluster.RedisCluster):
         return _raw(super().get_redis_connection(node))
 
 
-def _raw(client: redis.Redis) -> redis.Redis:
+_C = TypeVar("_C", redis.Redis, aioredis.Redis)
+
+
+def _raw(client: _C) -> _C:
     for command in SYNC_RAW_COMMANDS:
         client.set_response_callback(command, _raw_reply)
     return client

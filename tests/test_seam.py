@@ -15,7 +15,7 @@ from synapse.backends.redis import RedisBackend
 from tests.support.imports import imported
 
 #: The loop's modules: they plan, commit and retry through the protocol only.
-LOOP = ("consumer", "batches", "chores", "backend")
+LOOP = ("consumer", "pipeline", "batches", "chores", "backend")
 #: Modules that speak to Redis: only the backends (and the CLI, the client) import them.
 STORE = (
     "redis",
@@ -45,7 +45,7 @@ def _imports(module: str) -> list[str]:
 
 @pytest.mark.parametrize("module", LOOP)
 def test_the_loop_imports_no_store_module(module: str) -> None:
-    """consumer/batches/chores/backend name no Redis module: a store is a Backend."""
+    """The loop's modules name no Redis or Kafka module: a store is a Backend."""
     roots = ("redis", "hiredis", "confluent_kafka")
     bad = [n for n in _imports(module) if n in STORE or n.split(".")[0] in roots]
     assert bad == [], f"synapse.{module} imports {bad}"

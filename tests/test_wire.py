@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from pathlib import Path
 
 import redis
 import redis.asyncio as aioredis
@@ -16,6 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
 from synapse import wire
+from synapse.embedded import EmbeddedServer
 
 
 def test_pool_connection_hooks_keep_their_signatures() -> None:
@@ -128,3 +130,43 @@ def test_connect_any_sets_bounded_timeouts_and_resp2(url: str) -> None:
     assert kwargs["socket_connect_timeout"] == wire.CONNECT_TIMEOUT_S
     assert kwargs["password"] == "pw"
     assert kwargs["protocol"] == 2
+
+
+async def test_single_and_pooled_clients_read_streams_flat_and_name_themselves(
+    url: str, r: redis.Redis
+) -> None:
+    """connect_single / connect_pool (the gateway's): raw XRANGE, client names set, the pool
+    bounded to its size."""
+    r.execute_command("XADD", "s", "1-1", "a", "1", "a", "2")
+    single = wire.connect_single(url, read_timeout_s=5, password=None, client_name="t-one")
+    pool = wire.connect_pool(
+        url, max_connections=2, wait_s=5, read_timeout_s=5, password=None, client_name="t-pool"
+    )
+    try:
+        for client in (single, pool):
+            reply = await client.execute_command("XRANGE", "s", "-", "+")
+            assert reply == [[b"1-1", [b"a", b"1", b"a", b"2"]]]
+        names = {c["name"] for c in r.client_list()}
+        assert {"t-one", "t-pool"} <= names
+        assert pool.connection_pool.max_connections == 2
+    finally:
+        await single.aclose()
+        await pool.aclose()
+
+
+async def test_connect_any_reaches_a_unix_socket(tmp_path: Path) -> None:
+    """unix:///path works (README): no TCP-only option such as socket_keepalive is passed
+    to a unix socket connection, which refuses it."""
+    sock = tmp_path / "s.sock"
+    server = EmbeddedServer(
+        data_dir=tmp_path / "data",
+        extra_args=("--unixsocket", str(sock), "--unixsocketperm", "700"),
+    )
+    server.start()
+    client = wire.connect_any(f"unix://{sock}", read_timeout_s=5)
+    try:
+        assert await client.ping()
+        assert await wire.execute(client, "ECHO", "over unix") == b"over unix"
+    finally:
+        await client.aclose()
+        server.stop()

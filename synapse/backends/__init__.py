@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TypedDict, Unpack
 
 from synapse import log as logging
-from synapse import membership
 from synapse.backend import Backend
+from synapse.backends.cluster import ClusterBackend
 from synapse.backends.redis import RedisBackend
 from synapse.kafka.url import backend_kind
 from synapse.metrics import Metrics
 from synapse.wire import is_cluster_url
+
+
+class StoreOptions(TypedDict, total=False):
+    """A store's own knobs, passed through from ``Router`` (tests shorten them)."""
+
+    lease_ttl_ms: int  # Redis: the lease on the consumer name
+    forget_idle_ms: int  # Redis: idle consumers with nothing pending are deleted after
 
 
 def open_backend(
@@ -22,8 +30,7 @@ def open_backend(
     metrics: Metrics,
     stopping: asyncio.Event,
     log: logging.Logger,
-    lease_ttl_ms: int = membership.LEASE_TTL_MS,
-    forget_idle_ms: int = membership.FORGET_IDLE_MS,
+    **options: Unpack[StoreOptions],
 ) -> Backend:
     """The backend for ``url``: Kafka for ``kafka://`` (confluent-kafka, the ``kafka``
     extra, imported only then), Redis Cluster for ``redis+cluster://``, else single Redis."""
@@ -39,8 +46,7 @@ def open_backend(
         metrics=metrics,
         stopping=stopping,
         log=log,
-        lease_ttl_ms=lease_ttl_ms,
-        forget_idle_ms=forget_idle_ms,
+        **options,
     )
 
 
@@ -53,13 +59,10 @@ def open_redis(
     metrics: Metrics,
     stopping: asyncio.Event,
     log: logging.Logger,
-    lease_ttl_ms: int = membership.LEASE_TTL_MS,
-    forget_idle_ms: int = membership.FORGET_IDLE_MS,
+    **options: Unpack[StoreOptions],
 ) -> RedisBackend:
     """A Redis backend (single or cluster by URL), for callers that also use its Redis-only
     parts (the client's subscriber: its pending list, its writer connection)."""
-    from synapse.backends.cluster import ClusterBackend
-
     kind = ClusterBackend if is_cluster_url(url) else RedisBackend
     return kind(
         url,
@@ -69,6 +72,5 @@ def open_redis(
         metrics=metrics,
         stopping=stopping,
         log=log,
-        lease_ttl_ms=lease_ttl_ms,
-        forget_idle_ms=forget_idle_ms,
+        **options,
     )

@@ -113,9 +113,10 @@ class RedisBackend:
         await self.group_stats.refresh(self.client, destinations)
 
     async def trim_by_age(
-        self, table: RoutingTable, streams: Sequence[str], sources: Sequence[str], now_ms: int
+        self, table: RoutingTable, sources: Sequence[str], now_ms: int
     ) -> dict[str, int]:
-        return await retention.trim_by_age(self.client, table, streams, sources, now_ms)
+        named = [s for s in (*sources, *source_io.written_by(table)) if not is_glob(s)]
+        return await retention.trim_by_age(self.client, table, named, sources, now_ms)
 
     # -- reads and commits ---------------------------------------------------------------
 

@@ -9,6 +9,7 @@ command as one parameter by ``selection_options``.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ from synapse.cli import common
 from synapse.config import RoutingTable
 from synapse.errors import REASONS
 from synapse.events import pairs
+
+#: What a ``synapse-consumer`` may name: a service (no spaces, globs or braces).
+SERVICE_NAME = re.compile(r"[^\s*?\[\]{}]{1,200}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +67,7 @@ class DeadLetter:
             "deliveries": int(self.get(keys.F_DELIVERIES) or 0),
             "redrives": self.redrives,
             "destination": self.get(keys.F_DESTINATION) or None,
+            "consumer": self.get(keys.F_CONSUMER) or None,
             "config": self.get(keys.F_CONFIG),
             "truncated": self.get(keys.F_TRUNCATED) or None,
         }
@@ -144,10 +149,17 @@ def target_of(
     A dead letter's fields are only as trustworthy as whoever wrote the dead-letter
     stream, so without ``--to`` it goes only to a stream the table consumes
     (``synapse-source``) or, for the dead letter of one refused destination, to a
-    destination the table writes (``synapse-destination``).
+    destination the table writes (``synapse-destination``). A handler's dead letter
+    (``synapse-consumer``, written by ``synapse.client``) goes to that service's retry
+    stream, ``synapse:retry:<service>``, which only that service reads.
     """
     if target:
         return target, ""
+    consumer = letter.get(keys.F_CONSUMER)
+    if consumer:
+        if not SERVICE_NAME.fullmatch(consumer):
+            return "", f"synapse-consumer {consumer!r} is not a service name; pass --to"
+        return keys.retry_stream(consumer), ""
     destination = letter.get(keys.F_DESTINATION)
     source = letter.get(keys.F_SOURCE)
     if table is None:

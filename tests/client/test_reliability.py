@@ -191,3 +191,32 @@ def test_slow_handlers_keep_their_entries(workers: Worker, r: redis.Redis, tmp_p
     assert all(c == 1 for c in done(tmp_path).values())
     assert {pid for *_, pid, _ in ledger(tmp_path)} == {slow.pid}
     assert slow.stop() == 0 and other.stop() == 0
+
+
+def test_redrive_reaches_only_that_service(
+    workers: Worker, r: redis.Redis, tmp_path: Path, url: str
+) -> None:
+    """A handler dead letter redriven goes to that service's retry stream, no other group."""
+    import subprocess
+    import sys
+
+    flag = tmp_path / "failing"
+    flag.touch()
+    failing = workers("--max-deliveries", "2", "--retry-backoff-s", "0.05",
+                      "--fail-while", str(flag))  # fmt: skip
+    other = workers("--fail-while", str(tmp_path / "never"), service="other")
+    publish(r, range(100), fail=frozenset({7}))
+    wait_sync(lambda: r.exists("synapse:dlq") == 1 and settled(r) and settled(r, "other"))
+    assert "7" not in done(tmp_path) and done(tmp_path, "other")["7"] == 1
+    flag.unlink()
+    synapse = str(Path(sys.executable).parent / "synapse")
+    env = {"SYNAPSE_REDIS_URL": url, "PATH": "/usr/bin:/bin"}
+    ran = subprocess.run(
+        [synapse, "dlq", "redrive", "--json"], env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    wait_sync(lambda: done(tmp_path)["7"] == 1 and settled(r, stream="synapse:retry:svc"))
+    assert r.xlen("synapse:dlq") == 0 and r.xlen("jobs") == 100  # nothing went back to jobs
+    assert done(tmp_path, "other")["7"] == 1  # the other service never saw it again
+    assert failing.stop() == 0 and other.stop() == 0
