@@ -206,7 +206,7 @@ class KafkaBackend:
         """No lag gauges on Kafka yet (tansu's end offsets under-report: docs/kafka.md)."""
 
     async def trim_by_age(
-        self, table: RoutingTable, streams: Sequence[str], sources: Sequence[str], now_ms: int
+        self, table: RoutingTable, sources: Sequence[str], now_ms: int
     ) -> dict[str, int]:
         return {}  # topics keep their own retention.ms
 
