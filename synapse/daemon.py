@@ -29,7 +29,7 @@ from synapse.consumer import Router
 from synapse.embedded import EmbeddedServer
 from synapse.errors import ConfigError, SynapseError, UsageError
 from synapse.files import read_small_text
-from synapse.kafka.url import KAFKA_NOT_YET, backend_kind
+from synapse.kafka.url import backend_kind
 from synapse.kafka.url import parse as parse_kafka
 from synapse.metrics import Metrics
 from synapse.notify import Notifier
@@ -223,7 +223,7 @@ def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "--redis-url",
     "url",
     envvar=["SYNAPSE_URL", "SYNAPSE_REDIS_URL"],
-    help="redis://, rediss://, unix:// or redis+cluster:// URL; none starts the embedded "
+    help="redis://, rediss://, unix://, redis+cluster:// or kafka:// URL; none starts the embedded "
     "server (env SYNAPSE_URL; --redis-url and SYNAPSE_REDIS_URL are aliases).",
 )
 @click.option(
@@ -265,7 +265,7 @@ def main(
     state_dir: str | None,
     consumer: str | None,
 ) -> None:
-    """Route events from Redis Streams by a YAML table."""
+    """Route events from Redis Streams or Kafka topics by a YAML table."""
     launch.install_early_hup()  # already done by the console script; here for direct calls
     logging.configure(log_format, log_level)
     log = logging.get("synapse.daemon")
@@ -273,10 +273,11 @@ def main(
     if url and source is ParameterSource.COMMANDLINE and settings.has_password(url):
         log.warning("redis_password_on_command_line", hint=settings.PASSWORD_HINT)
     kind = backend_kind(url) if url else "redis"
-    if kind == "kafka":  # refused until the kill -9 drain passes reliably (docs/kafka.md)
-        problem = _kafka_problem(url or "") or KAFKA_NOT_YET
-        log.error("backend_unavailable", backend="kafka", error=problem)
-        sys.exit(UsageError.exit_code)
+    if kind == "kafka":
+        problem = _kafka_problem(url or "")
+        if problem is not None:
+            log.error("backend_unavailable", backend="kafka", error=problem)
+            sys.exit(UsageError.exit_code)
     try:
         table = load_table(config_path, kind=kind)
     except ConfigError as exc:

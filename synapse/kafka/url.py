@@ -19,11 +19,11 @@ DEFAULT_PORT = 9092
 
 Kind = Literal["redis", "kafka"]
 
-#: Why a ``kafka://`` URL is refused (exit 2) by the router, the CLI's commands that
-#: connect and ``synapse.client.Bus`` until the Kafka backend is complete and tested.
+#: Why a ``kafka://`` URL is refused (exit 2) where Kafka is not built yet: the CLI's
+#: commands that connect, and ``synapse.client.Bus``. The router takes it.
 KAFKA_NOT_YET = (
-    "kafka:// URLs are not supported yet: the Kafka backend is in progress (docs/kafka.md); "
-    "`synapse check --url kafka://...` checks a table's topic names"
+    "kafka:// URLs are not supported yet here: only synapse-router routes on Kafka so far "
+    "(docs/kafka.md); `synapse check --url kafka://...` checks a table's topic names"
 )
 
 
