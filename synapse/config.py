@@ -18,6 +18,8 @@ from typing import Any
 
 from synapse import keys, loops
 from synapse.errors import ConfigError, Problem
+from synapse.kafka import names as kafka_names
+from synapse.kafka.url import Kind
 from synapse.matching import Filter, GlobTest, WhereError, compile_glob, compile_where
 from synapse.schemas import SchemaRegistry, load_registry
 from synapse.shape import shape_problems, well_formed
@@ -101,20 +103,28 @@ class RoutingTable:
         return tuple(compile_glob(s) for s in self.sources)
 
 
-def load_table(path: Path | str = DEFAULT_CONFIG) -> RoutingTable:
-    """Read, check and compile routes.yaml and its schemas; raise ConfigError on any problem."""
+def load_table(path: Path | str = DEFAULT_CONFIG, *, kind: Kind = "redis") -> RoutingTable:
+    """Read, check and compile routes.yaml and its schemas for a backend of ``kind``;
+    raise ConfigError on any problem."""
     path = Path(path)
     data, lines, raw = read_yaml_raw(path)
-    return compile_table(data, lines, path, raw)
+    return compile_table(data, lines, path, raw, kind=kind)
 
 
-def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingTable:
+def compile_table(
+    data: Any, lines: LineMap, path: Path, raw: bytes, *, kind: Kind = "redis"
+) -> RoutingTable:
     """Compile; every problem is reported in one ConfigError. Shape problems do not stop the
-    rest: each well-formed part is still compiled and checked (a malformed one is skipped)."""
+    rest: each well-formed part is still compiled and checked (a malformed one is skipped).
+    On Kafka (``kind``), every topic name must be legal and the default dead-letter topic
+    is ``synapse.dlq``."""
     name = str(path)
     problems, bad = shape_problems(data, lines, name)
     data = well_formed(data, bad, frozenset(RouterSettings.__dataclass_fields__))
-    settings = RouterSettings(**data.get("router", {}))
+    router = dict(data.get("router", {}))
+    if kind == "kafka":
+        router.setdefault("dead_letter", kafka_names.DEFAULT_DLQ)
+    settings = RouterSettings(**router)
 
     routes: list[Route] = []
     seen_names: set[str] = set()
@@ -162,11 +172,10 @@ def compile_table(data: Any, lines: LineMap, path: Path, raw: bytes) -> RoutingT
             )
         )
 
-    problems.extend(
-        loops.check(
-            data, lines, name, loops.write_targets(data, settings.dead_letter, settings.unrouted)
-        )
-    )
+    targets = loops.write_targets(data, settings.dead_letter, settings.unrouted)
+    problems.extend(loops.check(data, lines, name, targets))
+    if kind == "kafka":
+        problems.extend(kafka_names.table_problems(name, lines, data["sources"], targets))
     retention = tuple(
         (glob, compile_glob(glob), int(rule["maxlen"]))
         for glob, rule in (data.get("retention") or {}).items()

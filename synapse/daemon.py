@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import signal
 import sys
@@ -26,8 +27,10 @@ from synapse import log as logging
 from synapse.config import DEFAULT_CONFIG, RoutingTable, diff, load_table
 from synapse.consumer import Router
 from synapse.embedded import EmbeddedServer
-from synapse.errors import ConfigError, SynapseError
+from synapse.errors import ConfigError, SynapseError, UsageError
 from synapse.files import read_small_text
+from synapse.kafka.url import backend_kind
+from synapse.kafka.url import parse as parse_kafka
 from synapse.metrics import Metrics
 from synapse.notify import Notifier
 from synapse.port import MetricsServer
@@ -160,7 +163,7 @@ class Daemon:
     async def reload(self) -> None:
         self.notifier.reloading()
         try:
-            table = await asyncio.to_thread(load_table, self.config)
+            table = await asyncio.to_thread(load_table, self.config, kind=backend_kind(self.url))
         except Exception as exc:  # ConfigError, an unreadable file, a bug: never kill the router
             self.metrics.reloads.labels("failure").inc()
             self.metrics.last_reload_ok.set(0)
@@ -216,9 +219,12 @@ def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="The routing table.",
 )
 @click.option(
+    "--url",
     "--redis-url",
-    envvar="SYNAPSE_REDIS_URL",
-    help="redis://, rediss://, unix:// or redis+cluster:// URL; none starts the embedded server.",
+    "url",
+    envvar=["SYNAPSE_URL", "SYNAPSE_REDIS_URL"],
+    help="redis://, rediss://, unix://, redis+cluster:// or kafka:// URL; none starts the embedded "
+    "server (env SYNAPSE_URL; --redis-url and SYNAPSE_REDIS_URL are aliases).",
 )
 @click.option(
     "--metrics-addr",
@@ -252,22 +258,28 @@ def _host_port(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.version_option(__version__, prog_name="synapse-router")
 def main(
     config_path: Path,
-    redis_url: str | None,
+    url: str | None,
     metrics_addr: str,
     log_format: str | None,
     log_level: str,
     state_dir: str | None,
     consumer: str | None,
 ) -> None:
-    """Route events from Redis Streams by a YAML table."""
+    """Route events from Redis Streams or Kafka topics by a YAML table."""
     launch.install_early_hup()  # already done by the console script; here for direct calls
     logging.configure(log_format, log_level)
     log = logging.get("synapse.daemon")
-    source = click.get_current_context().get_parameter_source("redis_url")
-    if redis_url and source is ParameterSource.COMMANDLINE and settings.has_password(redis_url):
+    source = click.get_current_context().get_parameter_source("url")
+    if url and source is ParameterSource.COMMANDLINE and settings.has_password(url):
         log.warning("redis_password_on_command_line", hint=settings.PASSWORD_HINT)
+    kind = backend_kind(url) if url else "redis"
+    if kind == "kafka":
+        problem = _kafka_problem(url or "")
+        if problem is not None:
+            log.error("backend_unavailable", backend="kafka", error=problem)
+            sys.exit(UsageError.exit_code)
     try:
-        table = load_table(config_path)
+        table = load_table(config_path, kind=kind)
     except ConfigError as exc:
         log.error("config_invalid", config=str(config_path), errors=[str(p) for p in exc.problems])
         sys.exit(exc.exit_code)
@@ -275,7 +287,6 @@ def main(
         log.error("config_invalid", config=str(config_path), errors=[repr(exc)])
         sys.exit(EXIT_CONFIG)
     embedded: EmbeddedServer | None = None
-    url = redis_url
     state = settings.state_dir(state_dir)
     lock = StateLock(state)
     try:
@@ -303,6 +314,18 @@ def main(
             log.info("embedded_server_stopped")
         lock.release()
     sys.exit(code)
+
+
+def _kafka_problem(url: str) -> str | None:
+    """Why the router cannot run on the Kafka ``url`` (malformed, or the ``kafka`` extra
+    not installed), or None."""
+    try:
+        parse_kafka(url)
+    except UsageError as exc:
+        return str(exc)
+    if importlib.util.find_spec("confluent_kafka") is None:
+        return "the Kafka backend needs confluent-kafka: pip install 'synapse-router[kafka]'"
+    return None
 
 
 def _start_embedded(state: Path, log: logging.Logger) -> EmbeddedServer:

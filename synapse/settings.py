@@ -32,7 +32,7 @@ def state_dir(flag: str | None) -> Path:
 
 #: Said wherever a password is seen on a command line.
 PASSWORD_HINT = (
-    "a password in --redis-url is visible to every user in ps: set SYNAPSE_REDIS_URL, "
+    "a password in --url (or --redis-url) is visible to every user in ps: set SYNAPSE_URL, "
     "or SYNAPSE_REDIS_PASSWORD / SYNAPSE_REDIS_PASSWORD_FILE, or (under systemd) the "
     "redis-password credential (LoadCredential=)"
 )

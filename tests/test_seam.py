@@ -10,6 +10,7 @@ import pytest
 import synapse
 from synapse import backend
 from synapse.backends.cluster import ClusterBackend
+from synapse.backends.kafka import KafkaBackend
 from synapse.backends.redis import RedisBackend
 from tests.support.imports import imported
 
@@ -31,6 +32,10 @@ STORE = (
     "synapse.failures",
     "synapse.backends.redis",
     "synapse.backends.cluster",
+    "confluent_kafka",
+    "synapse.backends.kafka",
+    "synapse.backends.kafkaadmin",
+    "synapse.backends.kafkafailures",
 )
 
 
@@ -40,13 +45,14 @@ def _imports(module: str) -> list[str]:
 
 @pytest.mark.parametrize("module", LOOP)
 def test_the_loop_imports_no_store_module(module: str) -> None:
-    """The loop's modules name no Redis module: a store is a Backend."""
-    bad = [n for n in _imports(module) if n in STORE or n.split(".")[0] in ("redis", "hiredis")]
+    """The loop's modules name no Redis or Kafka module: a store is a Backend."""
+    roots = ("redis", "hiredis", "confluent_kafka")
+    bad = [n for n in _imports(module) if n in STORE or n.split(".")[0] in roots]
     assert bad == [], f"synapse.{module} imports {bad}"
 
 
-@pytest.mark.parametrize("kind", [RedisBackend, ClusterBackend])
-def test_both_redis_backends_implement_every_method_of_the_protocol(kind: type) -> None:
+@pytest.mark.parametrize("kind", [RedisBackend, ClusterBackend, KafkaBackend])
+def test_every_backend_implements_every_method_of_the_protocol(kind: type) -> None:
     """Every method of Backend exists on each implementation with the same parameters."""
     wanted = {
         name: inspect.signature(member)
@@ -58,4 +64,4 @@ def test_both_redis_backends_implement_every_method_of_the_protocol(kind: type) 
         found = getattr(kind, name, None)
         assert found is not None, f"{kind.__name__} lacks {name}"
         assert list(inspect.signature(found).parameters) == list(signature.parameters), name
-    assert kind.name in ("redis", "cluster")
+    assert kind.name in ("redis", "cluster", "kafka")

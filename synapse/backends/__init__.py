@@ -9,6 +9,7 @@ from synapse import log as logging
 from synapse.backend import Backend
 from synapse.backends.cluster import ClusterBackend
 from synapse.backends.redis import RedisBackend
+from synapse.kafka.url import backend_kind
 from synapse.metrics import Metrics
 from synapse.wire import is_cluster_url
 
@@ -31,7 +32,12 @@ def open_backend(
     log: logging.Logger,
     **options: Unpack[StoreOptions],
 ) -> Backend:
-    """The backend for ``url``: Redis Cluster for ``redis+cluster://``, else single Redis."""
+    """The backend for ``url``: Kafka for ``kafka://`` (confluent-kafka, the ``kafka``
+    extra, imported only then), Redis Cluster for ``redis+cluster://``, else single Redis."""
+    if backend_kind(url) == "kafka":
+        from synapse.backends.kafka import KafkaBackend
+
+        return KafkaBackend(url, consumer=consumer, metrics=metrics, stopping=stopping, log=log)
     return open_redis(
         url,
         consumer=consumer,

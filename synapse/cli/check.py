@@ -1,6 +1,9 @@
 """``synapse check``: the config and its schemas, every problem with file:line.
 
-Problems exit 1, every one in one run. Warnings (routes that can never match,
+Problems exit 1, every one in one run. With a ``kafka://`` URL (``--url`` /
+``SYNAPSE_URL``), the table is checked for Kafka: every source, destination,
+unrouted and dead-letter name must be a legal topic, and the default dead-letter
+topic is ``synapse.dlq``. No broker is contacted. Warnings (routes that can never match,
 destinations that look like typos of a known name) are printed but exit 0, unless
 ``--strict``.
 """
@@ -16,11 +19,14 @@ from synapse.cli import common
 from synapse.cli.lint import lint
 from synapse.config import RoutingTable, load_table
 from synapse.errors import ConfigError
+from synapse.kafka.url import backend_kind
+from synapse.kafka.url import parse as parse_kafka
 from synapse.slotcheck import atomicity
 
 
 @click.command()
 @common.config_option
+@common.connection_options
 @common.json_option
 @common.debug_option
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
@@ -40,9 +46,14 @@ def check(config_path: Path, as_json: bool, strict: bool, for_cluster: bool) -> 
     Examples:
       synapse check --config /etc/synapse/routes.yaml
       synapse check --strict --json
+      synapse check --url kafka://broker:9092     # Kafka's topic-name rules too
     """
+    url = common.resolved_url()
+    kind = backend_kind(url) if url else "redis"
+    if url and kind == "kafka":
+        parse_kafka(url)  # a malformed URL is a usage error, before the table
     try:
-        table = load_table(config_path)
+        table = load_table(config_path, kind=kind)
     except ConfigError as exc:
         if as_json:
             common.emit_json(

@@ -1,11 +1,13 @@
-"""What every ``synapse`` command shares: where Redis is, output, errors, times.
+"""What every ``synapse`` command shares: where the store is, output, errors, times.
 
-Redis is found by ``--redis-url`` / ``SYNAPSE_REDIS_URL``, else by the URL the
-router wrote to ``<state-dir>/redis.url`` (``--state-dir`` / ``SYNAPSE_STATE_DIR``
-/ ``$STATE_DIRECTORY`` / ``./.synapse``). The options are accepted on the group
-and on each command (``synapse --redis-url U streams`` and ``synapse streams
---redis-url U`` both work). Errors are one line on stderr; ``--debug`` shows the
-traceback instead.
+The store is found by ``--url`` / ``SYNAPSE_URL`` (``--redis-url`` /
+``SYNAPSE_REDIS_URL`` are aliases), else by the URL the router wrote to
+``<state-dir>/redis.url`` (``--state-dir`` / ``SYNAPSE_STATE_DIR`` /
+``$STATE_DIRECTORY`` / ``./.synapse``). The options are accepted on the group and
+on each command (``synapse --url U streams`` and ``synapse streams --url U`` both
+work). A ``kafka://`` URL is refused by the commands that connect until the Kafka
+backend is complete (docs/kafka.md); ``check`` applies Kafka's topic-name rules for
+it. Errors are one line on stderr; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from synapse import settings, wire
 from synapse.config import DEFAULT_CONFIG, RoutingTable, load_table
 from synapse.errors import EXIT_FAILED as EXIT_FAILED
 from synapse.errors import ConfigError, SynapseError, UsageError
+from synapse.kafka.url import KAFKA_NOT_YET, backend_kind
+from synapse.kafka.url import parse as parse_kafka
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,7 +61,8 @@ def _store(key: str) -> Callable[[click.Context, click.Parameter, Any], None]:
 
 
 def connection_options(func: F) -> F:
-    """``--redis-url`` and ``--state-dir`` on a command (also accepted on the group)."""
+    """``--url`` (alias ``--redis-url``) and ``--state-dir`` on a command (also accepted
+    on the group)."""
     func = click.option(
         "--state-dir",
         expose_value=False,
@@ -65,10 +70,13 @@ def connection_options(func: F) -> F:
         help="Where the router's redis.url is (default $STATE_DIRECTORY, else ./.synapse).",
     )(func)
     func = click.option(
+        "--url",
         "--redis-url",
+        "url",
         expose_value=False,
-        callback=_store("redis_url"),
-        help="redis://, rediss://, unix:// or redis+cluster:// URL (env SYNAPSE_REDIS_URL).",
+        callback=_store("url"),
+        help="redis://, rediss://, unix:// or redis+cluster:// URL (env SYNAPSE_URL; "
+        "--redis-url and SYNAPSE_REDIS_URL are aliases).",
     )(func)
     return func
 
@@ -99,22 +107,38 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(func)
 
 
-def redis_url() -> str:
-    """The URL to use, by flag > env > state file; a Failure saying what to do when none."""
+def env_url() -> str | None:
+    """``SYNAPSE_URL``, else its alias ``SYNAPSE_REDIS_URL``, else None."""
+    return os.environ.get("SYNAPSE_URL") or os.environ.get("SYNAPSE_REDIS_URL") or None
+
+
+def resolved_url() -> str | None:
+    """The URL by flag > env > state file, or None when none is given."""
     meta = click.get_current_context().meta
-    flag = meta.get("synapse.redis_url")
+    flag = meta.get("synapse.url")
     if flag and settings.has_password(flag) and not meta.get("synapse.password_warned"):
         meta["synapse.password_warned"] = True
         click.echo(f"synapse: warning: {settings.PASSWORD_HINT}", err=True)
-    url = flag or os.environ.get("SYNAPSE_REDIS_URL")
+    url = flag or env_url()
     if url:
         return str(url)
     state = settings.state_dir(meta.get("synapse.state_dir") or os.environ.get("SYNAPSE_STATE_DIR"))
-    found = settings.url_from_state(state)
-    if found:
-        return found
+    return settings.url_from_state(state)
+
+
+def redis_url() -> str:
+    """The Redis URL to use, by flag > env > state file; a UsageError saying what to do
+    when none, or when it is a ``kafka://`` URL (no command connects to Kafka yet)."""
+    url = resolved_url()
+    if url and backend_kind(url) == "kafka":
+        parse_kafka(url)  # a malformed URL says what is wrong with it first
+        raise UsageError(KAFKA_NOT_YET)
+    if url:
+        return url
+    meta = click.get_current_context().meta
+    state = settings.state_dir(meta.get("synapse.state_dir") or os.environ.get("SYNAPSE_STATE_DIR"))
     raise UsageError(
-        f"no Redis URL: pass --redis-url or set SYNAPSE_REDIS_URL, or start the router "
+        f"no Redis URL: pass --url or set SYNAPSE_URL, or start the router "
         f"(bin/run) so that {state / settings.URL_FILE} exists"
     )
 

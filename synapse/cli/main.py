@@ -27,14 +27,14 @@ from synapse.cli.topology import topology
 def main() -> None:
     """Operate Synapse: check configs, dry-run routing, inspect streams and dead letters.
 
-    Redis: --redis-url / SYNAPSE_REDIS_URL, else the URL the router wrote to
-    <state-dir>/redis.url. Exit codes: 0 ok, 1 findings or failure, 2 usage,
+    Store: --url / SYNAPSE_URL (aliases --redis-url / SYNAPSE_REDIS_URL), else the
+    URL the router wrote to <state-dir>/redis.url. Exit codes: 0 ok, 1 findings or failure, 2 usage,
     130 interrupted. Every command takes -h for its own help and examples.
 
     \b
     Examples:
       synapse check --strict
-      synapse --redis-url redis://localhost:6379/0 streams
+      synapse --url redis://localhost:6379/0 streams
       synapse dlq list --since -2h
     """
 

@@ -37,15 +37,21 @@ from synapse.client.subscriber import Subscriber
 from synapse.client.validate import Checker
 from synapse.config import RouterSettings
 from synapse.consumer import default_consumer_name
-from synapse.errors import SynapseError
+from synapse.errors import SynapseError, UsageError
+from synapse.kafka.url import KAFKA_NOT_YET, backend_kind
+from synapse.kafka.url import parse as parse_kafka
 from synapse.wire import connect_any
 
 WRITE_TIMEOUT_S = 30.0
 
 
 def resolve_url(url: str | None) -> str:
-    """``url``, else SYNAPSE_URL / SYNAPSE_REDIS_URL, else the embedded server's URL file."""
+    """``url``, else SYNAPSE_URL / SYNAPSE_REDIS_URL, else the embedded server's URL file;
+    a ``kafka://`` URL is refused (UsageError) until the Kafka backend is complete."""
     found = url or os.environ.get("SYNAPSE_URL") or os.environ.get("SYNAPSE_REDIS_URL")
+    if found and backend_kind(found) == "kafka":
+        parse_kafka(found)  # a malformed URL says what is wrong with it first
+        raise UsageError(KAFKA_NOT_YET)
     if found:
         return found
     state = settings.state_dir(os.environ.get("SYNAPSE_STATE_DIR"))

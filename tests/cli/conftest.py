@@ -26,6 +26,7 @@ def cli(url: str, tmp_path: Path) -> Invoke:
         runner = CliRunner()
         environ: dict[str, str | None] = {
             "SYNAPSE_REDIS_URL": url,
+            "SYNAPSE_URL": None,
             "SYNAPSE_STATE_DIR": str(tmp_path / "state"),
             "SYNAPSE_CONFIG": str(SHIPPED),
             "SYNAPSE_DEBUG": None,

@@ -52,7 +52,7 @@ def test_no_url_says_what_to_do(cli: Invoke, tmp_path: Path) -> None:
     """With no URL and no state file: exit 2 and one line naming the flag, env and file."""
     result = cli("streams", SYNAPSE_REDIS_URL=None, SYNAPSE_STATE_DIR=str(tmp_path / "none"))
     assert result.exit_code == 2
-    assert "no Redis URL: pass --redis-url or set SYNAPSE_REDIS_URL" in result.stderr
+    assert "no Redis URL: pass --url or set SYNAPSE_URL" in result.stderr
     assert str(tmp_path / "none" / "redis.url") in result.stderr
 
 
@@ -74,7 +74,7 @@ def test_unreachable_redis_is_one_line(cli: Invoke) -> None:
     result = cli("streams", "--redis-url", "redis://:secret@127.0.0.1:1/0")
     assert result.exit_code == 1
     warning, error = result.stderr.strip().splitlines()  # the password on argv is warned about
-    assert warning.startswith("synapse: warning: a password in --redis-url is visible")
+    assert warning.startswith("synapse: warning: a password in --url (or --redis-url) is visible")
     assert error.startswith("synapse: error: cannot reach Redis at redis://:***@127.0.0.1:1")
     assert "secret" not in result.output and "Traceback" not in result.output
 

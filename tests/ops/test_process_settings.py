@@ -93,7 +93,7 @@ def test_password_in_redis_url_flag_is_warned_about(
         router = spawn(config, redis_url=with_pw)
         warning = router.wait_log("redis_password_on_command_line")
         assert warning["level"] == "warning"
-        assert "SYNAPSE_REDIS_URL" in warning["hint"]
+        assert "SYNAPSE_URL" in warning["hint"]
         assert "SYNAPSE_REDIS_PASSWORD_FILE" in warning["hint"]
         router.wait_ready()
         assert router.stop() == 0

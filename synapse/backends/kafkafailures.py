@@ -1,0 +1,61 @@
+"""What kind of failure a confluent-kafka error is (``errors.Failure``), for the loop's
+``retry.verdict``: the Kafka counterpart of ``synapse/failures.py``."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError, KafkaException
+
+from synapse.errors import Failure
+
+#: The broker or the network cannot be reached (back off, not ready).
+CONNECTION_CODES = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._RESOLVE,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.BROKER_NOT_AVAILABLE,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    }
+)
+#: The cluster as a whole refuses writes for now (back off, not ready).
+OUTAGE_CODES = frozenset(
+    {
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError.KAFKA_STORAGE_ERROR,
+        KafkaError.THROTTLING_QUOTA_EXCEEDED,
+    }
+)
+#: An ACL refuses a topic, the group or the cluster.
+PERMISSION_CODES = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
+
+
+def classify_kafka(exc: BaseException) -> Failure:
+    """The kind of ``exc``; ``INTERNAL`` when it is neither Kafka's nor the network's."""
+    if isinstance(exc, KafkaException):
+        error = exc.args[0] if exc.args else None
+        code = error.code() if isinstance(error, KafkaError) else None
+        if code in CONNECTION_CODES:
+            return Failure.CONNECTION
+        if code in OUTAGE_CODES:
+            return Failure.OUTAGE
+        if code in PERMISSION_CODES:
+            return Failure.NO_PERMISSION
+        return Failure.RESPONSE
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return Failure.CONNECTION
+    return Failure.INTERNAL

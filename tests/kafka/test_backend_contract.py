@@ -1,0 +1,274 @@
+"""The Backend protocol's contract (tests/cluster/test_backend_contract.py) on Kafka, against
+tansu: the same promises where they apply, and the Kafka forms of the others (the commit
+point held by a record not yet acknowledged; reclaim is the group's rebalance)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from synapse import log as logging
+from synapse.backend import Batch
+from synapse.backends import open_backend
+from synapse.backends.kafka import KafkaBackend
+from synapse.config import RoutingTable
+from synapse.errors import Failure
+from synapse.metrics import Metrics
+from synapse.plan import Planner
+from synapse.tansu import TansuBroker
+from tests.support.polling import wait_for
+
+TABLE = """
+    version: 1
+    router: {{group: {group}, block_ms: 100, claim_idle_ms: 300, batch: 10, max_deliveries: 5}}
+    sources: ["{source}"]
+    routes:
+      - name: all
+        match: "*"
+        to: ["{out}"]
+"""
+
+
+@dataclass
+class Store:
+    """A Kafka backend under test, the table it routes by, a producer on the same broker."""
+
+    backend: KafkaBackend
+    table: RoutingTable
+    broker: TansuBroker
+    source: str
+    out: str
+    stopping: asyncio.Event
+    producer: Producer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.producer = Producer({"bootstrap.servers": self.broker.bootstrap, "acks": "all"})
+
+    def add(self, n: int, key: bytes | None = None) -> list[bytes]:
+        """Append n records to partition 0 of the source; their entry ids."""
+        ids: list[bytes] = []
+
+        def done(err: Any, msg: Any) -> None:
+            assert err is None, err
+            ids.append(b"%d-%d" % (msg.partition(), msg.offset()))
+
+        for i in range(n):
+            self.producer.produce(
+                self.source,
+                value=b'{"n": %d}' % i,
+                key=key,
+                headers=[("type", b"t")],
+                partition=0,
+                on_delivery=done,
+            )
+        assert self.producer.flush(10) == 0
+        return ids
+
+    async def read_n(self, n: int) -> list[Batch]:
+        """Read until n entries came back (the fetch may take more than one BLOCK)."""
+        found: list[Batch] = []
+
+        async def enough() -> bool:
+            found.extend(await self.backend.read(self.table.settings, [self.source], 100) or [])
+            return sum(len(b.entries) for b in found) >= n
+
+        await wait_for(enough, 20, f"{n} entries read")
+        return found
+
+    async def commit_all(self, batch: Batch) -> None:
+        plan = Planner(self.table).plan_batch(batch.source, batch.entries, 0, batch.deliveries)
+        result = await self.backend.commit(plan, self.table.settings.group)
+        assert not result.failed and not result.skipped
+
+    def committed(self) -> int:
+        """The group's committed offset of partition 0, as a new client reads it back."""
+        reader = Consumer(
+            {"bootstrap.servers": self.broker.bootstrap, "group.id": self.table.settings.group}
+        )
+        try:
+            [tp] = reader.committed([TopicPartition(self.source, 0)], timeout=10)
+            return int(tp.offset)
+        finally:
+            reader.close()
+
+    def copies(self, n: int) -> list[tuple[bytes | None, dict[str, bytes]]]:
+        """n records of the destination (key, headers), read from the start of every
+        partition (assigned, no group: a group join takes seconds on tansu)."""
+        reader = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": "unused"})
+        meta = reader.list_topics(self.out, timeout=10).topics[self.out]
+        reader.assign([TopicPartition(self.out, p, OFFSET_BEGINNING) for p in meta.partitions])
+        got: list[tuple[bytes | None, dict[str, bytes]]] = []
+        deadline = time.monotonic() + 20
+        try:
+            while len(got) < n and time.monotonic() < deadline:
+                for msg in reader.consume(n - len(got), 0.5):
+                    if msg.error() is None:
+                        got.append((msg.key(), dict(msg.headers() or [])))  # type: ignore[arg-type]
+        finally:
+            reader.close()
+        return got
+
+
+async def _pages(pages: Any) -> list[Batch]:
+    return [batch async for batch in pages]
+
+
+@pytest.fixture
+async def store(
+    broker: TansuBroker, topic: str, table_from: Callable[..., RoutingTable]
+) -> AsyncIterator[Store]:
+    """A backend subscribed to its own source topic, with its partitions assigned."""
+    source, out = f"{topic}.in", f"{topic}.out"
+    table = table_from(TABLE.format(group=f"{topic}.g", source=source, out=out))
+    stopping = asyncio.Event()
+    backend = open_backend(
+        broker.url,
+        consumer="c1",
+        password=None,
+        block_ms=100,
+        metrics=Metrics(),
+        stopping=stopping,
+        log=logging.get("test"),
+    )
+    assert isinstance(backend, KafkaBackend)
+    await backend.start(table.settings)
+    assert await backend.discover(table, create=True) == [source]
+
+    async def joined() -> bool:
+        assert await backend.read(table.settings, [source], 100) == []
+        return bool(backend.assigned())
+
+    await wait_for(joined, 30, "the group's partitions assigned")
+    try:
+        yield Store(backend, table, broker, source, out, stopping)
+    finally:
+        await backend.close()
+
+
+async def test_read_hands_new_entries_once_as_first_deliveries(store: Store) -> None:
+    """read: new entries of the source, in order, deliveries None; a second read has none."""
+    ids = store.add(3)
+    read = await store.read_n(3)
+    assert {b.source for b in read} == {store.source}
+    assert [e[0] for b in read for e in b.entries] == ids
+    assert all(b.deliveries is None for b in read)
+    assert await store.backend.read(store.table.settings, [store.source], 300) == []
+
+
+async def test_read_returns_none_when_stopped_while_waiting(store: Store) -> None:
+    """read: a stop while it waits for entries returns None at once."""
+    waiting = asyncio.ensure_future(store.backend.read(store.table.settings, [store.source], 5000))
+    await asyncio.sleep(0.05)
+    store.stopping.set()
+    assert await asyncio.wait_for(waiting, 2) is None
+
+
+async def test_commit_produces_the_copies_with_keys_and_commits_the_offset(store: Store) -> None:
+    """commit: every copy produced with provenance and the source's key; the offset after
+    the last record committed; nothing left held."""
+    ids = store.add(2, key=b"k1")
+    [batch] = await store.read_n(2)
+    await store.commit_all(batch)
+    copies = store.copies(2)
+    assert sorted(h["synapse-id"] for _, h in copies) == ids
+    assert {k for k, _ in copies} == {b"k1"}
+    assert {h["synapse-source"] for _, h in copies} == {store.source.encode()}
+    assert store.committed() == 2
+    settings = store.table.settings
+    assert await _pages(store.backend.own_pending(settings, [store.source], counted=True)) == []
+
+
+async def test_own_pending_counts_a_delivery_only_when_asked(store: Store) -> None:
+    """own_pending: entries read but not committed come back; counted re-reads add one;
+    nothing is committed while they are held."""
+    ids = store.add(2)
+    await store.read_n(2)
+    settings = store.table.settings
+    [quiet] = await _pages(store.backend.own_pending(settings, [store.source], counted=False))
+    assert [e[0] for e in quiet.entries] == ids
+    assert dict(quiet.deliveries or {}) == dict.fromkeys(ids, 1)
+    [counted] = await _pages(store.backend.own_pending(settings, [store.source], counted=True))
+    assert dict(counted.deliveries or {}) == dict.fromkeys(ids, 2)
+    await store.commit_all(counted)
+    assert await _pages(store.backend.own_pending(settings, [store.source], counted=True)) == []
+    assert store.committed() == 2
+
+
+async def test_retry_later_holds_the_commit_point_and_hands_the_entry_back(
+    store: Store,
+) -> None:
+    """retry_later: the entry comes back when due, counted; while it waits, a later record's
+    commit does not move the partition's offset past it."""
+    first, second = store.add(2)
+    [batch] = await store.read_n(2)
+    store.backend.retry_later(store.source, first, 0.2)
+    assert 0 < (store.backend.next_retry_s() or 0) <= 0.2
+    await store.commit_all(Batch(store.source, [batch.entries[1]]))
+    assert store.committed() == 0  # held by the first record
+    await wait_for(lambda: store.backend.next_retry_s() == 0, 5, "due")
+    [again] = await _pages(store.backend.retries_due(store.table.settings))
+    assert [e[0] for e in again.entries] == [first] and dict(again.deliveries or {}) == {first: 2}
+    assert store.backend.next_retry_s() is None
+    await store.commit_all(again)
+    assert store.committed() == 2
+    assert second  # committed with the first
+
+
+async def test_reclaim_is_the_groups_rebalance(store: Store, broker: TansuBroker) -> None:
+    """reclaim: nothing per record on Kafka; a router that goes away without committing
+    leaves its uncommitted tail to the next member of the group, from the committed offset."""
+    ids = store.add(3)
+    [batch] = await store.read_n(3)
+    await store.commit_all(Batch(store.source, batch.entries[:1]))
+    settings = store.table.settings
+    assert await _pages(store.backend.reclaim(settings, [store.source])) == []
+    await store.backend.close()  # gone: entries 2 and 3 never acknowledged
+    other = open_backend(
+        broker.url,
+        consumer="c2",
+        password=None,
+        block_ms=100,
+        metrics=Metrics(),
+        stopping=asyncio.Event(),
+        log=logging.get("test"),
+    )
+    try:
+        await other.start(settings)
+        await other.discover(store.table, create=False)
+        found: list[bytes] = []
+
+        async def tail() -> bool:
+            for b in await other.read(settings, [store.source], 100) or []:
+                found.extend(e[0] for e in b.entries)
+            return len(found) >= 2
+
+        await wait_for(tail, 30, "the uncommitted tail re-read by the next member")
+        assert found == ids[1:]
+    finally:
+        await other.close()
+
+
+async def test_classify_names_a_lost_connection(store: Store) -> None:
+    """classify: an unreachable broker is a CONNECTION failure; a bug is INTERNAL."""
+    unreachable = open_backend(
+        "kafka://127.0.0.1:1",
+        consumer="x",
+        password=None,
+        block_ms=100,
+        metrics=Metrics(),
+        stopping=store.stopping,
+        log=logging.get("test"),
+    )
+    try:
+        with pytest.raises(Exception) as raised:
+            await unreachable.start(store.table.settings)
+        assert unreachable.classify(raised.value) == Failure.CONNECTION
+        assert store.backend.classify(ValueError("a bug")) == Failure.INTERNAL
+    finally:
+        await unreachable.close()
