@@ -107,11 +107,25 @@ class Dispatcher(Handling):
     async def _lanes(self, sub: Subscription, items: list[tuple[Event, bytes]]) -> None:
         """Handle ``items`` with at most ``sub.concurrency`` handlers in flight."""
         pending = iter(items)
+        # The plain case (async handler; no dedupe, no model) runs inline, without a
+        # coroutine per entry; a span (tracing) sends it through ``_handle``.
+        plain = sub.dedupe_s is None and sub.is_async and sub.model is None
+        handler, ack = sub.handler, self.io.acks.ack
 
         async def lane() -> None:
             for event, entry_id in pending:
                 try:
-                    await self._handle(sub, event, entry_id)
+                    if not plain or self._tracing:
+                        await self._handle(sub, event, entry_id)
+                        continue
+                    try:
+                        await handler(event)
+                    except Exception as exc:
+                        error = self._report(sub, event, exc, None)
+                        await self._failed(sub, event, entry_id, error)
+                        continue
+                    self.handled += 1
+                    ack(event.stream, entry_id)
                 except Exception as exc:  # a bug here must not drop the rest of the batch
                     self.log.exception("handler_dispatch_error", error=repr(exc))
 

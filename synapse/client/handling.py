@@ -116,15 +116,7 @@ class Handling:
         )  # fmt: skip
 
     async def _handle(self, sub: Subscription, event: Event, entry_id: bytes) -> None:
-        if sub.dedupe_s is None and sub.is_async and sub.model is None and not self._tracing:
-            try:  # the plain case, inline: no span, no model, nothing to mark
-                await sub.handler(event)
-            except Exception as exc:
-                await self._failed(sub, event, entry_id, self._report(sub, event, exc, None))
-                return
-            self.handled += 1
-            self.io.acks.ack(event.stream, entry_id)
-            return
+        # The plain case (no span, no model, nothing to mark) runs inline in the lane.
         if sub.dedupe_s is not None:
             await self._handle_once(sub, event, entry_id, sub.dedupe_s)
             return

@@ -6,6 +6,7 @@ import pytest
 
 from synapse.client.event import Event, decode
 from synapse.errors import InvalidEvent
+from synapse.events import Limits
 
 
 def test_decode_reads_type_data_envelope_and_provenance() -> None:
@@ -61,3 +62,22 @@ def test_to_dict_is_the_json_view() -> None:
         "type": "t", "data": {}, "id": "x", "time": None, "source": None,
         "stream": "d", "entry_id": "9-0",
     }  # fmt: skip
+
+
+def test_decode_builds_the_event_the_constructor_would() -> None:
+    """decode's field-by-field Event equals the keyword-built one and reads its fields."""
+    fields = [b"type", b"t", b"data", b'{"a": [1]}', b"id", b"e-1"]
+    event = decode(b"s", b"3-0", fields, deliveries=2)
+    assert event == Event(
+        type="t", data={"a": [1]}, stream="s", entry_id="3-0", deliveries=2, fields=tuple(fields)
+    )
+    assert event.id == "e-1" and event.get_field("type") == "t"
+
+
+def test_decode_fast_path_keeps_the_size_limit() -> None:
+    """An entry over max_event_bytes is refused as too_large, names and values counted."""
+    fields = [b"type", b"t", b"data", b'{"a": 1}', b"pad", b"x" * 40]
+    with pytest.raises(InvalidEvent) as caught:
+        decode("s", "1-0", fields, limits=Limits(max_event_bytes=50))
+    assert caught.value.reason == "too_large"
+    assert decode("s", "1-0", fields, limits=Limits(max_event_bytes=64)).data == {"a": 1}
