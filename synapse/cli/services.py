@@ -72,9 +72,12 @@ def _sum(values: list[int | None]) -> str:
 def services(as_json: bool) -> None:
     """Registered services and routers: what they produce and consume, last heartbeat.
 
-    A consuming service shows its group's pending entries and lag. Example:
+    A consuming service shows its group's pending entries and lag.
 
-        synapse services --json | jq '.services[] | select(.kind == "service")'
+    \b
+    Examples:
+      synapse services
+      synapse services --json | jq '.services[] | select(.kind == "service")'
     """
     found = live_services()
     lags = asyncio.run(group_lag(common.redis_url(), found))

@@ -167,9 +167,13 @@ def topology(config_path: Path, fmt: str, as_json: bool) -> None:
     """Producers -> sources -> router -> routes -> destinations -> consuming services.
 
     Each source's pending and lag is shown once (on its edge into the router), each
-    consumer group's once (on its edge from its stream). Example:
+    consumer group's once (on its edge from its stream).
 
-        synapse topology --format dot | dot -Tpng -o topology.png
+    \b
+    Examples:
+      synapse topology
+      synapse topology --format mermaid
+      synapse topology --format dot | dot -Tpng -o topology.png
     """
     graph = build(common.table(config_path), common.connect(), live_services())
     if as_json or fmt == "json":

@@ -258,11 +258,7 @@ def all_commands() -> list[tuple[str, ...]]:
     return found
 
 
-#: owned and being reworked elsewhere (issue 16 item 5): their examples land there.
-NOT_HERE = {("topology",), ("services",)}
-
-
-@pytest.mark.parametrize("path", [p for p in all_commands() if p not in NOT_HERE], ids=" ".join)
+@pytest.mark.parametrize("path", all_commands(), ids=" ".join)
 def test_every_help_page_has_an_example(path: tuple[str, ...]) -> None:
     """Each command's --help ends with an Example(s) section showing a real invocation."""
     result = CliRunner().invoke(main, [*path, "--help"])
