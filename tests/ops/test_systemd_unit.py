@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from synapse.backends.redis import COMMIT_TIMEOUT_S
@@ -20,6 +21,8 @@ from tests.ops.test_reload import EV_SCHEMA, TABLE_A
 from tests.support.router import RouterProcess, script
 
 UNIT = ROOT / "systemd" / "synapse-router.service"
+#: Every shipped unit: each is verified and rated the same way.
+UNITS = [UNIT, ROOT / "systemd" / "synapse-gateway.service"]
 MAX_EXPOSURE = 2.0
 
 
@@ -40,30 +43,35 @@ def service_settings() -> dict[str, list[str]]:
     return found
 
 
-def installed_copy(tmp_path: Path) -> Path:
+def installed_copy(tmp_path: Path, unit: Path = UNIT) -> Path:
     """The unit with /opt/synapse/bin pointing at this venv, so its commands exist."""
-    target = tmp_path / "synapse-router.service"
+    target = tmp_path / unit.name
     target.write_text(
-        UNIT.read_text().replace("/opt/synapse/bin", str(Path(sys.executable).parent))
+        unit.read_text().replace("/opt/synapse/bin", str(Path(sys.executable).parent))
     )
     return target
 
 
-def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
-    """`systemd-analyze verify` accepts the unit with no warning at all."""
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.stem)
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path, unit: Path) -> None:
+    """`systemd-analyze verify` accepts each shipped unit with no warning at all."""
     tool = need_tool("systemd-analyze")
     done = subprocess.run(
-        [tool, "verify", str(installed_copy(tmp_path))], capture_output=True, text=True, timeout=60
+        [tool, "verify", str(installed_copy(tmp_path, unit))],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert (done.stdout + done.stderr).strip() == ""
 
 
-def test_unit_exposure_at_most_two(tmp_path: Path) -> None:
-    """`systemd-analyze security --offline=yes` rates the unit's exposure <= 2.0."""
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.stem)
+def test_unit_exposure_at_most_two(tmp_path: Path, unit: Path) -> None:
+    """`systemd-analyze security --offline=yes` rates each shipped unit's exposure <= 2.0."""
     tool = need_tool("systemd-analyze")
     done = subprocess.run(
-        [tool, "security", "--offline=yes", "--no-pager", str(installed_copy(tmp_path))],
+        [tool, "security", "--offline=yes", "--no-pager", str(installed_copy(tmp_path, unit))],
         capture_output=True,
         text=True,
         timeout=60,
