@@ -5,7 +5,6 @@ from __future__ import annotations
 from tests.conftest import ROOT
 
 UNIT = ROOT / "systemd" / "synapse-gateway.service"
-MAX_EXPOSURE = 2.0
 
 
 # verify and the exposure rating run for every shipped unit: tests/ops/test_systemd_unit.py
