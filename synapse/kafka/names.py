@@ -19,6 +19,11 @@ from synapse.yamlfile import LineMap, line_of
 
 MAX_LENGTH = 249
 DEFAULT_DLQ = "synapse.dlq"
+#: The Kafka names of what ``synapse/keys.py`` names on Redis (``:`` is not legal in a topic).
+#: A service's retry topic (``synapse dlq redrive`` of a handler dead letter writes here).
+RETRY_PREFIX = "synapse.retry."
+#: Service registry: one compacted topic, a record per service instance keyed by it.
+REGISTRY_TOPIC = "synapse.registry"
 _LEGAL = re.compile(r"[a-zA-Z0-9._-]+")
 _GLOB_META = re.compile(r"\*|\?|\[[^\]]*\]")
 
@@ -36,6 +41,16 @@ def topic_problem(name: str) -> str | None:
         shown = " ".join(repr(c) for c in bad)
         return f"{name!r} has characters Kafka does not allow in a topic name: {shown}"
     return None
+
+
+def retry_topic(service: str) -> str:
+    """The retry topic of ``service``: ``synapse.retry.<service>`` (a ValueError names
+    the problem when the service name makes it an illegal topic)."""
+    topic = RETRY_PREFIX + service
+    why = topic_problem(topic)
+    if why:
+        raise ValueError(f"service {service!r} has no legal retry topic: {why}")
+    return topic
 
 
 def glob_problem(pattern: str) -> str | None:
