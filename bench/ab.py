@@ -19,12 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.pipeline import JEMALLOC, VARIANTS, WINDOW, Pipeline
+from bench.pipeline import VARIANTS, WINDOW, Pipeline
+from synapse.allocator import ENV as MALLOC
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    "base": {},
+    "base": {},  # the default server: the allocator synapse.allocator picks
     "nats": {"variant": "nats"},
-    "jemalloc": {"env": {"LD_PRELOAD": JEMALLOC}},
+    "libc": {"env": {MALLOC: "libc"}},  # the bundled Valkey as built
+    "jemalloc": {"env": {MALLOC: "jemalloc"}},
+    "mimalloc": {"env": {MALLOC: "mimalloc"}},
     "io-threads-2": {"args": ("--io-threads", "2")},
     "batch-100": {"batch": 100},
     "batch-2000": {"batch": 2000},
@@ -37,6 +40,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "unix-socket": {"unix": True},
     "window-5000": {"window": 5000},  # the producer keeps 5,000 unacknowledged (1,000)
     "retention-10k": {"maxlen": 10_000},  # MAXLEN ~ 10000 on every copy: trimming runs
+    "raw-xadd": {"producer": "redis"},  # bare pipelined XADD instead of Bus.publish_many
+    "linger-0": {"linger": 0},  # router.linger_ms (default: synapse.config.LINGER_MS)
+    "linger-1": {"linger": 1},
+    "linger-2": {"linger": 2},
 }
 FIGURES = ("events_per_s", "server_us_per_event", "router_us_per_event", "total_us_per_event")
 
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                     Path(tmp) / f"{rep}-{name}",
                     batch=s.get("batch", 500),
                     maxlen=s.get("maxlen", 0),
+                    linger_ms=s.get("linger"),
+                    producer=s.get("producer", "bus"),
                     unix_socket=s.get("unix", False),
                     window=s.get("window", WINDOW),
                     server_args=s.get("args", ()),
