@@ -45,13 +45,16 @@ SAMPLED = "training"  # the family whose copies latency runs read back
 class Variant:
     """One system under test: NATS JetStream, or Synapse at a fan-out and an AOF fsync policy,
     on the default server (the bundled Valkey with the allocator ``synapse.allocator`` picks)
-    or with ``malloc`` forced (``SYNAPSE_SERVER_MALLOC``: libc, jemalloc, mimalloc)."""
+    or with ``malloc`` forced (``SYNAPSE_SERVER_MALLOC``: libc, jemalloc, mimalloc); its
+    producer writes bare pipelined XADDs (``redis``: the same event NATS gets) or goes
+    through the client library (``bus``: ``Bus.publish_many``, CloudEvents envelope)."""
 
     name: str
     system: str
     fanout: int = 1
     appendfsync: str = ""
     malloc: str = ""
+    producer: str = "redis"
 
     @property
     def server_env(self) -> dict[str, str]:
@@ -78,7 +81,8 @@ class Variant:
             else (f"{self.fanout} routed copies")
         )
         server = f", {self.malloc} forced" if self.malloc else ""
-        return f"Synapse, {routed}, AOF {self.appendfsync}{server}"
+        client = ", producer on Bus.publish_many" if self.producer == "bus" else ""
+        return f"Synapse, {routed}, AOF {self.appendfsync}{server}{client}"
 
 
 VARIANTS = {
@@ -89,6 +93,8 @@ VARIANTS = {
         Variant("synapse-fo2-everysec", "synapse", 2, "everysec"),
         Variant("synapse-fo1-always", "synapse", 1, "always"),
         Variant("synapse-fo2-always", "synapse", 2, "always"),
+        # the producer through synapse.client (envelope, per-chunk round trips)
+        Variant("synapse-fo1-everysec-bus", "synapse", 1, "everysec", producer="bus"),
         # what a machine without the system's jemalloc runs (the cmeel-mimalloc wheel)
         Variant("synapse-fo1-everysec-mimalloc", "synapse", 1, "everysec", malloc="mimalloc"),
         # the bundled Valkey as built (libc malloc): the default before synapse.allocator
@@ -105,9 +111,9 @@ class Pipeline:
     batch: int = 500
     maxlen: int = 0  # retention on every destination (bench.ab)
     linger_ms: int | None = None  # the router's linger_ms (None: its default)
-    #: Synapse's producer at full speed: ``bus`` (Bus.publish_many) or ``redis`` (bare XADD);
-    #: paced runs and unix sockets always use ``redis`` (bench.producer)
-    producer: str = "bus"
+    #: Synapse's producer at full speed, instead of the variant's: ``bus`` (Bus.publish_many)
+    #: or ``redis`` (bare XADD); paced runs and unix sockets always use ``redis``
+    producer: str | None = None
     window: int = WINDOW
     timeout_s: float = 300.0
     runs: int = 0
@@ -170,7 +176,8 @@ class Pipeline:
         router = producer = None
         try:
             router = Worker(["synapse", url, "router", str(table)])
-            bus = self.producer == "bus" and not rate and not self.unix_socket
+            chosen = self.producer or variant.producer
+            bus = chosen == "bus" and not rate and not self.unix_socket
             kind, at = ("bus", url) if bus else ("redis", address)
             producer = self._producer(kind, at, count, rate)
             pids = {"server": server.process.pid, "router": router.pid, "producer": producer.pid}
