@@ -80,9 +80,8 @@ class Variant:
             if self.fanout == 1
             else (f"{self.fanout} routed copies")
         )
-        server = f", {self.malloc} forced" if self.malloc else ""
         client = ", producer on Bus.publish_many" if self.producer == "bus" else ""
-        return f"Synapse, {routed}, AOF {self.appendfsync}{server}{client}"
+        return f"Synapse, {routed}, AOF {self.appendfsync}{client}"
 
 
 VARIANTS = {
