@@ -101,6 +101,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     result: dict[str, Any] = {
         "machine": machine(),
         "server": server_binary(),
+        "server_allocator": server.allocator,  # what the drain phases' server runs with
         "pinning": pinning.describe,
         "settings": {
             "events": args.events,
