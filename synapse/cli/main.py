@@ -16,7 +16,8 @@ from synapse.cli.replay import replay
 from synapse.cli.route import route
 from synapse.cli.routetests import test_cmd
 from synapse.cli.services import services
-from synapse.cli.streams import streams, tail
+from synapse.cli.streams import streams
+from synapse.cli.tail import tail
 from synapse.cli.topology import topology
 
 
