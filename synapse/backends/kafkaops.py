@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import (
     Consumer,
@@ -44,8 +44,13 @@ def admin_client(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(TIMEOUT_S * 1000)})
 
 
-def reader(bootstrap: str, *, reset: str = "earliest") -> Consumer:
-    """A consumer that reads by ``assign`` only, reporting end-of-partition."""
+#: Errors that mean "no record at that offset" to a reader (``auto.offset.reset=error``).
+OUT_OF_RANGE = (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE)
+
+
+def reader(bootstrap: str, *, reset: str = "error") -> Consumer:
+    """A consumer that reads by ``assign`` only, reporting end-of-partition, and an offset
+    out of range as an error (``OUT_OF_RANGE``: never a silent jump to another offset)."""
     return Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -167,7 +172,7 @@ def read(
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"reading {topic} stalled"))
             for msg in batch:
                 err, partition = msg.error(), msg.partition() or 0
-                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                if err is not None and err.code() in (KafkaError._PARTITION_EOF, *OUT_OF_RANGE):
                     ended.add(partition)
                 elif err is not None:
                     raise KafkaException(err)
@@ -186,25 +191,47 @@ def read(
         consumer.unassign()
 
 
-def produce(producer: Producer, topic: str, record: Record) -> tuple[int, int]:
-    """Produce one record with acks=all and wait for it: its (partition, offset)."""
-    done: list[tuple[int, int]] = []
-    errors: list[KafkaError] = []
+class Sender:
+    """A producer with ``acks=all`` whose sends are waited for together (``settle``)."""
 
-    def acknowledged(err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            errors.append(err)
-        else:
-            done.append((msg.partition() or 0, msg.offset() or 0))
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = producer(bootstrap)
+        self.errors: list[KafkaError] = []
 
-    producer.produce(
-        topic,
-        value=record.value,
-        key=record.key,
-        headers=cast(Any, record.headers),  # list is invariant: the stub wants str | bytes | None
-        on_delivery=acknowledged,
-    )
-    producer.flush(TIMEOUT_S * 3)
-    if errors or not done:
-        raise KafkaException(errors[0] if errors else KafkaError(KafkaError._MSG_TIMED_OUT))
-    return done[0]
+    def send(self, topic: str, record: Record, done: list[tuple[int, int]] | None = None) -> None:
+        """Produce one record without waiting; its (partition, offset) is appended to
+        ``done`` once acknowledged."""
+
+        def acknowledged(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                self.errors.append(err)
+            elif done is not None:
+                done.append((msg.partition() or 0, msg.offset() or 0))
+
+        headers: Any = record.headers  # list is invariant: the stub wants str | bytes | None
+        while True:
+            try:
+                self.producer.produce(
+                    topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=headers,
+                    on_delivery=acknowledged,
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def settle(self) -> None:
+        """Wait until every record sent is acknowledged; the first refusal as a KafkaException."""
+        left = self.producer.flush(TIMEOUT_S * 3)
+        errors, self.errors = self.errors, []
+        if errors or left:
+            raise KafkaException(errors[0] if errors else KafkaError(KafkaError._MSG_TIMED_OUT))
+
+    def produce(self, topic: str, record: Record) -> tuple[int, int]:
+        """Produce one record and wait for it: its (partition, offset)."""
+        done: list[tuple[int, int]] = []
+        self.send(topic, record, done)
+        self.settle()
+        return done[0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
 from synapse.backends import kafkaadmin, kafkaops
@@ -49,7 +49,7 @@ class KafkaStore:
         self.data_field = data_field
         self._admin: AdminClient | None = None
         self._reader: Consumer | None = None
-        self._producer: Producer | None = None
+        self._sender: kafkaops.Sender | None = None
 
     # -- clients, made when first needed ----------------------------------------------------
 
@@ -65,11 +65,17 @@ class KafkaStore:
             self._reader = kafkaops.reader(self.bootstrap)
         return self._reader
 
+    @property
+    def sender(self) -> kafkaops.Sender:
+        if self._sender is None:
+            self._sender = kafkaops.Sender(self.bootstrap)
+        return self._sender
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
-        if self._producer is not None:
-            self._producer.flush(kafkaops.TIMEOUT_S)
+        if self._sender is not None:
+            self._sender.producer.flush(kafkaops.TIMEOUT_S)
 
     # -- the seam ---------------------------------------------------------------------------
 
@@ -182,10 +188,8 @@ class KafkaStore:
         if why:
             raise UsageError(why)
         kafkaadmin.ensure_topics(self.bootstrap, [name])
-        if self._producer is None:
-            self._producer = kafkaops.producer(self.bootstrap)
         record = to_record(fields, key, self.data_field)
-        partition, offset = kafkaops.produce(self._producer, name, record)
+        partition, offset = self.sender.produce(name, record)
         return entry_id(partition, offset).decode()
 
     # -- helpers ----------------------------------------------------------------------------

@@ -11,8 +11,10 @@ from typing import Any
 from click.testing import CliRunner, Result
 from confluent_kafka import Consumer, TopicPartition
 
-from synapse.backends import kafkaadmin
+from synapse.backends import kafkaadmin, kafkaops
 from synapse.cli import main
+from synapse.events import dead_letter_fields
+from synapse.kafka.records import to_record
 from synapse.tansu import TansuBroker
 from tests.conftest import write_table
 
@@ -81,3 +83,37 @@ def commit(broker: TansuBroker, group: str, topic: str, offsets: dict[int, int])
         )
     finally:
         consumer.close()
+
+
+def write_dead_letters(
+    broker: TansuBroker,
+    topic: str,
+    count: int,
+    *,
+    reason: str = "schema_violation",
+    source: str = "ingress",
+    consumer: str | None = None,
+    key: bytes | None = b"k",
+) -> list[str]:
+    """``count`` dead letters on ``topic`` as the router writes them (one record each, original
+    field n=<i>, body {"model_id": "m<i>"}); their ids ``<partition>-<offset>``."""
+    make_topic(broker, topic)
+    producer = kafkaops.Sender(broker.bootstrap)
+    ids = []
+    for i in range(count):
+        original = [b"type", b"model.ready", b"data", b'{"model_id": "m%d"}' % i, b"n", b"%d" % i]
+        fields = dead_letter_fields(
+            original,
+            reason=reason,
+            error="bad",
+            source=source.encode(),
+            entry_id=b"0-%d" % i,
+            deliveries=1,
+            config_hash="abc",
+            now_ms=1_700_000_000_000,
+        )
+        if consumer is not None:
+            fields += [b"synapse-consumer", consumer.encode()]
+        partition, offset = producer.produce(topic, to_record(fields, key))
+        ids.append(f"{partition}-{offset}")
+    return ids
