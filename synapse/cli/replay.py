@@ -27,6 +27,7 @@ from redis.cluster import RedisCluster
 
 from synapse import keys
 from synapse.cli import common
+from synapse.cli.deadletter import store_kind
 from synapse.cli.progress import Progress
 from synapse.errors import InvalidEvent, UsageError
 from synapse.events import Limits, parse, strip_ours
@@ -122,19 +123,47 @@ def replay(
 ) -> None:
     """Copy SOURCE's entries to DEST with provenance; resumable and safe to rerun.
 
+    On Kafka (--url kafka://...): topics; --since/--until take a time or a record id
+    <partition>-<offset> (bounding that partition); keys are kept; a rerun resumes from
+    the checkpoint in synapse.marks (at least once: a killed page may be copied twice).
+
     \b
     Examples:
       synapse replay ingress --to debug --since -30m --type 'model.*'
       synapse replay ingress --to debug --since -1h --where '{stage: production}' --restart
+      synapse --url kafka://localhost:9092 replay ingress --to debug --since 0-1200
     """
     if source == dest:
         raise UsageError("--to must differ from SOURCE")
     wanted_type = compile_glob(type_glob) if type_glob else None
     filt = compile_filter(where)
-    table = common.table_or_none(config_path)
+    table = common.table_or_none(config_path, store_kind())
     limits = limits_of(table) if table else Limits()
     # Provenance on a stream the table consumes was set by producers, not by the router.
     trusted = table is not None and not any(test(source) for test in table.source_globs)
+    if store_kind() == "kafka":
+        from synapse.cli.kafkareplay import run_on_kafka
+
+        def kafka_matches(fields: list[bytes]) -> bool:
+            return _matches(fields, limits, wanted_type, filt)
+
+        def kafka_copy(fields: list[bytes], rid: bytes) -> list[bytes]:
+            return _copy(fields, source, rid, trusted)
+
+        run_on_kafka(
+            source,
+            dest,
+            (since, until),
+            (type_glob, where),
+            table,
+            kafka_matches,
+            kafka_copy,
+            rate=rate,
+            limit=limit,
+            dry_run=dry_run,
+            restart=restart,
+            as_json=as_json,
+        )
     client = common.connect()
     if client.type(source) != b"stream":
         raise common.Failure(f"no stream {source!r}")
@@ -202,7 +231,7 @@ def replay(
                     break
         except KeyboardInterrupt:
             tally["interrupted"] = 1
-    _report(source, dest, tally, resumed, first, last, ckpt, dry_run, as_json)
+    report(source, dest, tally, resumed, first, last, ckpt, dry_run, as_json)
     common.audit(
         "replay_done",
         source=source,
@@ -242,7 +271,7 @@ def _copy(fields: list[bytes], source: str, entry_id: bytes, trusted: bool) -> l
     return [*kept, keys.F_REPLAY_OF, entry_id, keys.F_REPLAY_SOURCE, source.encode()]
 
 
-def _report(
+def report(
     source: str,
     dest: str,
     tally: Counter[str],
