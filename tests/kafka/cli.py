@@ -94,6 +94,7 @@ def write_dead_letters(
     source: str = "ingress",
     consumer: str | None = None,
     key: bytes | None = b"k",
+    source_id: str | None = None,
 ) -> list[str]:
     """``count`` dead letters on ``topic`` as the router writes them (one record each, original
     field n=<i>, body {"model_id": "m<i>"}); their ids ``<partition>-<offset>``."""
@@ -107,7 +108,7 @@ def write_dead_letters(
             reason=reason,
             error="bad",
             source=source.encode(),
-            entry_id=b"0-%d" % i,
+            entry_id=(source_id or f"0-{i}").encode(),
             deliveries=1,
             config_hash="abc",
             now_ms=1_700_000_000_000,
