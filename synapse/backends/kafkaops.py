@@ -40,8 +40,15 @@ READER_GROUP = "synapse-cli-reader"
 Offsets = dict[int, int]
 
 
+#: librdkafka logs nothing on stderr (a command prints one line per error; the error it
+#: fails with names the problem): emergencies only.
+QUIET = {"log_level": 0}
+
+
 def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(TIMEOUT_S * 1000)})
+    return AdminClient(
+        {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(TIMEOUT_S * 1000), **QUIET}
+    )
 
 
 #: Errors that mean "no record at that offset" to a reader (``auto.offset.reset=error``).
@@ -59,6 +66,7 @@ def reader(bootstrap: str, *, reset: str = "error") -> Consumer:
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
             "auto.offset.reset": reset,
+            **QUIET,
         }
     )
 
@@ -71,6 +79,7 @@ def producer(bootstrap: str) -> Producer:
             "enable.idempotence": False,  # tansu has no InitProducerId (docs/kafka.md)
             "linger.ms": 5,
             "message.timeout.ms": int(TIMEOUT_S * 3000),
+            **QUIET,
         }
     )
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from synapse.embedded import free_port
 from synapse.tansu import TansuBroker
 from tests.kafka.cli import as_json, commit, json_lines, kafka_cli, make_topic
 from tests.kafka.support import produce, read_back
@@ -158,3 +159,15 @@ def test_tail_follow_as_a_process_prints_new_records_and_stops_on_ctrl_c(
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_unreachable_broker_is_one_line(topic: str, tmp_path: Path) -> None:
+    """No broker at the URL: exit 1 and one line naming it, no librdkafka log noise."""
+    port = free_port()
+    cli, _ = kafka_cli(TansuBroker(log_dir=tmp_path, port=port), topic, tmp_path)
+    result = cli("streams")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"synapse: error: Kafka at kafka://127.0.0.1:{port}: Failed to get metadata: "
+        "Local: Broker transport failure"
+    ]
