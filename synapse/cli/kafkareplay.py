@@ -124,7 +124,10 @@ def replay_kafka(
             starts.update(ahead)
             run.resumed = ",".join(f"{p}-{o - 1}" for p, o in sorted(ahead.items()))
     if progress.shown:
-        progress.total = sum(max(0, hi - starts[p]) for p, (_, hi) in marks.items())
+        # from the broker's end offsets (exact where they are: tansu under-reports them)
+        progress.total = sum(
+            max(0, min(hi, ends.get(p, hi)) - starts[p]) for p, (_, hi) in marks.items()
+        )
         if limit is not None and matches is None:
             progress.total = min(progress.total, limit)
     if not dry_run:

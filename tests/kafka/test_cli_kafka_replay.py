@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
+import pytest
 from confluent_kafka import Producer
 
+from synapse.cli import kafkareplay
+from synapse.cli.progress import Progress
 from synapse.tansu import TansuBroker
 from tests.kafka.cli import as_json, kafka_cli, make_topic
 from tests.kafka.support import produce, read_back
@@ -136,3 +140,30 @@ def test_replay_refuses_bad_input(broker: TansuBroker, topic: str, tmp_path: Pat
     assert no_partition.exit_code == 2 and "no partition 7" in no_partition.stderr
     illegal = cli("replay", source, "--to", "bad:dest")
     assert illegal.exit_code == 2 and "Kafka does not allow" in illegal.stderr
+
+
+class ShownProgress(Progress):
+    """The real progress bar, shown as on a terminal; every instance kept for the test."""
+
+    made: ClassVar[list[Progress]] = []
+
+    def __init__(self, label: str, as_json: bool, total: int | None = None) -> None:
+        super().__init__(label, as_json, total)
+        self.shown = True
+        ShownProgress.made.append(self)
+
+
+def test_replay_progress_counts_the_range(
+    broker: TansuBroker, topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar's total is the records of the range still to scan (from end offsets, exact for
+    a topic filled one record per request) and it ends at 100%."""
+    monkeypatch.setattr(kafkareplay, "Progress", ShownProgress)
+    cli, _ = kafka_cli(broker, topic, tmp_path)
+    source = f"{topic}.src"
+    _fill(broker, source, 20)
+    ShownProgress.made.clear()
+    done = cli("replay", source, "--to", f"{topic}.copy", "--since", "0-5", "--until", "0-14")
+    assert done.exit_code == 0, done.output
+    [bar] = ShownProgress.made
+    assert bar.total == bar.done == 10
