@@ -24,7 +24,8 @@ from synapse.cli.againcheck import first_pass
 from synapse.cli.deadletter import DeadLetter, Selection, redrive_fields, target_of
 from synapse.cli.kafkadlq import open_kafka_dead_letters
 from synapse.cli.progress import Progress
-from synapse.cli.redrive import BATCH, refusal, report
+from synapse.cli.redrive import BATCH
+from synapse.cli.redrivereport import refusal, report
 from synapse.config import RoutingTable
 from synapse.kafka.names import topic_problem
 from synapse.kafka.records import entry_id, to_record

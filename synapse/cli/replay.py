@@ -22,16 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 from redis.cluster import RedisCluster
 
 from synapse import keys
 from synapse.cli import common
 from synapse.cli.deadletter import store_kind
 from synapse.cli.progress import Progress
-from synapse.errors import InvalidEvent, UsageError
-from synapse.events import Limits, parse, strip_ours
-from synapse.matching import Filter, WhereError, compile_glob, compile_where
+from synapse.cli.replayfilter import compile_filter, copy_of, matches
+from synapse.errors import UsageError
+from synapse.events import Limits
+from synapse.matching import compile_glob
 from synapse.plan import limits_of
 from synapse.slots import slot_of
 
@@ -74,22 +74,6 @@ def hashed_part(key: str) -> str:
     start = key.find("{")
     end = key.find("}", start + 1)
     return key[start + 1 : end] if 0 <= start < end - 1 else key
-
-
-def compile_filter(where: str | None) -> Filter | None:
-    """``--where`` as a YAML/JSON mapping in the routes.yaml ``where`` syntax."""
-    if not where:
-        return None
-    try:
-        spec = yaml.safe_load(where)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"--where is not YAML/JSON: {exc}") from None
-    if not isinstance(spec, dict) or not spec:
-        raise UsageError("--where takes a mapping, e.g. '{stage: production}'")
-    try:
-        return compile_where(spec)
-    except WhereError as exc:
-        raise UsageError(f"--where: {exc}") from None
 
 
 @click.command()
@@ -145,10 +129,10 @@ def replay(
         from synapse.cli.kafkareplay import run_on_kafka
 
         def kafka_matches(fields: list[bytes]) -> bool:
-            return _matches(fields, limits, wanted_type, filt)
+            return matches(fields, limits, wanted_type, filt)
 
         def kafka_copy(fields: list[bytes], rid: bytes) -> list[bytes]:
-            return _copy(fields, source, rid, trusted)
+            return copy_of(fields, source, rid, trusted)
 
         run_on_kafka(
             source,
@@ -210,10 +194,10 @@ def replay(
                         break
                     considered = entry_id
                     tally["scanned"] += 1
-                    if not _matches(fields, limits, wanted_type, filt):
+                    if not matches(fields, limits, wanted_type, filt):
                         tally["skipped"] += 1
                         continue
-                    copies.append(_copy(fields, source, entry_id, trusted))
+                    copies.append(copy_of(fields, source, entry_id, trusted))
                     first = first or common.text(entry_id)
                     last = common.text(entry_id)
                 if considered is None:
@@ -245,30 +229,6 @@ def replay(
         interrupted=bool(tally["interrupted"]),
     )
     sys.exit(common.EXIT_INTERRUPTED if tally["interrupted"] else common.EXIT_OK)
-
-
-def _matches(fields: list[bytes], limits: Limits, wanted_type: Any, filt: Filter | None) -> bool:
-    if wanted_type is None and filt is None:
-        return True
-    try:
-        event_type, body = parse(fields, limits)
-    except InvalidEvent:
-        return False
-    if wanted_type is not None and not wanted_type(event_type):
-        return False
-    return filt is None or filt.holds(body)
-
-
-def _copy(fields: list[bytes], source: str, entry_id: bytes, trusted: bool) -> list[bytes]:
-    """The replayed copy: the entry's fields, its ``synapse-*`` ones replaced.
-
-    Only the router's own provenance survives, and only from a stream the router
-    writes (``trusted``: not one the table consumes, where every ``synapse-*`` field
-    is a producer's); the replay adds ``synapse-replay-of`` and
-    ``synapse-replay-source``.
-    """
-    kept = strip_ours(fields, keys.PROVENANCE_FIELDS if trusted else frozenset())
-    return [*kept, keys.F_REPLAY_OF, entry_id, keys.F_REPLAY_SOURCE, source.encode()]
 
 
 def report(
