@@ -111,30 +111,29 @@ def offsets_for_time(consumer: Consumer, topic: str, ends: Offsets, ms: int) -> 
     return {tp.partition: (ends[tp.partition] if tp.offset < 0 else tp.offset) for tp in found}
 
 
-def group_offsets(admin: AdminClient, topic: str) -> dict[str, Offsets]:
-    """{group: {partition: committed offset}} for every group with a commit on ``topic``."""
+#: {group: {topic: {partition: committed offset}}}
+Committed = dict[str, dict[str, Offsets]]
+
+
+def group_offsets(admin: AdminClient) -> Committed:
+    """Every consumer group (its id a key, even with no commit) and its committed offsets
+    on every topic (one request per group)."""
     listed = admin.list_consumer_groups(request_timeout=TIMEOUT_S).result()
-    out: dict[str, Offsets] = {}
+    out: Committed = {}
     for group in sorted(g.group_id for g in listed.valid):
+        out[group] = {}
         asked = [ConsumerGroupTopicPartitions(group)]
         futures = admin.list_consumer_group_offsets(asked, request_timeout=TIMEOUT_S)
         for future in futures.values():
-            committed = future.result()
-            mine = {
-                tp.partition: int(tp.offset)
-                for tp in committed.topic_partitions or []
-                if tp.topic == topic and tp.offset >= 0
-            }
-            if mine:
-                out[group] = mine
+            for tp in future.result().topic_partitions or []:
+                if tp.offset >= 0:
+                    out.setdefault(group, {}).setdefault(tp.topic, {})[tp.partition] = tp.offset
     return out
 
 
-def group_members(
-    admin: AdminClient, groups: list[str], topic: str
-) -> dict[str, list[dict[str, Any]]]:
-    """{group: [{name, host, partitions}]}: each group's live members and what of ``topic``
-    they are assigned (empty for a group with no member now)."""
+def group_members(admin: AdminClient, groups: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """{group: [{name, host, assigned: [(topic, partition)...]}]}: each group's live members
+    (none for a group with no member now, or one the broker cannot describe)."""
     if not groups:
         return {}
     out: dict[str, list[dict[str, Any]]] = {}
@@ -148,11 +147,10 @@ def group_members(
             {
                 "name": m.client_id or m.member_id,
                 "host": m.host,
-                "partitions": sorted(
-                    tp.partition
+                "assigned": [
+                    (tp.topic, tp.partition)
                     for tp in (m.assignment.topic_partitions if m.assignment else [])
-                    if tp.topic == topic
-                ),
+                ],
             }
             for m in described.members
         ]

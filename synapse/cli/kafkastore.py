@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from synapse.backends import kafkaadmin, kafkaops
@@ -50,6 +50,8 @@ class KafkaStore:
         self._admin: AdminClient | None = None
         self._reader: Consumer | None = None
         self._sender: kafkaops.Sender | None = None
+        self._committed: kafkaops.Committed | None = None
+        self._members: dict[str, list[dict[str, Any]]] = {}
 
     # -- clients, made when first needed ----------------------------------------------------
 
@@ -97,10 +99,38 @@ class KafkaStore:
         """{partition: (first offset, end offset)} as the broker reports them."""
         return kafkaops.watermarks(self.reader, name, self.partitions(name))
 
+    def committed(self, name: str) -> dict[str, Offsets]:
+        """{group: {partition: committed offset}} of the groups with a commit on ``name``
+        (every group's offsets are asked once per command)."""
+        if self._committed is None:
+            self._committed = kafkaops.group_offsets(self.admin)
+        return {g: dict(topics[name]) for g, topics in self._committed.items() if name in topics}
+
+    def members(self, name: str) -> dict[str, list[dict[str, Any]]]:
+        """{group: its live members assigned partitions of ``name``, with those partitions}
+        (every group is described once per command)."""
+        if self._committed is None:
+            self._committed = kafkaops.group_offsets(self.admin)
+        if not self._members:
+            self._members = kafkaops.group_members(self.admin, list(self._committed))
+        out: dict[str, list[dict[str, Any]]] = {}
+        for group, found in self._members.items():
+            mine = [
+                {
+                    "name": m["name"],
+                    "host": m["host"],
+                    "partitions": sorted(p for t, p in m["assigned"] if t == name),
+                }
+                for m in found
+            ]
+            out[group] = [m for m in mine if m["partitions"]]
+        return out
+
     def info(self, name: str) -> dict[str, Any]:
         marks = self.marks(name)
-        committed = kafkaops.group_offsets(self.admin, name)
-        members = kafkaops.group_members(self.admin, list(committed), name)
+        committed = self.committed(name)
+        members = self.members(name)
+        committed.update({g: {} for g, found in members.items() if found and g not in committed})
         if self.exact:
             parts, lags, first, last = self._counted(name, marks, committed)
         else:
@@ -166,8 +196,6 @@ class KafkaStore:
     def follow(self, name: str, cursor: Cursor) -> Iterator[list[Record]]:
         follower = kafkaops.reader(self.bootstrap, reset="latest")
         try:
-            from confluent_kafka import TopicPartition
-
             follower.assign([TopicPartition(name, p, o) for p, o in dict(cursor).items()])
             while True:
                 batch: list[Record] = []

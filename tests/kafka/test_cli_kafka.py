@@ -9,10 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from confluent_kafka import Consumer
+
+from synapse.backends import kafkaops
 from synapse.embedded import free_port
 from synapse.tansu import TansuBroker
 from tests.kafka.cli import as_json, commit, json_lines, kafka_cli, make_topic
 from tests.kafka.support import produce, read_back
+from tests.support.polling import wait_sync
 
 SYNAPSE = str(Path(sys.executable).parent / "synapse")
 
@@ -171,3 +175,25 @@ def test_unreachable_broker_is_one_line(topic: str, tmp_path: Path) -> None:
         f"synapse: error: Kafka at kafka://127.0.0.1:{port}: Failed to get metadata: "
         "Local: Broker transport failure"
     ]
+
+
+def test_tansu_describes_no_group_members(broker: TansuBroker, topic: str) -> None:
+    """tansu lists no group without commits and describes a live group with no members, so
+    `streams info` can show no members there (docs/kafka.md); fails the day tansu does."""
+    make_topic(broker, topic)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": f"{topic}.live",
+            "session.timeout.ms": 6000,  # the rejoin tansu asks for waits about this long
+            "log_level": 0,
+        }
+    )
+    consumer.subscribe([topic])
+    try:
+        wait_sync(lambda: consumer.poll(0.1) or consumer.assignment(), 30, "an assignment")
+        admin = kafkaops.admin_client(broker.bootstrap)
+        assert f"{topic}.live" not in kafkaops.group_offsets(admin)
+        assert kafkaops.group_members(admin, [f"{topic}.live"]) == {f"{topic}.live": []}
+    finally:
+        consumer.close()
