@@ -101,7 +101,7 @@ class KafkaDeadLetters:
     def _by_id(self, wanted: list[tuple[int, int]]) -> Iterator[DeadLetter]:
         """Each id's record, read from a position the broker surely has (at most its end
         offset minus one: a fetch past the true end answers nothing on tansu) up to it."""
-        if self.name not in kafkaops.topics(self.store.admin):
+        if not self.store.exists(self.name):
             return
         marks = self.store.marks(self.name)
         for partition, offset in wanted:
@@ -120,7 +120,7 @@ class KafkaDeadLetters:
     def _scan(
         self, chosen: Selection, since: int | None, until: int | None
     ) -> Iterator[DeadLetter]:
-        if self.name not in kafkaops.topics(self.store.admin):
+        if not self.store.exists(self.name):
             return
         self.loaded()  # before reading: a mark written later leaves its dead letter listed
         marks = self.store.marks(self.name)

@@ -50,6 +50,7 @@ class KafkaStore:
         self._admin: AdminClient | None = None
         self._reader: Consumer | None = None
         self._sender: kafkaops.Sender | None = None
+        self._topics: dict[str, int] | None = None
         self._committed: kafkaops.Committed | None = None
         self._members: dict[str, list[dict[str, Any]]] = {}
 
@@ -81,16 +82,22 @@ class KafkaStore:
 
     # -- the seam ---------------------------------------------------------------------------
 
+    def topics(self) -> dict[str, int]:
+        """{topic: partition count}, asked of the broker once per command."""
+        if self._topics is None:
+            self._topics = kafkaops.topics(self.admin)
+        return self._topics
+
     def names(self, match: str) -> list[str]:
         test = compile_glob(match)
-        return sorted(t for t in kafkaops.topics(self.admin) if test(t))
+        return sorted(t for t in self.topics() if test(t))
 
     def exists(self, name: str) -> bool:
-        return name in kafkaops.topics(self.admin)
+        return name in self.topics()
 
     def partitions(self, name: str) -> list[int]:
         """The partitions of topic ``name``; a Failure when there is no such topic."""
-        count = kafkaops.topics(self.admin).get(name)
+        count = self.topics().get(name)
         if count is None:
             raise Failure(f"no topic {name!r}")
         return list(range(count))
@@ -215,7 +222,9 @@ class KafkaStore:
         why = topic_problem(name)
         if why:
             raise UsageError(why)
-        kafkaadmin.ensure_topics(self.bootstrap, [name])
+        if not self.exists(name):
+            kafkaadmin.ensure_topics(self.bootstrap, [name])
+            self._topics = None
         record = to_record(fields, key, self.data_field)
         partition, offset = self.sender.produce(name, record)
         return entry_id(partition, offset).decode()
