@@ -37,10 +37,10 @@ class DeadLetter:
     #: Times its event was redriven before, from the redrive-count hash (``counted``):
     #: never from a field, which the producer of the event could have set.
     redrives: int = 0
-    #: Kafka: the record's key (kept on a redriven copy) and timestamp (ms; 0 on Redis,
-    #: where the id holds the time).
+    #: Kafka: the record's key (kept on a redriven copy) and timestamp (ms; -1: none).
+    #: None on Redis, where the entry id holds the time.
     key: bytes | None = None
-    ms: int = 0
+    ms: int | None = None
 
     @property
     def meta(self) -> dict[bytes, bytes]:
@@ -85,7 +85,9 @@ class DeadLetter:
         return data
 
     def _id_time(self) -> str:
-        return ms_time(self.ms) if self.ms else common.id_time(self.entry_id)
+        if self.ms is None:
+            return common.id_time(self.entry_id)
+        return ms_time(self.ms) if self.ms >= 0 else ""
 
     def with_redrives(self, count: int) -> DeadLetter:
         return DeadLetter(

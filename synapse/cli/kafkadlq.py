@@ -65,6 +65,11 @@ def record_id(value: str) -> tuple[int, int]:
         ) from None
 
 
+def record_ms(letter: DeadLetter) -> int:
+    """A Kafka dead letter's timestamp (-1: none)."""
+    return -1 if letter.ms is None else letter.ms
+
+
 def within(ms: int, since: int | None, until: int | None) -> bool:
     """Whether ``ms`` is inside ``--since``/``--until`` (both inclusive, either absent)."""
     return (since is None or ms >= since) and (until is None or ms <= until)
@@ -131,16 +136,14 @@ class KafkaDeadLetters:
             letter = self.letter(msg)
             if self.is_handled(letter.entry_id):
                 continue
-            if (since is not None and letter.ms < since) or (
-                until is not None and letter.ms > until
-            ):
+            if not within(record_ms(letter), since, until):
                 continue
             if chosen.reasons and letter.get(keys.F_REASON) not in chosen.reasons:
                 continue
             if chosen.sources and letter.get(keys.F_SOURCE) not in chosen.sources:
                 continue
             found.append(letter)
-        found.sort(key=lambda x: (x.ms, *position(x.entry_id.encode())))
+        found.sort(key=lambda x: (record_ms(x), *position(x.entry_id.encode())))
         yield from found
 
     def letter(self, msg: Any) -> DeadLetter:

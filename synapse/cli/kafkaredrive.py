@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from typing import NoReturn
 
 import click
 
@@ -43,7 +44,7 @@ def redrive_on_kafka(
     force: bool,
     max_redrives: int,
     as_json: bool,
-) -> None:
+) -> NoReturn:
     """Redrive, report, audit and exit (0, 1 when any was refused, 130 on Ctrl-C)."""
     rate, limit = pace
     letters = open_kafka_dead_letters(name)

@@ -21,6 +21,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 import click
 
@@ -194,7 +195,7 @@ def run_on_kafka(
     dry_run: bool,
     restart: bool,
     as_json: bool,
-) -> None:
+) -> NoReturn:
     """The Kafka run (``cli/kafkareplay.py``), reported and audited as on Redis."""
     url = common.store_url()
     ctx = click.get_current_context()

@@ -238,7 +238,9 @@ class KafkaStore:
             msg.partition() or 0, msg.offset() or 0, msg.value(), headers, self.data_field
         )
         _, ms = msg.timestamp()
-        return Record(id=eid.decode(), ms=max(0, ms), fields=list(fields or []), key=msg.key())
+        return Record(
+            id=eid.decode(), ms=ms if ms >= 0 else -1, fields=list(fields or []), key=msg.key()
+        )
 
     def _ends(
         self, name: str, marks: dict[int, tuple[int, int]]
@@ -292,7 +294,7 @@ class KafkaStore:
 
 def first_ms(record: Record | None) -> int | None:
     """The record's timestamp in ms (None for no record or no timestamp)."""
-    return record.ms if record is not None and record.ms > 0 else None
+    return record.ms if record is not None and record.ms >= 0 else None
 
 
 def first_ms_key(record: Record) -> int:

@@ -35,14 +35,14 @@ class Record:
     """One entry or record as the commands show it."""
 
     id: str
-    ms: int  # its time, ms since the epoch (Redis: the id's; Kafka: the timestamp; 0: none)
+    ms: int  # its time, ms since the epoch (Redis: the id's; Kafka: the timestamp; -1: none)
     fields: list[bytes]  # flat name, value pairs (Kafka: headers, then the value as data)
     key: bytes | None = None  # Kafka's record key; None on Redis
 
     @property
     def time(self) -> str:
         """ISO 8601 UTC, or '' for no time."""
-        return ms_time(self.ms) if self.ms > 0 else ""
+        return ms_time(self.ms) if self.ms >= 0 else ""
 
 
 #: Where ``follow`` picks up: opaque to the commands (an id on Redis, offsets on Kafka).
