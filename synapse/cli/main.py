@@ -29,13 +29,15 @@ def main() -> None:
     """Operate Synapse: check configs, dry-run routing, inspect streams and dead letters.
 
     Store: --url / SYNAPSE_URL (aliases --redis-url / SYNAPSE_REDIS_URL), else the
-    URL the router wrote to <state-dir>/redis.url. Exit codes: 0 ok, 1 findings or failure, 2 usage,
+    URL the router wrote to <state-dir>/redis.url; a kafka://host:9092 URL works for
+    streams, tail, publish, dlq and replay (docs/kafka.md). Exit codes: 0 ok, 1 findings or failure, 2 usage,
     130 interrupted. Every command takes -h for its own help and examples.
 
     \b
     Examples:
       synapse check --strict
       synapse --url redis://localhost:6379/0 streams
+      synapse --url kafka://localhost:9092 dlq list
       synapse dlq list --since -2h
     """
 
