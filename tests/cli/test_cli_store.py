@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import redis
 
 from tests.cli.conftest import Invoke, as_json
@@ -20,3 +23,10 @@ def test_publish_key_is_refused_on_redis(cli: Invoke, r: redis.Redis) -> None:
     result = cli("publish", "ingress", "--no-validate", "--key", "k", "{}")
     assert result.exit_code == 2 and "--key is for Kafka" in result.stderr
     assert not r.exists("ingress")
+
+
+def test_the_cli_loads_no_kafka_client_until_a_kafka_url() -> None:
+    """confluent-kafka is the optional `kafka` extra: importing the CLI does not load it."""
+    code = "import sys, synapse.cli.main; print('confluent_kafka' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
+    assert done.stdout.strip() == b"False"
