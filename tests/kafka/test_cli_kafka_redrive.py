@@ -72,3 +72,22 @@ def test_redrive_count_follows_the_copy_and_the_limit_refuses(
     refused = cli("dlq", "redrive", "--max-redrives", "1")
     assert refused.exit_code == 1
     assert f"refused {again}: already redriven 1 times (limit 1; --force)" in refused.stderr
+
+
+def test_redrive_refuses_targets_kafka_cannot_have(
+    broker: TansuBroker, topic: str, tmp_path: Path
+) -> None:
+    """--to a name Kafka cannot have, or a handler dead letter whose service has no legal retry
+    topic: refused (exit 1, the dead letter stays outstanding)."""
+    cli, _ = kafka_cli(broker, topic, tmp_path)
+    [plain] = write_dead_letters(broker, f"{topic}.dlq", 1, source=topic)
+    [handler] = write_dead_letters(
+        broker, f"{topic}.dlq", 1, reason="handler_error", source=topic, consumer="svc:a"
+    )
+    to_bad = cli("dlq", "redrive", "--id", plain, "--to", "bad:name")
+    assert to_bad.exit_code == 1
+    assert f"refused {plain}: 'bad:name' cannot be a Kafka topic" in to_bad.stderr
+    no_retry = cli("dlq", "redrive", "--id", handler)
+    assert no_retry.exit_code == 1
+    assert "service 'svc:a' has no legal retry topic" in no_retry.stderr
+    assert as_json(cli("dlq", "list", "--json"))["total"] == 2
