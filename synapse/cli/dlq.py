@@ -131,6 +131,8 @@ def show_cmd(config_path: Path, as_json: bool, stream: str | None, entry_id: str
         click.echo(f"{key + ':':12} {info[key]}")
     if info["truncated"]:
         click.echo(f"{'truncated:':12} {info['truncated']} (cannot be redriven)")
+    if "key" in info:  # Kafka: the record's key, kept on a redriven copy
+        click.echo(f"{'key:':12} {info['key']}")
     click.echo("fields:")
     for i in range(0, len(letter.original()) - 1, 2):
         name_, value = letter.original()[i], letter.original()[i + 1]

@@ -31,7 +31,7 @@ def test_list_and_show_dead_letters_with_partition_offset_ids(
     )
     shown = cli("dlq", "show", ids[1])
     assert shown.exit_code == 0, shown.output
-    assert f"id:          {ids[1]}" in shown.stdout
+    assert f"id:          {ids[1]}" in shown.stdout and "key:         k" in shown.stdout
     assert "  n: 1" in shown.stdout and '  data: {"model_id": "m1"}' in shown.stdout
 
 
