@@ -30,8 +30,9 @@ def main() -> None:
 
     Store: --url / SYNAPSE_URL (aliases --redis-url / SYNAPSE_REDIS_URL), else the
     URL the router wrote to <state-dir>/redis.url; a kafka://host:9092 URL works for
-    streams, tail, publish, dlq and replay (docs/kafka.md). Exit codes: 0 ok, 1 findings or failure, 2 usage,
-    130 interrupted. Every command takes -h for its own help and examples.
+    streams, tail, publish, dlq and replay (docs/kafka.md). Exit codes: 0 ok, 1 findings
+    or failure, 2 usage, 130 interrupted. Every command takes -h for its own help and
+    examples.
 
     \b
     Examples:
