@@ -11,6 +11,7 @@ order across partitions; ids are ``<partition>-<offset>``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from operator import attrgetter
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -25,6 +26,8 @@ from synapse.kafka.names import topic_problem
 from synapse.kafka.records import entry_id, to_entry, to_record
 from synapse.kafka.url import Kind, parse
 from synapse.matching import compile_glob
+
+_ms = attrgetter("ms")
 
 Offsets = kafkaops.Offsets
 
@@ -263,8 +266,8 @@ class KafkaStore:
                 {p: max(lo, hi - 1) + 1 for p, (lo, hi) in marks.items()},
             )
         )
-        oldest = min((self.record(m) for m in firsts), key=first_ms_key, default=None)
-        newest = max((self.record(m) for m in lasts), key=first_ms_key, default=None)
+        oldest = min((self.record(m) for m in firsts), key=_ms, default=None)
+        newest = max((self.record(m) for m in lasts), key=_ms, default=None)
         return oldest, newest
 
     def _counted(
@@ -285,9 +288,9 @@ class KafkaStore:
                 if offset >= offsets.get(p, 0):
                     lags[g] += 1
             record = self.record(msg)
-            if oldest is None or first_ms_key(record) < first_ms_key(oldest):
+            if oldest is None or record.ms < oldest.ms:
                 oldest = record
-            if newest is None or first_ms_key(record) >= first_ms_key(newest):
+            if newest is None or record.ms >= newest.ms:
                 newest = record
         return parts, lags, oldest, newest
 
@@ -295,7 +298,3 @@ class KafkaStore:
 def first_ms(record: Record | None) -> int | None:
     """The record's timestamp in ms (None for no record or no timestamp)."""
     return record.ms if record is not None and record.ms >= 0 else None
-
-
-def first_ms_key(record: Record) -> int:
-    return record.ms
