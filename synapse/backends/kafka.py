@@ -118,6 +118,7 @@ class KafkaBackend:
             }
         )
         self._kafka: Consumer | None = None
+        self._closed = False
         self._group: str | None = None
         self._data_field = b"data"
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")
@@ -486,9 +487,15 @@ class KafkaBackend:
             await self._commit_offsets()
 
     async def close(self) -> None:
+        """Leave the group, flush and close the producer, drop the admin client: no
+        librdkafka client of this backend stays connected (idempotent)."""
         if self._kafka is not None:
             with contextlib.suppress(Exception):
                 await self._call(self._kafka.close)
             self._kafka = None
-        await asyncio.to_thread(self.producer.flush, 5.0)
+        if not self._closed:
+            self._closed = True
+            await asyncio.to_thread(self.producer.flush, 5.0)
+            await asyncio.to_thread(self.producer.close)
         self._thread.shutdown(wait=False)
+        admin.forget(self.bootstrap)

@@ -36,6 +36,19 @@ def _admin(bootstrap: str) -> AdminClient:
         return found
 
 
+def forget(bootstrap: str) -> None:
+    """Drop the process's admin client of ``bootstrap`` (destroyed once no call holds it;
+    the next call opens a new one): a closed backend leaves no client reconnecting."""
+    with _clients_lock:
+        _clients.pop(bootstrap, None)
+
+
+def forget_all() -> None:
+    """Drop every cached admin client (``forget``), e.g. before a test broker stops."""
+    with _clients_lock:
+        _clients.clear()
+
+
 def named_topics(table: RoutingTable) -> list[str]:
     """Every topic the table names literally: sources, destinations, unrouted, dead letter."""
     names = [s for s in table.sources if not is_glob(s)]

@@ -5,6 +5,7 @@ point held by a record not yet acknowledged; reclaim is the group's rebalance)."
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -15,13 +16,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from synapse import log as logging
 from synapse.backend import Batch
-from synapse.backends import open_backend
+from synapse.backends import kafkaadmin, open_backend
 from synapse.backends.kafka import KafkaBackend
 from synapse.config import RoutingTable
 from synapse.errors import Failure
 from synapse.metrics import Metrics
 from synapse.plan import Planner
 from synapse.tansu import TansuBroker
+from tests.kafka.support import rdkafka_threads
 from tests.support.polling import wait_for
 
 TABLE = """
@@ -145,9 +147,11 @@ async def store(
         return bool(backend.assigned())
 
     await wait_for(joined, 30, "the group's partitions assigned")
+    made = Store(backend, table, broker, source, out, stopping)
     try:
-        yield Store(backend, table, broker, source, out, stopping)
+        yield made
     finally:
+        made.producer.close()
         await backend.close()
 
 
@@ -272,3 +276,15 @@ async def test_classify_names_a_lost_connection(store: Store) -> None:
         assert store.backend.classify(ValueError("a bug")) == Failure.INTERNAL
     finally:
         await unreachable.close()
+
+
+async def test_close_leaves_no_client_connected(store: Store) -> None:
+    """close: the consumer, the producer and the admin client of the backend are closed (none
+    would reconnect to a broker that stopped); closing again is harmless."""
+    assert rdkafka_threads()  # open: its clients run threads of their own
+    store.producer.close()
+    await store.backend.close()
+    await store.backend.close()
+    assert store.broker.bootstrap not in kafkaadmin._clients
+    gc.collect()
+    await wait_for(lambda: not rdkafka_threads(), 10, lambda: f"closed: {rdkafka_threads()}")
