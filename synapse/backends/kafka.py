@@ -42,7 +42,7 @@ from synapse.backend import Batch, CommitResult, Pages, Presence, Read
 from synapse.backends import kafkaadmin as admin
 from synapse.backends.kafkaattempts import Attempts, key_of
 from synapse.backends.kafkaattempts import Table as AttemptsTable
-from synapse.backends.kafkafailures import classify_kafka
+from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL, BrokerWatch, classify_kafka
 from synapse.config import RouterSettings, RoutingTable
 from synapse.errors import Failure
 from synapse.kafka.records import Headers, position, to_entry, to_record
@@ -106,9 +106,12 @@ class KafkaBackend:
         self.stopping = stopping
         self.log = log
         self.bootstrap = parse(url).bootstrap
+        self._watch = BrokerWatch()
         self.producer = Producer(
             {
                 "bootstrap.servers": self.bootstrap,
+                "error_cb": self._watch,
+                "log_level": CLIENT_LOG_LEVEL,
                 "client.id": consumer,
                 "acks": "all",
                 "enable.idempotence": False,  # tansu has no InitProducerId (docs/kafka.md)
@@ -144,6 +147,8 @@ class KafkaBackend:
             self._kafka = Consumer(
                 {
                     "bootstrap.servers": self.bootstrap,
+                    "error_cb": self._watch,
+                    "log_level": CLIENT_LOG_LEVEL,
                     "group.id": settings.group,
                     "client.id": self.consumer,
                     "enable.auto.commit": False,
@@ -174,6 +179,8 @@ class KafkaBackend:
         group's member id is the client's own."""
         self._data_field = settings.data_field.encode()
         await asyncio.to_thread(self.producer.list_topics, None, CONNECT_TIMEOUT_S)
+        await asyncio.to_thread(self.producer.poll, 0)  # errors queued while it was away
+        self._watch.clear()
         await self._call(self._open, settings)
         self.metrics.redis_up.set(1)
         return None
@@ -235,6 +242,7 @@ class KafkaBackend:
             self._forget_revoked()
             if found:
                 return await self._hand_out(found, settings)
+            self._watch.raise_if_down()  # only with nothing in hand: no record read is dropped
             if left <= 0:
                 return []
 
@@ -268,12 +276,13 @@ class KafkaBackend:
         by_topic: dict[str, list[Entry]] = {}
         counted: dict[str, dict[bytes, int]] = {}
         cut: set[Partition] = set()
+        failed: KafkaError | None = None
         for msg in messages:
             error = msg.error()
             if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(error)
+                if error.code() != KafkaError._PARTITION_EOF:
+                    failed = failed or error
+                continue
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             assert topic is not None and partition is not None and offset is not None
             at = (topic, partition)
@@ -302,6 +311,8 @@ class KafkaBackend:
             by_topic.setdefault(topic, []).append(entry)
             if deliveries > 1:
                 counted.setdefault(topic, {})[entry[0]] = deliveries
+        if failed is not None:  # raised once every record is held: own_pending routes them
+            raise KafkaException(failed)
         return [Batch(topic, entries, counted.get(topic)) for topic, entries in by_topic.items()]
 
     def _seek(self, to: TopicPartition) -> None:
@@ -361,7 +372,7 @@ class KafkaBackend:
             for write in each.writes:
                 record = to_record(write.fields, held.key, self._data_field)
                 self._produce(write.stream, record, each.entry_id, errors)
-        await asyncio.to_thread(self.producer.flush)
+        await asyncio.to_thread(self._flush)
         failed = {eid: next(iter(errors[eid].values())) for eid in errors}
         for eid in done:
             if eid not in failed:
@@ -392,6 +403,12 @@ class KafkaBackend:
             except KafkaException as exc:  # refused before sending (too large, bad topic)
                 errors.setdefault(eid, {})[topic] = str(exc.args[0])
                 return
+
+    def _flush(self) -> None:
+        """Wait for every acknowledgement, in slices: every broker gone ends the wait (the
+        copies not acknowledged stay in the producer; their records stay uncommitted)."""
+        while self.producer.flush(SLICE_S):
+            self._watch.raise_if_down()
 
     async def _commit_offsets(self) -> None:
         """Per partition: commit up to the first record still held."""

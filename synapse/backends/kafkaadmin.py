@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL
 from synapse.config import RoutingTable
 from synapse.matching import compile_glob, is_glob
 from synapse.sources import written_by
@@ -32,7 +33,9 @@ def _admin(bootstrap: str) -> AdminClient:
     with _clients_lock:
         found = _clients.get(bootstrap)
         if found is None:
-            found = _clients[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
+            found = _clients[bootstrap] = AdminClient(
+                {"bootstrap.servers": bootstrap, "log_level": CLIENT_LOG_LEVEL}
+            )
         return found
 
 

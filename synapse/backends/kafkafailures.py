@@ -59,3 +59,31 @@ def classify_kafka(exc: BaseException) -> Failure:
     if isinstance(exc, ConnectionError | TimeoutError):
         return Failure.CONNECTION
     return Failure.INTERNAL
+
+
+#: librdkafka's own log level for every client (syslog levels): critical only. Its errors
+#: reach ``BrokerWatch`` instead; left at 6 it prints a "Connect ... failed" line per client
+#: and reconnect attempt while a broker is away (hundreds a minute, none structured).
+CLIENT_LOG_LEVEL = 2
+
+
+class BrokerWatch:
+    """The ``error_cb`` of the backend's clients: notes when librdkafka finds every broker
+    down (``_ALL_BROKERS_DOWN``), which it otherwise only logs while it reconnects."""
+
+    def __init__(self) -> None:
+        self._pending: KafkaError | None = None  # not yet raised by the loop
+
+    def __call__(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._pending = error
+
+    def raise_if_down(self) -> None:
+        """Raise the outage once (a CONNECTION failure for ``classify_kafka``)."""
+        error, self._pending = self._pending, None
+        if error is not None:
+            raise KafkaException(error)
+
+    def clear(self) -> None:
+        """A broker answers again: an outage reported late (served after it) is stale."""
+        self._pending = None

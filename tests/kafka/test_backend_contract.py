@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from synapse import log as logging
 from synapse.backend import Batch
@@ -288,3 +296,22 @@ async def test_close_leaves_no_client_connected(store: Store) -> None:
     assert store.broker.bootstrap not in kafkaadmin._clients
     gc.collect()
     await wait_for(lambda: not rdkafka_threads(), 10, lambda: f"closed: {rdkafka_threads()}")
+
+
+async def test_a_partition_error_is_raised_once_the_records_read_with_it_are_held(
+    store: Store,
+) -> None:
+    """read: an error for one partition amid a fetch is raised after every record of the
+    fetch is held (own_pending hands them out next): none is dropped past the position."""
+    record = {"value": b'{"n": 1}', "headers": [("type", b"t")]}
+    fetched = [
+        Message(topic=store.source, partition=0, offset=0, **record),
+        Message(topic=store.source, partition=1, error=KafkaError(KafkaError.UNKNOWN)),
+        Message(topic=store.source, partition=0, offset=1, **record),
+    ]
+    with pytest.raises(KafkaException) as raised:
+        await store.backend._hand_out(fetched, store.table.settings)
+    assert store.backend.classify(raised.value) == Failure.RESPONSE
+    settings = store.table.settings
+    [held] = await _pages(store.backend.own_pending(settings, [store.source], counted=False))
+    assert [e[0] for e in held.entries] == [b"0-0", b"0-1"]
