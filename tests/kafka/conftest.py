@@ -26,7 +26,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
 def no_client_left_open() -> Iterator[None]:
     """Fails the test that leaves a librdkafka client open. The process-wide admin clients
     (``kafkaadmin``, shared by every caller of its functions) are dropped first; a backend
-    drops its own at ``close`` (tests/kafka/test_backend_contract.py)."""
+    drops its own at ``close`` (tests/kafka/test_backend_kafka.py)."""
     yield
     kafkaadmin.forget_all()
 

@@ -1,6 +1,7 @@
-"""The Backend protocol's contract (tests/cluster/test_backend_contract.py) on Kafka, against
-tansu: the same promises where they apply, and the Kafka forms of the others (the commit
-point held by a record not yet acknowledged; reclaim is the group's rebalance)."""
+"""What only the Kafka backend promises, against tansu (the contract every backend keeps,
+Kafka included, is tests/cluster/test_backend_contract.py): keys kept on the copies, the
+commit point held by a record not yet acknowledged, reclaim as the group's rebalance, a
+partition error amid a fetch, close leaving no client connected."""
 
 from __future__ import annotations
 
@@ -163,27 +164,9 @@ async def store(
         await backend.close()
 
 
-async def test_read_hands_new_entries_once_as_first_deliveries(store: Store) -> None:
-    """read: new entries of the source, in order, deliveries None; a second read has none."""
-    ids = store.add(3)
-    read = await store.read_n(3)
-    assert {b.source for b in read} == {store.source}
-    assert [e[0] for b in read for e in b.entries] == ids
-    assert all(b.deliveries is None for b in read)
-    assert await store.backend.read(store.table.settings, [store.source], 300) == []
-
-
-async def test_read_returns_none_when_stopped_while_waiting(store: Store) -> None:
-    """read: a stop while it waits for entries returns None at once."""
-    waiting = asyncio.ensure_future(store.backend.read(store.table.settings, [store.source], 5000))
-    await asyncio.sleep(0.05)
-    store.stopping.set()
-    assert await asyncio.wait_for(waiting, 2) is None
-
-
-async def test_commit_produces_the_copies_with_keys_and_commits_the_offset(store: Store) -> None:
-    """commit: every copy produced with provenance and the source's key; the offset after
-    the last record committed; nothing left held."""
+async def test_commit_keeps_the_source_key_on_every_copy(store: Store) -> None:
+    """commit: every copy produced with the source record's key (and provenance); the offset
+    after the last record committed; nothing left held."""
     ids = store.add(2, key=b"k1")
     [batch] = await store.read_n(2)
     await store.commit_all(batch)
@@ -194,22 +177,6 @@ async def test_commit_produces_the_copies_with_keys_and_commits_the_offset(store
     assert store.committed() == 2
     settings = store.table.settings
     assert await _pages(store.backend.own_pending(settings, [store.source], counted=True)) == []
-
-
-async def test_own_pending_counts_a_delivery_only_when_asked(store: Store) -> None:
-    """own_pending: entries read but not committed come back; counted re-reads add one;
-    nothing is committed while they are held."""
-    ids = store.add(2)
-    await store.read_n(2)
-    settings = store.table.settings
-    [quiet] = await _pages(store.backend.own_pending(settings, [store.source], counted=False))
-    assert [e[0] for e in quiet.entries] == ids
-    assert dict(quiet.deliveries or {}) == dict.fromkeys(ids, 1)
-    [counted] = await _pages(store.backend.own_pending(settings, [store.source], counted=True))
-    assert dict(counted.deliveries or {}) == dict.fromkeys(ids, 2)
-    await store.commit_all(counted)
-    assert await _pages(store.backend.own_pending(settings, [store.source], counted=True)) == []
-    assert store.committed() == 2
 
 
 async def test_retry_later_holds_the_commit_point_and_hands_the_entry_back(
@@ -264,26 +231,6 @@ async def test_reclaim_is_the_groups_rebalance(store: Store, broker: TansuBroker
         assert found == ids[1:]
     finally:
         await other.close()
-
-
-async def test_classify_names_a_lost_connection(store: Store) -> None:
-    """classify: an unreachable broker is a CONNECTION failure; a bug is INTERNAL."""
-    unreachable = open_backend(
-        "kafka://127.0.0.1:1",
-        consumer="x",
-        password=None,
-        block_ms=100,
-        metrics=Metrics(),
-        stopping=store.stopping,
-        log=logging.get("test"),
-    )
-    try:
-        with pytest.raises(Exception) as raised:
-            await unreachable.start(store.table.settings)
-        assert unreachable.classify(raised.value) == Failure.CONNECTION
-        assert store.backend.classify(ValueError("a bug")) == Failure.INTERNAL
-    finally:
-        await unreachable.close()
 
 
 async def test_close_leaves_no_client_connected(store: Store) -> None:
