@@ -111,10 +111,18 @@ class KafkaBackend:
         self._data_field = self._committer.data_field = settings.data_field.encode()
         await asyncio.to_thread(self.producer.list_topics, None, CONNECT_TIMEOUT_S)
         await asyncio.to_thread(self.producer.poll, 0)  # errors queued while it was away
-        self._watch.clear()
+        if self._watch.answered() and self._group.kafka is not None:
+            await self._reopen()
         await self._open(settings)
         self.metrics.redis_up.set(1)
         return None
+
+    async def _reopen(self) -> None:
+        """After every broker was away: a new consumer, nothing held, from the committed
+        offsets (a broker that lost its topics numbers them from 0 again)."""
+        held = self._held.count()
+        await self._group.close_consumer()
+        self.log.warning("kafka_consumer_reopened", reason="all_brokers_down", held=held)
 
     def renew_s(self, settings: RouterSettings) -> float:
         return 30.0

@@ -108,10 +108,16 @@ class GroupConsumer:
             return []
         return [(tp.topic, tp.partition) for tp in self.kafka.assignment()]
 
-    async def close(self) -> None:
-        """Leave the group; the thread ends once idle."""
+    async def close_consumer(self) -> None:
+        """Leave the group (the next ``open`` makes a new consumer)."""
         if self.kafka is not None:
             with contextlib.suppress(Exception):
                 await self.call(self.kafka.close)
             self.kafka = None
+            self.group = None
+        self._revoked.clear()
+
+    async def close(self) -> None:
+        """Leave the group; the thread ends once idle."""
+        await self.close_consumer()
         self._thread.shutdown(wait=False)

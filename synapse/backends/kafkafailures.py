@@ -73,10 +73,12 @@ class BrokerWatch:
 
     def __init__(self) -> None:
         self._pending: KafkaError | None = None  # not yet raised by the loop
+        self._went = False  # since the last ``answered``
 
     def __call__(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self._pending = error
+            self._went = True
 
     def raise_if_down(self) -> None:
         """Raise the outage once (a CONNECTION failure for ``classify_kafka``)."""
@@ -84,6 +86,8 @@ class BrokerWatch:
         if error is not None:
             raise KafkaException(error)
 
-    def clear(self) -> None:
-        """A broker answers again: an outage reported late (served after it) is stale."""
-        self._pending = None
+    def answered(self) -> bool:
+        """A broker answers again: whether every broker went away since the last call.
+        An outage reported late (served after the answer) is stale: forgotten."""
+        went, self._went, self._pending = self._went, False, None
+        return went

@@ -69,6 +69,10 @@ class HeldRecords:
         self._committed.pop(at, None)
         return len(self._held.pop(at, {}))
 
+    def count(self) -> int:
+        """How many records are held."""
+        return sum(len(rows) for rows in self._held.values())
+
     def hold(self, at: Partition, offset: int, held: Held) -> None:
         self._held.setdefault(at, {})[offset] = held
         self._high[at] = max(self._high.get(at, 0), offset + 1)

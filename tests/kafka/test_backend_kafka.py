@@ -6,10 +6,12 @@ partition error amid a fetch, close leaving no client connected."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,8 +132,8 @@ async def _pages(pages: Any) -> list[Batch]:
     return [batch async for batch in pages]
 
 
-@pytest.fixture
-async def store(
+@contextlib.asynccontextmanager
+async def _store_on(
     broker: TansuBroker, topic: str, table_from: Callable[..., RoutingTable]
 ) -> AsyncIterator[Store]:
     """A backend subscribed to its own source topic, with its partitions assigned."""
@@ -148,20 +150,29 @@ async def store(
         log=logging.get("test"),
     )
     assert isinstance(backend, KafkaBackend)
-    await backend.start(table.settings)
-    assert await backend.discover(table, create=True) == [source]
-
-    async def joined() -> bool:
-        assert await backend.read(table.settings, [source], 100) == []
-        return bool(backend.assigned())
-
-    await wait_for(joined, 30, "the group's partitions assigned")
     made = Store(backend, table, broker, source, out, stopping)
     try:
+        await backend.start(table.settings)
+        assert await backend.discover(table, create=True) == [source]
+
+        async def joined() -> bool:
+            assert await backend.read(table.settings, [source], 100) == []
+            return bool(backend.assigned())
+
+        await wait_for(joined, 30, "the group's partitions assigned")
         yield made
     finally:
         made.producer.close()
         await backend.close()
+
+
+@pytest.fixture
+async def store(
+    broker: TansuBroker, topic: str, table_from: Callable[..., RoutingTable]
+) -> AsyncIterator[Store]:
+    """A backend on the session's broker (``_store_on``)."""
+    async with _store_on(broker, topic, table_from) as made:
+        yield made
 
 
 async def test_commit_keeps_the_source_key_on_every_copy(store: Store) -> None:
@@ -262,3 +273,41 @@ async def test_a_partition_error_is_raised_once_the_records_read_with_it_are_hel
     settings = store.table.settings
     [held] = await _pages(store.backend.own_pending(settings, [store.source], counted=False))
     assert [e[0] for e in held.entries] == [b"0-0", b"0-1"]
+
+
+async def test_a_broker_back_without_its_topics_is_read_from_its_own_offsets(
+    topic: str, table_from: Callable[..., RoutingTable], tmp_path: Path
+) -> None:
+    """Every broker away while records are held, then one back on the same address with no
+    topics (tansu: memory only): the backend starts over (a new consumer, nothing held), and
+    the new broker's records are read and committed from offset 0, not the old positions."""
+    own = TansuBroker(log_dir=tmp_path / "tansu").start()
+    try:
+        async with _store_on(own, topic, table_from) as store:
+            settings = store.table.settings
+            store.add(3)
+            await store.read_n(3)  # held, never committed
+            own.kill()
+
+            async def down() -> bool:
+                try:
+                    await store.backend.read(settings, [store.source], 100)
+                except KafkaException as exc:
+                    return store.backend.classify(exc) == Failure.CONNECTION
+                return False
+
+            await wait_for(down, 30, "every broker away, raised by a read")
+            own.start()  # the same port, no topics
+            await store.backend.start(settings)
+            pending = store.backend.own_pending(settings, [store.source], counted=False)
+            assert await _pages(pending) == []
+            assert await store.backend.discover(store.table, create=True) == [store.source]
+            ids = store.add(2)
+            assert ids == [b"0-0", b"0-1"]  # numbered from 0 again
+            read = await store.read_n(2)
+            assert [e[0] for b in read for e in b.entries] == ids
+            for batch in read:
+                await store.commit_all(batch)
+            assert store.committed() == 2
+    finally:
+        own.stop()
