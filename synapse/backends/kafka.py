@@ -85,7 +85,7 @@ class KafkaBackend:
         self.stopping = stopping
         self.log = log
         self.bootstrap = parse(url).bootstrap
-        self._watch = BrokerWatch()
+        self._watch = BrokerWatch(log)
         self.producer = Producer(producer_config(self.bootstrap, consumer, self._watch))
         self._group = GroupConsumer(self.bootstrap, consumer, self._watch)
         self._closed = False
