@@ -39,14 +39,9 @@ def produce(
     headers: list[tuple[str, bytes]] | None = None,
     key: bytes | None = None,
     partition: int | None = None,
-    batched: bool = True,
 ) -> list[bytes]:
-    """Produce ``values`` with acks=all; their entry ids (``<partition>-<offset>``).
-    ``batched=False``: one record per produce request (tansu's high watermark under-reports
-    after batched produce, and a consumer starting past it fetches nothing: docs/kafka.md)."""
+    """Produce ``values`` with acks=all; their entry ids (``<partition>-<offset>``)."""
     config: dict[str, Any] = {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5}
-    if not batched:
-        config.update({"linger.ms": 0, "batch.num.messages": 1, "max.in.flight": 1})
     producer = Producer(config)
     ids: list[bytes] = []
 
@@ -102,9 +97,9 @@ def read_back(
 
 
 class Feeder:
-    """Produces records to ``topic`` on a thread of its own, one record per request (tansu's
-    high watermark: ``produce``), ``per_tick`` records every ``tick_s``, until ``stop()``:
-    a source that keeps growing, so a router can never drain it before the test acts."""
+    """Produces records to ``topic`` on a thread of its own, ``per_tick`` records every
+    ``tick_s``, until ``stop()``: a source that keeps growing, so a router can never drain
+    it before the test acts."""
 
     def __init__(
         self,
@@ -132,9 +127,7 @@ class Feeder:
             while not self._stop.is_set():
                 n = len(self.ids)
                 values = [self.value(n + i) for i in range(self.per_tick)]
-                self.ids += produce(
-                    self.bootstrap, self.topic, values, headers=self.headers, batched=False
-                )
+                self.ids += produce(self.bootstrap, self.topic, values, headers=self.headers)
                 self._stop.wait(self.tick_s)
         except BaseException as exc:  # handed to stop(), on the test's thread
             self._failed = exc

@@ -65,7 +65,7 @@ def test_router_killed_three_times_mid_drain_loses_nothing(
     args = [*router_args(config, None, consumer="r"), "--url", broker.url]
     source = f"{topic}.in"
     prefill = [_value(i) for i in range(PREFILL)]
-    ids = produce(broker.bootstrap, source, prefill, headers=_HEADERS, batched=False)
+    ids = produce(broker.bootstrap, source, prefill, headers=_HEADERS)
     feeder = Feeder(broker.bootstrap, source, lambda n: _value(PREFILL + n), headers=_HEADERS)
     router = RouterProcess(None, None, args=args, log_path=tmp_path / "router.log")
     try:
