@@ -77,6 +77,7 @@ def test_broker_away_router_not_ready_backs_off_and_routes_again(
         router.wait_metric("synapse_redis_up", lambda v: v == 1)
         _routes(broker, topic, 20, start=100)
         assert router.alive()
+        assert router.events("kafka_consumer_reopened")  # started over from the new broker
     finally:
         router.kill()
         broker.stop()
