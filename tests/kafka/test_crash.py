@@ -16,7 +16,7 @@ from tests.kafka.support import Feeder, Got, produce, read_back
 from tests.support.polling import wait_sync
 from tests.support.router import RouterProcess, router_args
 
-#: Records in the source before the first start; the feeder adds ~500/s until the last kill.
+#: Records in the source before the first start; the feeder adds up to 500/s until the last kill.
 PREFILL = 10_000
 KILLS = 3
 TABLE = """
