@@ -1,7 +1,10 @@
 """``synapse services``: the service registry (services and routers, with heartbeats).
 
 A consuming service's row also shows its group's pending entries and lag on each
-stream it reads (summed in the table, per stream in ``--json``).
+stream it reads (summed in the table, per stream in ``--json``). On a ``kafka://``
+URL the registry is the ``synapse.registry`` topic (``backends/kafkaregistry.py``)
+and the lag is end offsets minus the group's committed offsets
+(``backends/kafkagroups.py``; Kafka has no pending list: ``-``).
 """
 
 from __future__ import annotations
@@ -15,10 +18,27 @@ from redis.exceptions import ResponseError
 
 from synapse import registry, settings, wire
 from synapse.cli import common
+from synapse.client.seam import check_url
+from synapse.kafka.url import backend_kind
+from synapse.kafka.url import parse as parse_kafka
+
+
+def store_url() -> str:
+    """The URL by flag > env > state file: Redis, or Kafka (``kafka://``, checked)."""
+    url = common.resolved_url()
+    if url and backend_kind(url) == "kafka":
+        return check_url(url)
+    return common.redis_url()
 
 
 async def fetch(url: str) -> list[registry.Registration]:
-    """The registry at ``url`` (one server, or a cluster for ``redis+cluster://``)."""
+    """The registry at ``url`` (one server, a cluster for ``redis+cluster://``, or the
+    registry topic for ``kafka://``)."""
+    if backend_kind(url) == "kafka":
+        from synapse.backends import kafkaregistry
+
+        bootstrap = parse_kafka(url).bootstrap
+        return await asyncio.to_thread(kafkaregistry.list_services, bootstrap)
     client = wire.connect_any(url, read_timeout_s=30, password=settings.password())
     try:
         return await registry.list_services(client)
@@ -28,7 +48,7 @@ async def fetch(url: str) -> list[registry.Registration]:
 
 def live_services() -> list[registry.Registration]:
     """The registry as it is now (expired instances are already gone)."""
-    url = common.redis_url()
+    url = store_url()
     click.get_current_context().meta["synapse.resolved_url"] = url
     return asyncio.run(fetch(url))
 
@@ -41,6 +61,8 @@ async def group_lag(
     out: dict[tuple[str, str], dict[str, int | None]] = {}
     if not wanted:
         return out
+    if backend_kind(url) == "kafka":
+        return await asyncio.to_thread(_kafka_lag, url, wanted)
     client = wire.connect_any(url, read_timeout_s=30, password=settings.password())
     try:
         for group, stream in sorted(wanted):
@@ -57,6 +79,23 @@ async def group_lag(
                     }
     finally:
         await client.aclose()
+    return out
+
+
+def _kafka_lag(
+    url: str, wanted: set[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, int | None]]:
+    from synapse.backends.kafkagroups import Groups
+
+    groups = Groups(parse_kafka(url).bootstrap)
+    out: dict[tuple[str, str], dict[str, int | None]] = {}
+    try:
+        for group, topic in sorted(wanted):
+            found = groups.on_topic(group, topic)
+            if found is not None:
+                out[(group, topic)] = {"pending": found["pending"], "lag": found["lag"]}
+    finally:
+        groups.close()
     return out
 
 
@@ -80,7 +119,7 @@ def services(as_json: bool) -> None:
       synapse services --json | jq '.services[] | select(.kind == "service")'
     """
     found = live_services()
-    lags = asyncio.run(group_lag(common.redis_url(), found))
+    lags = asyncio.run(group_lag(click.get_current_context().meta["synapse.resolved_url"], found))
 
     def lag_of(reg: registry.Registration) -> dict[str, dict[str, int | None]]:
         return {

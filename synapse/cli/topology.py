@@ -1,17 +1,21 @@
 """``synapse topology``: producers -> sources -> router -> routes -> destinations -> consumers.
 
 Built from the routing table, ``XINFO GROUPS`` on every stream the picture holds and
-the service registry. Each count appears once: a source's pending and lag on its
-edge into the router, a consumer group's on its edge from its stream. A group named
-after a registered service is that service (its instances counted). Rendered as
-text, JSON (nodes and edges), Mermaid or Graphviz DOT (``topoviews.py``).
+the service registry. On a ``kafka://`` URL (``KafkaView``): topics from the broker's
+metadata, lengths and group lag from watermarks and committed offsets
+(``backends/kafkagroups.py``), the groups being the router's and the registered
+services'; the table is loaded for Kafka (``synapse.dlq`` by default). Each count
+appears once: a source's pending and lag on its edge into the router, a consumer
+group's on its edge from its stream. A group named after a registered service is that
+service (its instances counted). Rendered as text, JSON (nodes and edges), Mermaid or
+Graphviz DOT (``topoviews.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import click
 
@@ -19,7 +23,11 @@ from synapse import keys
 from synapse.cli import common, topoviews
 from synapse.cli.services import live_services
 from synapse.cli.streams import groups_of, stream_names
-from synapse.config import RoutingTable
+from synapse.config import RoutingTable, load_table
+from synapse.errors import ConfigError
+from synapse.kafka.names import retry_topic
+from synapse.kafka.url import backend_kind
+from synapse.kafka.url import parse as parse_kafka
 from synapse.matching import compile_glob, is_glob
 from synapse.registry import Registration
 
@@ -39,17 +47,71 @@ class Graph:
             self.edges.append({"from": src, "to": dst, **attrs})
 
 
-def _length(client: common.Client, name: str) -> int | None:
-    return int(client.xlen(name)) if client.type(name) == b"stream" else None
+class View(Protocol):
+    """What the picture reads from the store."""
+
+    def retry_stream(self, service: str) -> str: ...
+
+    def names(self, pattern: str) -> list[str]: ...
+
+    def length(self, name: str) -> int | None: ...
+
+    def groups(self, name: str) -> list[dict[str, Any]]: ...
 
 
-def _groups(client: common.Client, name: str) -> list[dict[str, Any]]:
-    if client.type(name) != b"stream":
-        return []
-    return groups_of(client, name)
+class RedisView:
+    """Streams, their lengths and their groups (XINFO GROUPS) on Redis."""
+
+    def __init__(self, client: common.Client) -> None:
+        self.client = client
+
+    def retry_stream(self, service: str) -> str:
+        return keys.retry_stream(service)
+
+    def names(self, pattern: str) -> list[str]:
+        return stream_names(self.client, pattern)
+
+    def length(self, name: str) -> int | None:
+        return int(self.client.xlen(name)) if self.client.type(name) == b"stream" else None
+
+    def groups(self, name: str) -> list[dict[str, Any]]:
+        if self.client.type(name) != b"stream":
+            return []
+        return groups_of(self.client, name)
 
 
-def build(table: RoutingTable, client: common.Client, found: list[Registration]) -> Graph:
+class KafkaView:
+    """Topics, their records and the known groups' lag on Kafka (the router's group and
+    the registered services': Kafka lists no group per topic)."""
+
+    def __init__(self, bootstrap: str, groups: list[str]) -> None:
+        from synapse.backends.kafkagroups import Groups
+
+        self.reader = Groups(bootstrap)
+        self.known = sorted(set(groups))
+        self._topics: set[str] | None = None
+
+    def retry_stream(self, service: str) -> str:
+        return retry_topic(service)
+
+    def names(self, pattern: str) -> list[str]:
+        if self._topics is None:
+            self._topics = self.reader.topics()
+        test = compile_glob(pattern)
+        return sorted(t for t in self._topics if test(t))
+
+    def length(self, name: str) -> int | None:
+        return self.reader.length(name)
+
+    def groups(self, name: str) -> list[dict[str, Any]]:
+        found = (self.reader.on_topic(group, name) for group in self.known)
+        return [g for g in found if g is not None]
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def build(table: RoutingTable, view: View, found: list[Registration]) -> Graph:
     """The whole picture as nodes and edges (see the module docstring)."""
     g = Graph()
     s = table.settings
@@ -57,7 +119,7 @@ def build(table: RoutingTable, client: common.Client, found: list[Registration])
     sources: list[str] = []
     for pattern in table.sources:
         if is_glob(pattern):
-            sources += [n for n in stream_names(client, pattern) if n not in excluded]
+            sources += [n for n in view.names(pattern) if n not in excluded]
         else:
             sources.append(pattern)
     sources = list(dict.fromkeys(sources))
@@ -70,8 +132,8 @@ def build(table: RoutingTable, client: common.Client, found: list[Registration])
         running=sorted({r.info.config for r in routers if r.info.config}),
     )
     for source in sources:
-        src = g.node("stream", source, role="source", length=_length(client, source))
-        info = next((x for x in _groups(client, source) if x["name"] == s.group), None)
+        src = g.node("stream", source, role="source", length=view.length(source))
+        info = next((x for x in view.groups(source) if x["name"] == s.group), None)
         g.edge(
             src,
             router,
@@ -90,21 +152,21 @@ def build(table: RoutingTable, client: common.Client, found: list[Registration])
         )
         g.edge(router, rid, kind="routes")
         for dest in route.to:
-            g.edge(rid, g.node("stream", dest, role="destination", length=_length(client, dest)))
-    dlq = g.node("stream", s.dead_letter, role="dead_letter", length=_length(client, s.dead_letter))
+            g.edge(rid, g.node("stream", dest, role="destination", length=view.length(dest)))
+    dlq = g.node("stream", s.dead_letter, role="dead_letter", length=view.length(s.dead_letter))
     g.edge(router, dlq, kind="dead_letter")
     services = [r for r in found if r.info.kind != "router"]
     consumed = {st for r in services for st in r.info.consumes}
-    retries = {keys.retry_stream(r.info.name) for r in services if r.info.group}
+    retries = {view.retry_stream(r.info.name) for r in services if r.info.group}
     watched = sorted(excluded | consumed | retries)
     for name in watched:
         if f"stream:{name}" not in g.nodes:
-            length = _length(client, name)
+            length = view.length(name)
             if name in retries and not length:
                 continue  # an empty retry stream says nothing
             role = "retry" if name in retries else "external"
             g.node("stream", name, role=role, length=length)
-        for info in _groups(client, name):
+        for info in view.groups(name):
             _consumer(g, name, info, services)
     _services(g, services)
     return g
@@ -175,7 +237,20 @@ def topology(config_path: Path, fmt: str, as_json: bool) -> None:
       synapse topology --format mermaid
       synapse topology --format dot | dot -Tpng -o topology.png
     """
-    graph = build(common.table(config_path), common.connect(), live_services())
+    found = live_services()
+    url = click.get_current_context().meta["synapse.resolved_url"]
+    if backend_kind(url) == "kafka":
+        table = _kafka_table(config_path)
+        view = KafkaView(
+            parse_kafka(url).bootstrap,
+            [table.settings.group, *(r.info.group for r in found if r.info.group)],
+        )
+        try:
+            graph = build(table, view, found)
+        finally:
+            view.close()
+    else:
+        graph = build(common.table(config_path), RedisView(common.connect()), found)
     if as_json or fmt == "json":
         common.emit_json({"nodes": list(graph.nodes.values()), "edges": graph.edges})
     elif fmt == "mermaid":
@@ -185,3 +260,12 @@ def topology(config_path: Path, fmt: str, as_json: bool) -> None:
     else:
         for line in topoviews.text(graph.nodes, graph.edges):
             click.echo(line)
+
+
+def _kafka_table(config_path: Path) -> RoutingTable:
+    """The table compiled for Kafka, or a Failure naming its first problems."""
+    try:
+        return load_table(config_path, kind="kafka")
+    except ConfigError as exc:
+        first = "; ".join(str(p) for p in exc.problems[:3])
+        raise common.Failure(f"bad config: {first}") from exc

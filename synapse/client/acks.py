@@ -92,7 +92,13 @@ class Outcome:
 
 
 class Acks:
-    """Queued outcomes for one consumer group, written by ``run`` in the background."""
+    """Queued outcomes for one consumer group, written by ``run`` in the background.
+
+    ``write`` is the store's part (``kafka_acks.KafkaAcks`` overrides it); ``failures``
+    are the errors after which the same outcomes are re-sent.
+    """
+
+    failures: tuple[type[BaseException], ...] = FAILURES
 
     def __init__(
         self, client: wire.Client, group: str, *, cluster: bool, log: Any, backoff: Backoff
@@ -153,7 +159,7 @@ class Acks:
                 for op in ops:
                     if op.written is not None and not op.written.done():
                         op.written.set_result(None)
-            except FAILURES as exc:
+            except self.failures as exc:
                 self._queued[:0] = ops  # kept, in order: every op is safe to re-send
                 for stream, ids in plain.items():
                     self._plain[stream][:0] = ids
