@@ -6,12 +6,32 @@ from __future__ import annotations
 import asyncio
 import json
 
+from confluent_kafka import Consumer, TopicPartition
+
 from synapse.backends import kafkaadmin as admin
 from synapse.client import Bus, Event
+from synapse.client.kafka_io import KafkaStreams
 from synapse.tansu import TansuBroker
 from tests.client.conftest import serving
 from tests.kafka.support import read_back
 from tests.support.polling import wait_for
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int:
+    """The sum over ``topic``'s partitions of ``group``'s committed offsets (on a new topic:
+    the records the group is done with)."""
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        meta = reader.list_topics(topic, timeout=10).topics[topic]
+        found = reader.committed([TopicPartition(topic, p) for p in meta.partitions], timeout=10)
+        return sum(max(0, tp.offset) for tp in found)
+    finally:
+        reader.close()
+
+
+def io_of(bus: Bus) -> KafkaStreams:
+    assert bus.subscriber is not None and isinstance(bus.subscriber.io, KafkaStreams)
+    return bus.subscriber.io
 
 
 async def test_publish_writes_the_envelope_as_headers_and_the_body_as_value(
@@ -51,6 +71,112 @@ async def test_subscriber_handles_wanted_types_and_skips_others(
         await bus.publish("model.retired", {"model_id": "m0"}, stream=topic, key="k")
         await bus.publish("model.ready", {"model_id": "m2"}, stream=topic, key="k")
         await wait_for(lambda: len(seen) == 2 and bus.subscriber.skipped == 1, 30)  # type: ignore[union-attr]
+        await wait_for(lambda: committed(broker.bootstrap, "runtime", topic) == 3, 30)
     assert [e.data["model_id"] for e in seen] == ["m1", "m2"]
     assert seen[0].source == "runtime" and seen[0].stream == topic
     assert seen[0].entry_id.count("-") == 1
+
+
+async def test_failing_handler_is_retried_then_dead_lettered(
+    broker: TansuBroker, topic: str
+) -> None:
+    """A raising handler is retried with backoff, then dead-lettered (handler_error, the
+    exception's last line, synapse-consumer, the record's key) and committed past; the
+    records behind it are handled and committed too."""
+    dlq = f"{topic}.dlq"
+    bus = Bus("runtime", url=broker.url, register=False, block_ms=200, dead_letter=dlq)
+    calls: list[int] = []
+    good: list[str] = []
+
+    @bus.subscribe(topic, max_deliveries=3, retry_backoff_s=0.05, start="earliest")
+    async def handle(event: Event) -> None:
+        if event.data.get("bad"):
+            calls.append(event.deliveries)
+            raise ValueError(f"cannot load {event.data['bad']}")
+        good.append(event.data["k"])
+
+    async with serving(bus):
+        await bus.publish("job.run", {"bad": "x"}, stream=topic, key="job-1")
+        await bus.publish_many([("job.run", {"k": str(i)}) for i in range(5)], stream=topic)
+        await wait_for(lambda: len(good) == 5 and bus.subscriber.dead_lettered == 1, 30)  # type: ignore[union-attr]
+        await wait_for(lambda: committed(broker.bootstrap, "runtime", topic) == 6, 30)
+    assert calls == [1, 2, 3]
+    [dead] = await asyncio.to_thread(read_back, broker.bootstrap, dlq, 1)
+    assert dead.key == b"job-1" and json.loads(dead.value or b"") == {"bad": "x"}
+    assert dead.headers["synapse-reason"] == b"handler_error"
+    assert dead.headers["synapse-error"] == b"ValueError: cannot load x"
+    assert dead.headers["synapse-consumer"] == b"runtime"
+    assert dead.headers["synapse-source"] == topic.encode()
+    assert dead.headers["synapse-deliveries"] == b"3"
+    assert dead.headers["type"] == b"job.run"
+
+
+async def test_attempts_survive_a_restart(broker: TansuBroker, topic: str) -> None:
+    """A record whose handler failed is not committed past when the instance stops; the
+    next instance gets it as delivery 2 (synapse.attempts) and dead-letters it at
+    max_deliveries=2."""
+    dlq = f"{topic}.dlq"
+    calls: list[int] = []
+
+    def make() -> Bus:
+        bus = Bus("restarts", url=broker.url, register=False, block_ms=200, dead_letter=dlq)
+
+        @bus.subscribe(topic, max_deliveries=2, retry_backoff_s=600, start="earliest")
+        async def handle(event: Event) -> None:
+            calls.append(event.deliveries)
+            raise RuntimeError("boom")
+
+        return bus
+
+    first = make()
+    async with serving(first):
+        await first.publish("job.run", {"n": 1}, stream=topic)
+        await wait_for(lambda: calls == [1], 30)
+    assert committed(broker.bootstrap, "restarts", topic) == 0
+    second = make()
+    async with serving(second):
+        await wait_for(lambda: second.subscriber.dead_lettered == 1, 30)  # type: ignore[union-attr]
+        await wait_for(lambda: committed(broker.bootstrap, "restarts", topic) == 1, 30)
+    assert calls == [1, 2]
+    [dead] = await asyncio.to_thread(read_back, broker.bootstrap, dlq, 1)
+    assert dead.headers["synapse-deliveries"] == b"2"
+    assert dead.headers["synapse-reason"] == b"handler_error"
+
+
+async def test_two_instances_of_one_service_share_the_partitions(
+    broker: TansuBroker, topic: str
+) -> None:
+    """Two instances of one service split the topic's partitions (the group's assignment)
+    and together handle every event once; both handle some."""
+    await asyncio.to_thread(admin.ensure_topics, broker.bootstrap, [topic], partitions=4)
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+
+    def make(name: str) -> Bus:
+        bus = Bus("workers", url=broker.url, register=False, block_ms=200)
+
+        @bus.subscribe(topic, start="earliest")
+        async def handle(event: Event) -> None:
+            seen[name].append(event.data["n"])
+
+        return bus
+
+    a, b = make("a"), make("b")
+    async with serving(a), serving(b):
+
+        def split() -> bool:
+            mine = {at for at in io_of(a).backend.assigned() if at[0] == topic}
+            theirs = {at for at in io_of(b).backend.assigned() if at[0] == topic}
+            return bool(mine) and bool(theirs) and not mine & theirs and len(mine | theirs) == 4
+
+        await wait_for(
+            split,
+            60,
+            lambda: f"both holding partitions: {io_of(a).backend.assigned()} "
+            f"{io_of(b).backend.assigned()}",
+        )
+        await a.publish_many([("job.run", {"n": str(i)}) for i in range(40)], stream=topic)
+        for i in range(40, 80):
+            await a.publish("job.run", {"n": str(i)}, stream=topic, key=f"k{i}")
+        await wait_for(lambda: len(seen["a"]) + len(seen["b"]) >= 80, 60)
+    assert sorted(seen["a"] + seen["b"], key=int) == [str(i) for i in range(80)]
+    assert seen["a"] and seen["b"]
