@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -13,8 +14,9 @@ from synapse.client import Bus, Event
 from synapse.client.kafka_io import KafkaStreams
 from synapse.tansu import TansuBroker
 from tests.client.conftest import serving
-from tests.kafka.support import read_back
-from tests.support.polling import wait_for
+from tests.client.procs import Program
+from tests.kafka.support import produce, read_back
+from tests.support.polling import wait_for, wait_sync
 
 
 def committed(bootstrap: str, group: str, topic: str) -> int:
@@ -171,8 +173,10 @@ async def test_two_instances_of_one_service_share_the_partitions(
         await wait_for(
             split,
             60,
-            lambda: f"both holding partitions: {io_of(a).backend.assigned()} "
-            f"{io_of(b).backend.assigned()}",
+            lambda: (
+                f"both holding partitions: {io_of(a).backend.assigned()} "
+                f"{io_of(b).backend.assigned()}"
+            ),
         )
         await a.publish_many([("job.run", {"n": str(i)}) for i in range(40)], stream=topic)
         for i in range(40, 80):
@@ -180,3 +184,65 @@ async def test_two_instances_of_one_service_share_the_partitions(
         await wait_for(lambda: len(seen["a"]) + len(seen["b"]) >= 80, 60)
     assert sorted(seen["a"] + seen["b"], key=int) == [str(i) for i in range(80)]
     assert seen["a"] and seen["b"]
+
+
+async def test_commit_waits_for_the_first_unfinished_record_of_a_partition(
+    broker: TansuBroker, topic: str
+) -> None:
+    """concurrency=4 bounds handlers in flight; while the first record's handler runs, the
+    records after it finish but the partition's committed offset stays before it; once it
+    returns, the offset moves past all of them."""
+    await asyncio.to_thread(admin.ensure_topics, broker.bootstrap, [topic], partitions=1)
+    bus = Bus("bounded", url=broker.url, register=False, block_ms=200)
+    release = asyncio.Event()
+    running: list[int] = []
+    peak: list[int] = []
+    done: list[int] = []
+
+    @bus.subscribe(topic, concurrency=4, start="earliest")
+    async def handle(event: Event) -> None:
+        running.append(1)
+        peak.append(len(running))
+        try:
+            if event.data["n"] == 0:
+                await release.wait()
+            else:
+                await asyncio.sleep(0.01)
+        finally:
+            running.pop()
+        done.append(event.data["n"])
+
+    async with serving(bus):
+        await bus.publish_many([("job.run", {"n": i}) for i in range(10)], stream=topic)
+        await wait_for(lambda: len(done) == 9, 30, lambda: f"9 done: {done}")
+        await io_of(bus).acks.flushed()  # the 9 outcomes are written: the offset stays
+        assert committed(broker.bootstrap, "bounded", topic) == 0
+        release.set()
+        await wait_for(lambda: committed(broker.bootstrap, "bounded", topic) == 10, 30)
+    assert max(peak) == 4 and sorted(done) == list(range(10))
+
+
+def test_sigterm_finishes_handlers_in_flight_on_kafka(
+    broker: TansuBroker, topic: str, tmp_path: Path
+) -> None:
+    """SIGTERM while handlers sleep: they finish, their records are committed past, exit 0."""
+    ledger = tmp_path / "ledger"
+    worker = Program(
+        ["-m", "tests.client.worker", "--service", "drainer", "--stream", topic,
+         "--ledger", str(ledger), "--sleep-ms", "1500", "--start", "earliest"],
+        broker.url,
+        tmp_path / "worker.log",
+    )  # fmt: skip
+    try:
+        worker.wait_for("ready", 60)
+        produce(
+            broker.bootstrap, topic, [json.dumps({"n": i}).encode() for i in range(5)],
+            headers=[("type", b"job.run")],
+        )  # fmt: skip
+        wait_sync(lambda: ledger.exists() and ledger.read_text().count("start") == 5, 30)
+        assert worker.stop(60) == 0
+    finally:
+        worker.kill()
+    lines = ledger.read_text().splitlines()
+    assert sum(line.startswith("done") for line in lines) == 5
+    assert committed(broker.bootstrap, "drainer", topic) == 5
