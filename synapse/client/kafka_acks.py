@@ -16,46 +16,24 @@ refuses leaves its record held (``refused``, ``dead_letter_refused`` in the log)
 the partition's commit waits there, and the record comes back at the next
 rebalance or restart.
 
-``Marks`` are the dedupe marks of ``dedupe_s`` on Kafka: in this process's memory,
-each for its ``dedupe_s``; a mark is set before the acknowledgement is committed.
+Dedupe marks (``dedupe_s``) are records of the service's marks topic
+(``kafka_marks.py``), produced and acknowledged before the offset is committed.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaException
 
 from synapse.backoff import Backoff
 from synapse.client.acks import Acks, Outcome
+from synapse.client.kafka_marks import MarkLog
 from synapse.plan import DEAD_LETTER, ROUTED, BatchPlan, EntryPlan, Write
 
 if TYPE_CHECKING:
     from synapse.backends.kafka import KafkaBackend
-
-#: Marks kept before the expired ones are swept (a sweep is one pass over the dict).
-SWEEP_AT = 10_000
-
-
-class Marks:
-    """Dedupe marks with a time to live, in memory (monotonic clock)."""
-
-    def __init__(self) -> None:
-        self._until: dict[str, float] = {}
-        self._sweep_at = SWEEP_AT
-
-    def marked(self, keys: Sequence[str]) -> list[bool]:
-        now = time.monotonic()
-        return [self._until.get(k, 0.0) > now for k in keys]
-
-    def mark(self, key: str, ttl_ms: int) -> None:
-        now = time.monotonic()
-        self._until[key] = now + ttl_ms / 1000
-        if len(self._until) >= self._sweep_at:
-            self._until = {k: t for k, t in self._until.items() if t > now}
-            self._sweep_at = max(SWEEP_AT, 2 * len(self._until))
 
 
 class KafkaAcks(Acks):
@@ -64,7 +42,7 @@ class KafkaAcks(Acks):
     failures = (KafkaException, ConnectionError, TimeoutError)
 
     def __init__(
-        self, backend: KafkaBackend, group: str, *, log: Any, backoff: Backoff, marks: Marks
+        self, backend: KafkaBackend, group: str, *, log: Any, backoff: Backoff, marks: MarkLog
     ) -> None:
         super().__init__(None, group, cluster=False, log=log, backoff=backoff)  # type: ignore[arg-type]
         self.backend = backend
@@ -72,12 +50,13 @@ class KafkaAcks(Acks):
 
     async def write(self, plain: dict[str, list[bytes]], ops: list[Outcome]) -> None:
         """Each stream's outcomes as one plan committed by the backend."""
+        marks = [op.mark for op in ops if op.mark is not None]
+        if marks:
+            await asyncio.to_thread(self.marks.write, marks)
         plans: dict[str, list[EntryPlan]] = {}
         for stream, ids in plain.items():
             plans.setdefault(stream, []).extend(EntryPlan(eid, ROUTED, ()) for eid in ids)
         for op in ops:
-            if op.mark is not None:
-                self.marks.mark(*op.mark)
             if op.dead is not None:
                 dlq, fields = op.dead
                 entry = EntryPlan(op.entry_id, DEAD_LETTER, (Write(dlq, fields, None),))

@@ -19,7 +19,8 @@ for ``"latest"`` ones (``on_assign``). ``setup`` waits (up to ``JOIN_TIMEOUT_S``
 for the group's first assignment, so a subscriber is ready once it holds its
 partitions; records read meanwhile are handed out first.
 
-Outcomes are written by ``kafka_acks.KafkaAcks`` through the backend's commit.
+Outcomes are written by ``kafka_acks.KafkaAcks`` through the backend's commit;
+dedupe marks live in the service's marks topic (``kafka_marks.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from synapse.backend import Pages, Read
 from synapse.backends import kafkaadmin as admin
 from synapse.backends.kafka import KafkaBackend
 from synapse.backoff import Backoff
-from synapse.client.kafka_acks import KafkaAcks, Marks
+from synapse.client.kafka_acks import KafkaAcks
+from synapse.client.kafka_marks import MarkLog
 from synapse.config import RouterSettings
 from synapse.errors import Failure
 from synapse.kafka.records import position
@@ -131,7 +133,7 @@ class KafkaStreams:
             stopping=stopping,
             log=log,
         )
-        self.marks = Marks()
+        self.marks = MarkLog(self.backend.bootstrap, self.backend.producer, settings.group)
         self._acks = KafkaAcks(
             self.backend, settings.group, log=log, backoff=backoff, marks=self.marks
         )
@@ -182,7 +184,15 @@ class KafkaStreams:
         """Nothing: a held record stays this instance's until its partition moves."""
 
     async def marked(self, keys: Sequence[str]) -> list[bool]:
-        return self.marks.marked(keys)
+        """Which dedupe marks exist (``kafka_marks.py``). A broker error here marks
+        nothing (the handlers run: at least once) rather than leave the batch unhandled."""
+        if not keys:
+            return []
+        try:
+            return await asyncio.to_thread(self.marks.marked, keys)
+        except KafkaException as exc:
+            self.log.warning("dedupe_marks_unavailable", error=str(exc), entries=len(keys))
+            return [False] * len(keys)
 
     async def forget_idle(self) -> None:
         """Nothing: the group forgets departed members by itself."""
@@ -193,3 +203,4 @@ class KafkaStreams:
 
     async def close(self) -> None:
         await self.backend.close()
+        await asyncio.to_thread(self.marks.close)

@@ -246,3 +246,36 @@ def test_sigterm_finishes_handlers_in_flight_on_kafka(
     lines = ledger.read_text().splitlines()
     assert sum(line.startswith("done") for line in lines) == 5
     assert committed(broker.bootstrap, "drainer", topic) == 5
+
+
+async def test_dedupe_marks_are_shared_through_the_marks_topic(
+    broker: TansuBroker, topic: str
+) -> None:
+    """With dedupe_s, a second copy of an event (same id) is committed without calling the
+    handler, also in a later instance of the service (the marks are read back from
+    synapse.dedupe.<service>)."""
+    handled: list[str] = []
+
+    def make() -> Bus:
+        bus = Bus("once", url=broker.url, register=False, block_ms=200)
+
+        @bus.subscribe(topic, dedupe_s=60, start="earliest")
+        async def handle(event: Event) -> None:
+            handled.append(event.data["n"])
+
+        return bus
+
+    first = make()
+    async with serving(first):
+        await first.publish("job.run", {"n": "a"}, stream=topic, id="event-1")
+        await wait_for(lambda: handled == ["a"], 30)
+        await first.publish("job.run", {"n": "a-again"}, stream=topic, id="event-1")
+        await wait_for(lambda: first.subscriber.deduped == 1, 30)  # type: ignore[union-attr]
+        await wait_for(lambda: committed(broker.bootstrap, "once", topic) == 2, 30)
+    second = make()
+    async with serving(second):
+        await second.publish("job.run", {"n": "a-later"}, stream=topic, id="event-1")
+        await second.publish("job.run", {"n": "b"}, stream=topic, id="event-2")
+        await wait_for(lambda: committed(broker.bootstrap, "once", topic) == 4, 30)
+        assert second.subscriber is not None and second.subscriber.deduped == 1
+    assert handled == ["a", "b"]
