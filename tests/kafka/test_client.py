@@ -279,3 +279,25 @@ async def test_dedupe_marks_are_shared_through_the_marks_topic(
         await wait_for(lambda: committed(broker.bootstrap, "once", topic) == 4, 30)
         assert second.subscriber is not None and second.subscriber.deduped == 1
     assert handled == ["a", "b"]
+
+
+async def test_a_new_group_starts_at_the_end_by_default(broker: TansuBroker, topic: str) -> None:
+    """start="latest" (the default): a record published before the service's first start
+    is not handled; one published once it is ready is."""
+    await asyncio.to_thread(admin.ensure_topics, broker.bootstrap, [topic], partitions=1)
+    produce(broker.bootstrap, topic, [b'{"n": "old"}'], headers=[("type", b"job.run")])
+    bus = Bus("fresh", url=broker.url, register=False, block_ms=200)
+    seen: list[str] = []
+
+    @bus.subscribe(topic)
+    async def handle(event: Event) -> None:
+        seen.append(event.data["n"])
+
+    async with serving(bus):
+        await bus.publish("job.run", {"n": "new"}, stream=topic)
+        await wait_for(
+            lambda: committed(broker.bootstrap, "fresh", topic) == 2,
+            30,
+            lambda: f"{seen} {committed(broker.bootstrap, 'fresh', topic)}",
+        )
+    assert seen == ["new"]
