@@ -99,6 +99,9 @@ class Acks:
     """
 
     failures: tuple[type[BaseException], ...] = FAILURES
+    #: How long a woken flusher lets outcomes gather before writing them (0 on Redis,
+    #: where an XACK is cheap; a Kafka offset commit is a broker round trip).
+    linger_s = 0.0
 
     def __init__(
         self, client: wire.Client, group: str, *, cluster: bool, log: Any, backoff: Backoff
@@ -149,6 +152,8 @@ class Acks:
                 await asyncio.wait({wake, stop}, return_when=asyncio.FIRST_COMPLETED)
                 wake.cancel()
                 stop.cancel()
+                if self.linger_s and not stopping.is_set():
+                    await asyncio.sleep(self.linger_s)
                 continue
             self._wake.clear()
             ops, self._queued = self._queued, []

@@ -41,7 +41,7 @@ from synapse.client.validate import Checker
 from synapse.config import RouterSettings
 from synapse.consumer import default_consumer_name
 from synapse.errors import SynapseError
-from synapse.kafka.names import DEFAULT_DLQ
+from synapse.kafka.names import DEFAULT_DLQ, retry_topic, topic_problem
 from synapse.kafka.url import backend_kind
 
 WRITE_TIMEOUT_S = 30.0
@@ -96,6 +96,9 @@ class Bus:
         self.dead_letter = dead_letter or (
             table_settings.dead_letter if checker is not None else _default_dead_letter(self.kind)
         )
+        if self.kind == "kafka":
+            retry_topic(service)  # a ValueError when the service name makes no legal topic
+            _check_topics("dead_letter", [self.dead_letter])
         self.publisher = Publisher(
             service,
             checker=checker,
@@ -235,6 +238,8 @@ class Bus:
         def add(handler: subs.Handler) -> subs.Handler:
             if self.subscriber is not None:
                 raise RuntimeError("subscribe before run(): the subscriber is already running")
+            if self.kind == "kafka":
+                _check_topics("subscribe", [streams] if isinstance(streams, str) else streams)
             self.subscriptions.append(
                 subs.make(
                     streams,
@@ -341,6 +346,14 @@ class Bus:
 def _default_dead_letter(kind: str) -> str:
     """``synapse:dlq`` on Redis, ``synapse.dlq`` on Kafka (``:`` is no topic character)."""
     return DEFAULT_DLQ if kind == "kafka" else RouterSettings().dead_letter
+
+
+def _check_topics(what: str, names: Sequence[str]) -> None:
+    """A ValueError naming the first name Kafka cannot have as a topic."""
+    for name in names:
+        why = topic_problem(name) if isinstance(name, str) and name else None
+        if why:
+            raise ValueError(f"{what}: {why}")
 
 
 def _key(key: str | bytes | None) -> bytes | None:

@@ -35,11 +35,16 @@ from synapse.plan import DEAD_LETTER, ROUTED, BatchPlan, EntryPlan, Write
 if TYPE_CHECKING:
     from synapse.backends.kafka import KafkaBackend
 
+#: Outcomes gather this long before one commit writes them (bench/kafkabus.py: fewer
+#: offset commits, each a broker round trip on the consumer's thread, between reads).
+LINGER_S = 0.01
+
 
 class KafkaAcks(Acks):
     """``acks.Acks`` whose writes are the Kafka backend's commit."""
 
     failures = (KafkaException, ConnectionError, TimeoutError)
+    linger_s = LINGER_S
 
     def __init__(
         self, backend: KafkaBackend, group: str, *, log: Any, backoff: Backoff, marks: MarkLog

@@ -138,3 +138,17 @@ def test_bus_on_kafka_without_confluent_kafka_says_how_to_install_it(
         Bus("svc", url="kafka://127.0.0.1:9092")
     result = synapse("services", "--url", "kafka://127.0.0.1:9092")
     assert result.exit_code == 2 and "synapse-router[kafka]" in result.stderr
+
+
+def test_bus_on_kafka_refuses_names_kafka_cannot_have() -> None:
+    """On Kafka, a dead-letter stream, a subscribed stream or a service name that makes no
+    legal topic raises ValueError naming the problem at once (not a retry loop later)."""
+    with pytest.raises(ValueError, match="dead_letter: 'synapse:dlq' has characters"):
+        Bus("svc", url="kafka://127.0.0.1:9092", dead_letter="synapse:dlq")
+    with pytest.raises(ValueError, match="no legal retry topic"):
+        Bus("my service", url="kafka://127.0.0.1:9092")
+    bus = Bus("svc", url="kafka://127.0.0.1:9092")
+    with pytest.raises(ValueError, match="subscribe: 'jobs/a' has characters"):
+
+        @bus.subscribe("jobs/a")
+        async def handle(event: Event) -> None: ...
