@@ -7,6 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from synapse.backends import kafkaadmin as admin
@@ -222,6 +223,7 @@ async def test_commit_waits_for_the_first_unfinished_record_of_a_partition(
     assert max(peak) == 4 and sorted(done) == list(range(10))
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_handlers_in_flight_on_kafka(
     broker: TansuBroker, topic: str, tmp_path: Path
 ) -> None:
@@ -301,3 +303,56 @@ async def test_a_new_group_starts_at_the_end_by_default(broker: TansuBroker, top
             lambda: f"{seen} {committed(broker.bootstrap, 'fresh', topic)}",
         )
     assert seen == ["new"]
+
+
+@pytest.mark.slow
+def test_a_killed_instance_s_records_are_handled_by_the_live_one(
+    broker: TansuBroker, topic: str, tmp_path: Path
+) -> None:
+    """kill -9 of one of two instances while its handlers run: the group gives its
+    partitions to the other (the claim of a dead instance on Kafka), which handles every
+    record the dead one had not finished; nothing is lost."""
+    admin.ensure_topics(broker.bootstrap, [topic], partitions=2)
+    ledger = tmp_path / "ledger"
+
+    def worker(name: str) -> Program:
+        return Program(
+            ["-m", "tests.client.worker", "--service", "claimers", "--stream", topic,
+             "--ledger", str(ledger), "--sleep-ms", "3000", "--start", "earliest"],
+            broker.url,
+            tmp_path / f"{name}.log",
+        )  # fmt: skip
+
+    first, second = worker("first"), worker("second")
+    try:
+        first.wait_for("ready", 60)
+        second.wait_for("ready", 60)
+        for p in (0, 1):
+            values = [json.dumps({"n": f"{p}-{i}"}).encode() for i in range(5)]
+            produce(broker.bootstrap, topic, values, headers=[("type", b"job.run")], partition=p)
+
+        def lines() -> list[list[str]]:
+            return (
+                [line.split() for line in ledger.read_text().splitlines()]
+                if ledger.exists()
+                else []
+            )
+
+        wait_sync(lambda: any(int(x[3]) == first.pid for x in lines()), 30, "first handling")
+        first.kill()
+        wanted = {f"{p}-{i}" for p in (0, 1) for i in range(5)}
+        wait_sync(lambda: {x[1] for x in lines() if x[0] == "done"} >= wanted, 90,
+                  lambda: f"every record done: {lines()}")  # fmt: skip
+        assert second.stop(60) == 0
+    finally:
+        first.kill()
+        second.kill()
+    rows = lines()
+    lost_by_first = {x[1] for x in rows if int(x[3]) == first.pid and x[0] == "start"} - {
+        x[1] for x in rows if int(x[3]) == first.pid and x[0] == "done"
+    }
+    assert lost_by_first, "the kill came while the first instance had handlers running"
+    assert all(
+        any(x[0] == "done" and x[1] == n and int(x[3]) == second.pid for x in rows)
+        for n in lost_by_first
+    )
