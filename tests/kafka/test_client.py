@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, TopicPartition
 from synapse.backends import kafkaadmin as admin
 from synapse.client import Bus, Event
 from synapse.client.kafka_io import KafkaStreams
+from synapse.embedded import free_port
 from synapse.tansu import TansuBroker
 from tests.client.conftest import serving
 from tests.client.procs import Program
@@ -356,3 +357,33 @@ def test_a_killed_instance_s_records_are_handled_by_the_live_one(
         any(x[0] == "done" and x[1] == n and int(x[3]) == second.pid for x in rows)
         for n in lost_by_first
     )
+
+
+async def test_a_subscriber_started_before_its_broker_recovers_by_itself(
+    topic: str, tmp_path: Path
+) -> None:
+    """No broker at the URL: run() is not ready and keeps backing off (no crash); once a
+    broker listens there, the subscriber joins and handles what is published."""
+    port = free_port()
+    bus = Bus("patient", url=f"kafka://127.0.0.1:{port}", register=False, block_ms=200)
+    seen: list[str] = []
+
+    @bus.subscribe(topic, start="earliest")
+    async def handle(event: Event) -> None:
+        seen.append(event.data["n"])
+
+    task = asyncio.create_task(bus.run())
+    try:
+        await wait_for(lambda: bus.subscriber is not None, 10)
+        assert bus.subscriber is not None and not bus.subscriber.ready and not task.done()
+        with TansuBroker(log_dir=tmp_path / "late", port=port) as late:
+            await wait_for(lambda: bus.subscriber is not None and bus.subscriber.ready, 60)
+            await bus.publish("job.run", {"n": "after"}, stream=topic)
+            await wait_for(lambda: seen == ["after"], 30)
+            assert late.port == port
+            bus.stop()
+            await asyncio.wait_for(task, 30)
+    finally:
+        bus.stop()
+        if not task.done():
+            task.cancel()
