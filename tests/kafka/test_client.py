@@ -387,3 +387,23 @@ async def test_a_subscriber_started_before_its_broker_recovers_by_itself(
         bus.stop()
         if not task.done():
             task.cancel()
+
+
+async def test_the_service_retry_topic_is_read_from_its_beginning(
+    broker: TansuBroker, topic: str
+) -> None:
+    """A record in synapse.retry.<service> (where `dlq redrive` sends a handler dead letter)
+    reaches the subscription that wants its type, even when written before the service's
+    first start and with start="latest" on its other topics."""
+    async with Bus("redriven", url=broker.url, register=False) as writer:
+        await writer.publish("job.run", {"n": "again"}, stream="synapse.retry.redriven")
+    bus = Bus("redriven", url=broker.url, register=False, block_ms=200)
+    seen: list[Event] = []
+
+    @bus.subscribe(topic, types="job.*")
+    async def handle(event: Event) -> None:
+        seen.append(event)
+
+    async with serving(bus):
+        await wait_for(lambda: len(seen) == 1, 30)
+    assert seen[0].data == {"n": "again"} and seen[0].stream == "synapse.retry.redriven"
