@@ -87,7 +87,7 @@ class KafkaStore:
             target, fields, chosen = publisher.build(
                 event, data, stream=stream, event_id=event_id, extra=extra
             )
-            await self._write([(target, fields)], key)
+            await self._write([(target, fields)], key, publisher.data_field)
         return chosen
 
     async def publish_many(
@@ -101,10 +101,14 @@ class KafkaStore:
         ]
         if stream is not None:
             built = [(stream, fields, chosen) for _, fields, chosen in built]
-        await self._write([(target, fields) for target, fields, _ in built], key)
+        await self._write(
+            [(target, fields) for target, fields, _ in built], key, publisher.data_field
+        )
         return [chosen for _, _, chosen in built]
 
-    async def _write(self, records: list[tuple[str, list[bytes]]], key: bytes | None) -> None:
+    async def _write(
+        self, records: list[tuple[str, list[bytes]]], key: bytes | None, data_field: bytes
+    ) -> None:
         if not records:
             return
         missing = sorted({t for t, _ in records} - self._topics)
@@ -122,7 +126,7 @@ class KafkaStore:
                 errors.append(err)
 
         for topic, fields in records:
-            record = to_record(fields, key, publisher_data_field(fields))
+            record = to_record(fields, key, data_field)
             while True:
                 try:
                     self.producer.produce(
@@ -159,8 +163,3 @@ class KafkaStore:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.producer.flush, 5.0)
-
-
-def publisher_data_field(fields: list[bytes]) -> bytes:
-    """The data field of fields ``Publisher.build`` made: the second name (after the type)."""
-    return fields[2] if len(fields) > 2 else b"data"
