@@ -35,16 +35,21 @@ from synapse.backend import Presence
 from synapse.backoff import Backoff
 from synapse.client import subscription as subs
 from synapse.client.publisher import Item, Publisher
-from synapse.client.seam import Store, StreamsIO, check_url, open_store
+from synapse.client.seam import (
+    Store,
+    StreamsIO,
+    check_names,
+    check_url,
+    default_dead_letter,
+    open_store,
+    record_key,
+)
 from synapse.client.subscriber import Subscriber
 from synapse.client.validate import Checker
 from synapse.config import RouterSettings
 from synapse.consumer import default_consumer_name
 from synapse.errors import SynapseError
-from synapse.kafka.names import DEFAULT_DLQ, retry_topic, topic_problem
 from synapse.kafka.url import backend_kind
-
-WRITE_TIMEOUT_S = 30.0
 
 
 def resolve_url(url: str | None) -> str:
@@ -94,11 +99,9 @@ class Bus:
         )
         table_settings = checker.table.settings if checker is not None else RouterSettings()
         self.dead_letter = dead_letter or (
-            table_settings.dead_letter if checker is not None else _default_dead_letter(self.kind)
+            table_settings.dead_letter if checker is not None else default_dead_letter(self.kind)
         )
-        if self.kind == "kafka":
-            retry_topic(service)  # a ValueError when the service name makes no legal topic
-            _check_topics("dead_letter", [self.dead_letter])
+        check_names(self.kind, service=service, dead_letter=self.dead_letter)
         self.publisher = Publisher(
             service,
             checker=checker,
@@ -204,7 +207,13 @@ class Bus:
         """
         store = self._ensure_registered()
         return await store.publish(
-            self.publisher, event, data, stream=stream, event_id=id, extra=extra, key=_key(key)
+            self.publisher,
+            event,
+            data,
+            stream=stream,
+            event_id=id,
+            extra=extra,
+            key=record_key(key),
         )
 
     async def publish_many(
@@ -216,7 +225,7 @@ class Bus:
     ) -> list[str]:
         """Publish many events in one round trip; their ids in order (``key`` as ``publish``)."""
         store = self._ensure_registered()
-        return await store.publish_many(self.publisher, items, stream=stream, key=_key(key))
+        return await store.publish_many(self.publisher, items, stream=stream, key=record_key(key))
 
     # -- subscribing ------------------------------------------------------------------------
 
@@ -238,8 +247,7 @@ class Bus:
         def add(handler: subs.Handler) -> subs.Handler:
             if self.subscriber is not None:
                 raise RuntimeError("subscribe before run(): the subscriber is already running")
-            if self.kind == "kafka":
-                _check_topics("subscribe", [streams] if isinstance(streams, str) else streams)
+            check_names(self.kind, streams=[streams] if isinstance(streams, str) else streams)
             self.subscriptions.append(
                 subs.make(
                     streams,
@@ -341,20 +349,3 @@ class Bus:
         if not structlog.is_configured():
             logging.configure()
         asyncio.run(self.run())
-
-
-def _default_dead_letter(kind: str) -> str:
-    """``synapse:dlq`` on Redis, ``synapse.dlq`` on Kafka (``:`` is no topic character)."""
-    return DEFAULT_DLQ if kind == "kafka" else RouterSettings().dead_letter
-
-
-def _check_topics(what: str, names: Sequence[str]) -> None:
-    """A ValueError naming the first name Kafka cannot have as a topic."""
-    for name in names:
-        why = topic_problem(name) if isinstance(name, str) and name else None
-        if why:
-            raise ValueError(f"{what}: {why}")
-
-
-def _key(key: str | bytes | None) -> bytes | None:
-    return key.encode() if isinstance(key, str) else key

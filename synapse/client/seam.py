@@ -22,6 +22,7 @@ from synapse.backend import Pages, Presence, Read
 from synapse.backoff import Backoff
 from synapse.config import RouterSettings
 from synapse.errors import Failure, UsageError
+from synapse.kafka.names import DEFAULT_DLQ, retry_topic, topic_problem
 from synapse.kafka.url import backend_kind
 from synapse.kafka.url import parse as parse_kafka
 from synapse.plan import Entry
@@ -133,6 +134,36 @@ def check_url(url: str) -> str:
         if importlib.util.find_spec("confluent_kafka") is None:
             raise UsageError(KAFKA_MISSING)
     return url
+
+
+def default_dead_letter(kind: str) -> str:
+    """``synapse:dlq`` on Redis, ``synapse.dlq`` on Kafka (``:`` is no topic character)."""
+    return DEFAULT_DLQ if kind == "kafka" else RouterSettings().dead_letter
+
+
+def check_names(
+    kind: str,
+    *,
+    service: str | None = None,
+    dead_letter: str | None = None,
+    streams: Sequence[str] = (),
+) -> None:
+    """On Kafka, a ValueError naming the first name that makes no legal topic: the
+    service's (its retry topic), the dead-letter stream, a subscribed stream."""
+    if kind != "kafka":
+        return
+    if service is not None:
+        retry_topic(service)
+    named = [("dead_letter", dead_letter)] if dead_letter else []
+    for what, name in [*named, *(("subscribe", s) for s in streams)]:
+        why = topic_problem(name) if isinstance(name, str) and name else None
+        if why:
+            raise ValueError(f"{what}: {why}")
+
+
+def record_key(key: str | bytes | None) -> bytes | None:
+    """``publish(key=)`` as the record key (UTF-8 for text)."""
+    return key.encode() if isinstance(key, str) else key
 
 
 def open_store(url: str, *, password: str | None) -> Store:
