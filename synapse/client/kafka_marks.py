@@ -21,6 +21,7 @@ Blocking calls: run them in a worker thread.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -83,20 +84,23 @@ class MarkLog:
         self.topic = marks_topic(service)
         self.marks = Marks()
         self._reader: Consumer | None = None
+        self._lock = threading.Lock()  # the reader is not thread-safe; one load only
 
     def marked(self, keys: Sequence[str]) -> list[bool]:
         """Which keys are marked now (the topic read in full the first time, then what
         has arrived since)."""
-        if self._reader is None:
-            self._load()
-        else:
-            self._take(self._reader.consume(10_000, 0))
-        return self.marks.marked(keys)
+        with self._lock:
+            if self._reader is None:
+                self._load()
+            else:
+                self._take(self._reader.consume(10_000, 0))
+            return self.marks.marked(keys)
 
     def write(self, marks: Sequence[tuple[str, int]]) -> None:
         """Produce each (key, ttl_ms) with acks=all and wait for every acknowledgement."""
-        if self._reader is None:
-            self._load()
+        with self._lock:
+            if self._reader is None:
+                self._load()
         errors: list[KafkaError] = []
 
         def acknowledged(err: KafkaError | None, _msg: Any) -> None:
@@ -111,13 +115,15 @@ class MarkLog:
         if self.producer.flush(TIMEOUT_S) or errors:
             raise KafkaException(errors[0] if errors else KafkaError(KafkaError._MSG_TIMED_OUT))
         now = _now_ms()
-        for key, ttl_ms in marks:
-            self.marks.note(key, now + ttl_ms)
+        with self._lock:
+            for key, ttl_ms in marks:
+                self.marks.note(key, now + ttl_ms)
 
     def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     def _load(self) -> None:
         admin.ensure_topics(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from click.testing import CliRunner, Result
 from synapse.backends import kafkaregistry
 from synapse.cli import main
 from synapse.client import Bus, Event
+from synapse.client.kafka_marks import SWEEP_AT, Marks
 from synapse.errors import UsageError
 from synapse.registry import ServiceInfo
 from synapse.tansu import TansuBroker
@@ -152,3 +154,17 @@ def test_bus_on_kafka_refuses_names_kafka_cannot_have() -> None:
 
         @bus.subscribe("jobs/a")
         async def handle(event: Event) -> None: ...
+
+
+def test_dedupe_marks_expire_at_their_ttl_and_are_swept() -> None:
+    """A mark counts until its time; a later, longer mark of the same key wins; once the
+    table is full, expired marks are swept (memory stays bounded by the live ones)."""
+    now = int(time.time() * 1000)
+    marks = Marks()
+    marks.note("a", now + 60_000)
+    marks.note("a", now + 1_000)  # an older record read back later does not shorten it
+    assert marks.marked(["a", "b"], now_ms=now + 59_999) == [True, False]
+    assert marks.marked(["a"], now_ms=now + 60_000) == [False]
+    for n in range(SWEEP_AT):
+        marks.note(f"old{n}", 1)  # long expired: swept when the table fills
+    assert marks.marked(["a"], now_ms=now) == [True] and len(marks._until) < SWEEP_AT
