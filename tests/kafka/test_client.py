@@ -11,12 +11,13 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from synapse.backends import kafkaadmin as admin
-from synapse.client import Bus, Event
+from synapse.client import Bus, Event, PublishRefused
 from synapse.client.kafka_io import KafkaStreams
 from synapse.embedded import free_port
 from synapse.tansu import TansuBroker
 from tests.client.conftest import serving
 from tests.client.procs import Program
+from tests.conftest import write_table
 from tests.kafka.support import produce, read_back
 from tests.support.polling import wait_for, wait_sync
 
@@ -407,3 +408,44 @@ async def test_the_service_retry_topic_is_read_from_its_beginning(
     async with serving(bus):
         await wait_for(lambda: len(seen) == 1, 30)
     assert seen[0].data == {"n": "again"} and seen[0].stream == "synapse.retry.redriven"
+
+
+async def test_publish_checks_the_kafka_table_and_writes_nothing_it_refuses(
+    broker: TansuBroker, topic: str, tmp_path: Path
+) -> None:
+    """Bus(config=) on Kafka refuses schema violations (every error) and unroutable types
+    before producing (the topic is not even created); publish goes to the table's first
+    source by default; strict=False lets an unrouted type through."""
+    schema = {
+        "type": "object",
+        "required": ["model_id", "version"],
+        "properties": {"model_id": {"type": "string"}, "version": {"type": "string"}},
+    }
+    config = write_table(
+        tmp_path,
+        f"""
+        version: 1
+        sources: ["{topic}"]
+        schemas:
+          "model.*": model.json
+        routes:
+          - name: models
+            match: "model.*"
+            to: ["{topic}.models"]
+        """,
+        {"model.json": schema},
+    )
+    async with Bus("trainer", url=broker.url, config=config, register=False) as bus:
+        assert bus.dead_letter == "synapse.dlq"
+        with pytest.raises(PublishRefused) as bad:
+            await bus.publish("model.ready", {"model_id": 3})
+        assert bad.value.reason == "schema_violation" and len(bad.value.errors) == 2
+        with pytest.raises(PublishRefused) as unrouted:
+            await bus.publish("other.thing", {})
+        assert unrouted.value.reason == "no_route"
+        assert topic not in await asyncio.to_thread(admin.topics, broker.bootstrap)
+        await bus.publish("model.ready", {"model_id": "m", "version": "1"})
+    async with Bus("trainer", url=broker.url, config=config, strict=False, register=False) as b:
+        await b.publish("other.thing", {})
+    got = await asyncio.to_thread(read_back, broker.bootstrap, topic, 2)
+    assert sorted(g.headers["type"] for g in got) == [b"model.ready", b"other.thing"]
