@@ -3,8 +3,8 @@
 A consuming service's row also shows its group's pending entries and lag on each
 stream it reads (summed in the table, per stream in ``--json``). On a ``kafka://``
 URL the registry is the ``synapse.registry`` topic (``backends/kafkaregistry.py``)
-and the lag is end offsets minus the group's committed offsets
-(``backends/kafkagroups.py``; Kafka has no pending list: ``-``).
+and the lag is end offsets minus the group's committed offsets (``cli/kafkastore.py``,
+as ``synapse streams`` shows it; Kafka has no pending list: ``-``).
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from synapse.kafka.url import parse as parse_kafka
 
 
 def store_url() -> str:
-    """The URL by flag > env > state file: Redis, or Kafka (``kafka://``, checked)."""
-    url = common.resolved_url()
-    if url and backend_kind(url) == "kafka":
-        return check_url(url)
-    return common.redis_url()
+    """The URL by flag > env > state file: Redis, or Kafka (``kafka://``, with
+    confluent-kafka installed)."""
+    url = common.store_url()
+    return check_url(url) if backend_kind(url) == "kafka" else url
 
 
 async def fetch(url: str) -> list[registry.Registration]:
@@ -85,17 +84,20 @@ async def group_lag(
 def _kafka_lag(
     url: str, wanted: set[tuple[str, str]]
 ) -> dict[tuple[str, str], dict[str, int | None]]:
-    from synapse.backends.kafkagroups import Groups
+    """The groups' lag from ``streams``' own reading of topics (``cli/kafkastore.py``)."""
+    from synapse.cli.kafkastore import KafkaStore
 
-    groups = Groups(parse_kafka(url).bootstrap)
+    store = KafkaStore(url)
     out: dict[tuple[str, str], dict[str, int | None]] = {}
     try:
-        for group, topic in sorted(wanted):
-            found = groups.on_topic(group, topic)
-            if found is not None:
-                out[(group, topic)] = {"pending": found["pending"], "lag": found["lag"]}
+        for topic in sorted({t for _, t in wanted}):
+            if not store.exists(topic):
+                continue
+            for group in store.info(topic)["groups"]:
+                if (group["name"], topic) in wanted:
+                    out[(group["name"], topic)] = {"pending": None, "lag": group["lag"]}
     finally:
-        groups.close()
+        store.close()
     return out
 
 

@@ -1,10 +1,9 @@
 """``synapse topology``: producers -> sources -> router -> routes -> destinations -> consumers.
 
 Built from the routing table, ``XINFO GROUPS`` on every stream the picture holds and
-the service registry. On a ``kafka://`` URL (``KafkaView``): topics from the broker's
-metadata, lengths and group lag from watermarks and committed offsets
-(``backends/kafkagroups.py``), the groups being the router's and the registered
-services'; the table is loaded for Kafka (``synapse.dlq`` by default). Each count
+the service registry, read through the commands' store (``cli/store.py``): on a
+``kafka://`` URL topics, their lengths and every group's lag from the broker's offsets,
+the table loaded for Kafka (``synapse.dlq`` by default). Each count
 appears once: a source's pending and lag on its edge into the router, a consumer
 group's on its edge from its stream. A group named after a registered service is that
 service (its instances counted). Rendered as text, JSON (nodes and edges), Mermaid or
@@ -15,19 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import click
 
 from synapse import keys
 from synapse.cli import common, topoviews
 from synapse.cli.services import live_services
-from synapse.cli.streams import groups_of, stream_names
-from synapse.config import RoutingTable, load_table
-from synapse.errors import ConfigError
+from synapse.cli.store import Store, open_store
+from synapse.config import RoutingTable
 from synapse.kafka.names import retry_topic
 from synapse.kafka.url import backend_kind
-from synapse.kafka.url import parse as parse_kafka
 from synapse.matching import compile_glob, is_glob
 from synapse.registry import Registration
 
@@ -47,71 +44,35 @@ class Graph:
             self.edges.append({"from": src, "to": dst, **attrs})
 
 
-class View(Protocol):
-    """What the picture reads from the store."""
+class StoreView:
+    """What the picture reads from the commands' store (``cli/store.py``): stream names,
+    each stream's length and its groups (``Store.info``, read once per stream)."""
 
-    def retry_stream(self, service: str) -> str: ...
-
-    def names(self, pattern: str) -> list[str]: ...
-
-    def length(self, name: str) -> int | None: ...
-
-    def groups(self, name: str) -> list[dict[str, Any]]: ...
-
-
-class RedisView:
-    """Streams, their lengths and their groups (XINFO GROUPS) on Redis."""
-
-    def __init__(self, client: common.Client) -> None:
-        self.client = client
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._info: dict[str, dict[str, Any] | None] = {}
 
     def retry_stream(self, service: str) -> str:
-        return keys.retry_stream(service)
+        return retry_topic(service) if self.store.kind == "kafka" else keys.retry_stream(service)
 
     def names(self, pattern: str) -> list[str]:
-        return stream_names(self.client, pattern)
+        return self.store.names(pattern)
+
+    def _about(self, name: str) -> dict[str, Any] | None:
+        if name not in self._info:
+            self._info[name] = self.store.info(name) if self.store.exists(name) else None
+        return self._info[name]
 
     def length(self, name: str) -> int | None:
-        return int(self.client.xlen(name)) if self.client.type(name) == b"stream" else None
+        about = self._about(name)
+        return None if about is None else int(about["length"])
 
     def groups(self, name: str) -> list[dict[str, Any]]:
-        if self.client.type(name) != b"stream":
-            return []
-        return groups_of(self.client, name)
+        about = self._about(name)
+        return [] if about is None else list(about["groups"])
 
 
-class KafkaView:
-    """Topics, their records and the known groups' lag on Kafka (the router's group and
-    the registered services': Kafka lists no group per topic)."""
-
-    def __init__(self, bootstrap: str, groups: list[str]) -> None:
-        from synapse.backends.kafkagroups import Groups
-
-        self.reader = Groups(bootstrap)
-        self.known = sorted(set(groups))
-        self._topics: set[str] | None = None
-
-    def retry_stream(self, service: str) -> str:
-        return retry_topic(service)
-
-    def names(self, pattern: str) -> list[str]:
-        if self._topics is None:
-            self._topics = self.reader.topics()
-        test = compile_glob(pattern)
-        return sorted(t for t in self._topics if test(t))
-
-    def length(self, name: str) -> int | None:
-        return self.reader.length(name)
-
-    def groups(self, name: str) -> list[dict[str, Any]]:
-        found = (self.reader.on_topic(group, name) for group in self.known)
-        return [g for g in found if g is not None]
-
-    def close(self) -> None:
-        self.reader.close()
-
-
-def build(table: RoutingTable, view: View, found: list[Registration]) -> Graph:
+def build(table: RoutingTable, view: StoreView, found: list[Registration]) -> Graph:
     """The whole picture as nodes and edges (see the module docstring)."""
     g = Graph()
     s = table.settings
@@ -238,19 +199,9 @@ def topology(config_path: Path, fmt: str, as_json: bool) -> None:
       synapse topology --format dot | dot -Tpng -o topology.png
     """
     found = live_services()
-    url = click.get_current_context().meta["synapse.resolved_url"]
-    if backend_kind(url) == "kafka":
-        table = _kafka_table(config_path)
-        view = KafkaView(
-            parse_kafka(url).bootstrap,
-            [table.settings.group, *(r.info.group for r in found if r.info.group)],
-        )
-        try:
-            graph = build(table, view, found)
-        finally:
-            view.close()
-    else:
-        graph = build(common.table(config_path), RedisView(common.connect()), found)
+    kind = backend_kind(click.get_current_context().meta["synapse.resolved_url"])
+    table = common.table(config_path, kind)
+    graph = build(table, StoreView(open_store(router_group=table.settings.group)), found)
     if as_json or fmt == "json":
         common.emit_json({"nodes": list(graph.nodes.values()), "edges": graph.edges})
     elif fmt == "mermaid":
@@ -260,12 +211,3 @@ def topology(config_path: Path, fmt: str, as_json: bool) -> None:
     else:
         for line in topoviews.text(graph.nodes, graph.edges):
             click.echo(line)
-
-
-def _kafka_table(config_path: Path) -> RoutingTable:
-    """The table compiled for Kafka, or a Failure naming its first problems."""
-    try:
-        return load_table(config_path, kind="kafka")
-    except ConfigError as exc:
-        first = "; ".join(str(p) for p in exc.problems[:3])
-        raise common.Failure(f"bad config: {first}") from exc

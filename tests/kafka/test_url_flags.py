@@ -109,11 +109,12 @@ def test_check_with_a_malformed_kafka_url_is_a_usage_error(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("flag", ["--url", "--redis-url"])
-def test_cli_commands_refuse_a_kafka_url(flag: str) -> None:
-    """A command that connects refuses kafka:// with exit 2 and says why (either flag)."""
-    result = _cli("streams", flag, KAFKA)
+def test_services_says_what_is_wrong_with_a_malformed_kafka_url(flag: str) -> None:
+    """Every command takes kafka:// now (services and topology too: tests/kafka/
+    test_client_registry.py); a malformed one is exit 2 naming the problem (either flag)."""
+    result = _cli("services", flag, "kafka://h:1/x")
     assert result.exit_code == 2
-    assert "kafka:// URLs are not supported yet" in result.stderr
+    assert "no path, query" in result.stderr
 
 
 def test_cli_url_flag_and_env_reach_redis(url: str) -> None:
