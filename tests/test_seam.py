@@ -35,7 +35,15 @@ STORE = (
     "confluent_kafka",
     "synapse.backends.kafka",
     "synapse.backends.kafkaadmin",
+    "synapse.backends.kafkaattempts",
+    "synapse.backends.kafkacommit",
+    "synapse.backends.kafkaconsumer",
     "synapse.backends.kafkafailures",
+    "synapse.backends.kafkahead",
+    "synapse.backends.kafkaheld",
+    "synapse.backends.kafkamarks",
+    "synapse.backends.kafkaops",
+    "synapse.backends.kafkaregistry",
 )
 
 
@@ -65,3 +73,10 @@ def test_every_backend_implements_every_method_of_the_protocol(kind: type) -> No
         assert found is not None, f"{kind.__name__} lacks {name}"
         assert list(inspect.signature(found).parameters) == list(signature.parameters), name
     assert kind.name in ("redis", "cluster", "kafka")
+
+
+def test_every_backend_module_is_a_store_module() -> None:
+    """A module added under synapse/backends is on the STORE list the loop may not import."""
+    folder = Path(synapse.__file__).parent / "backends"
+    found = {f"synapse.backends.{p.stem}" for p in folder.glob("*.py") if p.stem != "__init__"}
+    assert found - set(STORE) == set()
