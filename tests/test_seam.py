@@ -43,6 +43,7 @@ STORE = (
     "synapse.backends.kafkaheld",
     "synapse.backends.kafkamarks",
     "synapse.backends.kafkaops",
+    "synapse.backends.kafkaproduce",
     "synapse.backends.kafkaregistry",
 )
 

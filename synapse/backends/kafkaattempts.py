@@ -33,6 +33,7 @@ from confluent_kafka import (
 )
 
 from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL
+from synapse.backends.kafkaproduce import produce_one
 
 #: The topic of attempts (one partition).
 ATTEMPTS_TOPIC = "synapse.attempts"
@@ -92,12 +93,4 @@ class Attempts:
         raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "attempts topic not read back"))
 
     def _write(self, key: str, value: bytes) -> None:
-        errors: list[KafkaError] = []
-
-        def acknowledged(err: KafkaError | None, _msg: Any) -> None:
-            if err is not None:
-                errors.append(err)
-
-        self.producer.produce(self.topic, value=value, key=key.encode(), on_delivery=acknowledged)
-        if self.producer.flush(LOAD_TIMEOUT_S) or errors:
-            raise KafkaException(errors[0] if errors else KafkaError(KafkaError._MSG_TIMED_OUT))
+        produce_one(self.producer, self.topic, key.encode(), value, LOAD_TIMEOUT_S)

@@ -19,6 +19,7 @@ from synapse.backend import CommitResult
 from synapse.backends.kafkaconsumer import GroupConsumer
 from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL, BrokerWatch
 from synapse.backends.kafkaheld import HeldRecords
+from synapse.backends.kafkaproduce import produce
 from synapse.kafka.records import position, to_record
 from synapse.plan import BatchPlan
 
@@ -83,21 +84,17 @@ class Committer:
             if err is not None:
                 errors.setdefault(eid, {})[topic] = str(err)
 
-        while True:
-            try:
-                self.producer.produce(
-                    topic,
-                    value=record.value,
-                    key=record.key,
-                    headers=record.headers,
-                    on_delivery=acknowledged,
-                )
-                return
-            except BufferError:  # the local queue is full: let acknowledgements drain it
-                self.producer.poll(0.05)
-            except KafkaException as exc:  # refused before sending (too large, bad topic)
-                errors.setdefault(eid, {})[topic] = str(exc.args[0])
-                return
+        try:
+            produce(
+                self.producer,
+                topic,
+                value=record.value,
+                key=record.key,
+                headers=record.headers,
+                on_delivery=acknowledged,
+            )
+        except KafkaException as exc:  # refused before sending (too large, bad topic)
+            errors.setdefault(eid, {})[topic] = str(exc.args[0])
 
     def _flush(self) -> None:
         """Wait for every acknowledgement, in slices: every broker gone ends the wait (the

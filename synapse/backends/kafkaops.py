@@ -27,6 +27,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from synapse.backends.kafkaproduce import produce, settle
 from synapse.kafka.records import Record
 
 #: How long one broker request may take.
@@ -215,26 +216,21 @@ class Sender:
             elif done is not None:
                 done.append((msg.partition() or 0, msg.offset() or 0))
 
-        headers: Any = record.headers  # list is invariant: the stub wants str | bytes | None
-        while True:
-            try:
-                self.producer.produce(
-                    topic,
-                    value=record.value,
-                    key=record.key,
-                    headers=headers,
-                    on_delivery=acknowledged,
-                )
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        produce(
+            self.producer,
+            topic,
+            value=record.value,
+            key=record.key,
+            headers=record.headers,
+            on_delivery=acknowledged,
+        )
 
     def settle(self) -> None:
         """Wait until every record sent is acknowledged; the first refusal as a KafkaException."""
-        left = self.producer.flush(TIMEOUT_S * 3)
-        errors, self.errors = self.errors, []
-        if errors or left:
-            raise KafkaException(errors[0] if errors else KafkaError(KafkaError._MSG_TIMED_OUT))
+        try:
+            settle(self.producer, self.errors, TIMEOUT_S * 3)
+        finally:
+            self.errors = []
 
     def produce(self, topic: str, record: Record) -> tuple[int, int]:
         """Produce one record and wait for it: its (partition, offset)."""

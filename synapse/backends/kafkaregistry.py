@@ -35,6 +35,7 @@ from confluent_kafka import (
 from synapse import log as logging
 from synapse.backends import kafkaadmin as admin
 from synapse.backends.kafkafailures import classify_kafka
+from synapse.backends.kafkaproduce import produce_one
 from synapse.errors import Failure
 from synapse.kafka.names import REGISTRY_TOPIC
 from synapse.registry import DEFAULT_TTL_S, Registration, ServiceInfo
@@ -104,15 +105,7 @@ def ensure_topic(bootstrap: str) -> None:
 
 
 def _produce(producer: Producer, key: bytes, value: bytes | None) -> None:
-    errors: list[KafkaError] = []
-
-    def acknowledged(err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
-            errors.append(err)
-
-    producer.produce(REGISTRY_TOPIC, value=value, key=key, on_delivery=acknowledged)
-    if producer.flush(TIMEOUT_S) or errors:
-        raise KafkaException(errors[0] if errors else KafkaError(KafkaError._MSG_TIMED_OUT))
+    produce_one(producer, REGISTRY_TOPIC, key, value, TIMEOUT_S)
 
 
 def register(producer: Producer, info: ServiceInfo, ttl_s: float = DEFAULT_TTL_S) -> None:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Producer
 
 from synapse.backend import Presence
 from synapse.backends import kafkaadmin as admin
+from synapse.backends.kafkaproduce import Refusals, produce, settle
 from synapse.backends.kafkaregistry import KafkaHeartbeat
 from synapse.backoff import Backoff
 from synapse.client import tracing
@@ -119,31 +120,24 @@ class KafkaStore:
         if missing:
             await asyncio.to_thread(admin.ensure_topics, self.bootstrap, missing)
             self._topics.update(missing)
-        errors: list[KafkaError] = []
+        await asyncio.to_thread(self._produce_all, records, key, data_field)
 
-        def acknowledged(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                errors.append(err)
-
+    def _produce_all(
+        self, records: list[tuple[str, list[bytes]]], key: bytes | None, data_field: bytes
+    ) -> None:
+        """Produce every record and wait for every acknowledgement (blocking)."""
+        refusals = Refusals()
         for topic, fields in records:
             record = to_record(fields, key, data_field)
-            while True:
-                try:
-                    self.producer.produce(
-                        topic,
-                        value=record.value,
-                        key=record.key,
-                        headers=cast("list[tuple[str, str | bytes | None]]", record.headers),
-                        on_delivery=acknowledged,
-                    )
-                    break
-                except BufferError:  # the local queue is full: let acknowledgements drain it
-                    await asyncio.to_thread(self.producer.poll, 0.05)
-        left = await asyncio.to_thread(self.producer.flush, PUBLISH_TIMEOUT_S)
-        if errors:
-            raise KafkaException(errors[0])
-        if left:
-            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "publish not acknowledged"))
+            produce(
+                self.producer,
+                topic,
+                value=record.value,
+                key=record.key,
+                headers=record.headers,
+                on_delivery=refusals,
+            )
+        settle(self.producer, refusals.errors, PUBLISH_TIMEOUT_S, "publish not acknowledged")
 
     def presence(self, info: Callable[[], ServiceInfo], ttl_s: float) -> Presence:
         return KafkaHeartbeat(self.bootstrap, self.producer, info, ttl_s)
