@@ -45,6 +45,7 @@ STORE = (
     "synapse.backends.kafkaops",
     "synapse.backends.kafkaproduce",
     "synapse.backends.kafkaregistry",
+    "synapse.backends.kafkatable",
 )
 
 

@@ -19,19 +19,14 @@ key wins.
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
-    KafkaError,
-    KafkaException,
     Producer,
-    TopicPartition,
 )
 
+from synapse.backends import kafkatable
 from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL
 from synapse.backends.kafkaproduce import produce_one
 
@@ -39,7 +34,6 @@ from synapse.backends.kafkaproduce import produce_one
 ATTEMPTS_TOPIC = "synapse.attempts"
 #: How long reading the topic back may take before it counts as a broker failure.
 LOAD_TIMEOUT_S = 30.0
-_SENTINEL = "sentinel/"
 
 #: {key: (offset, attempts)}
 Table = dict[str, tuple[int, int]]
@@ -63,8 +57,8 @@ class Attempts:
 
     def load(self) -> Table:
         """Every key's last record, read through a sentinel written just before."""
-        sentinel = _SENTINEL + uuid.uuid4().hex
-        self._write(sentinel, b"{}")
+        sentinel = kafkatable.new_sentinel()
+        self._write(sentinel.decode(), b"{}")
         reader = Consumer(
             {
                 "bootstrap.servers": self.bootstrap,
@@ -72,25 +66,15 @@ class Attempts:
                 "log_level": CLIENT_LOG_LEVEL,
             }
         )
-        reader.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         found: Table = {}
-        deadline = time.monotonic() + LOAD_TIMEOUT_S
-        try:
-            while time.monotonic() < deadline:
-                for msg in reader.consume(1000, 0.2):
-                    if msg.error() is not None:
-                        continue
-                    raw = msg.key()
-                    key = raw.decode() if isinstance(raw, bytes) else ""
-                    if key == sentinel:
-                        return found
-                    if key.startswith(_SENTINEL):
-                        continue
-                    value: Any = json.loads(msg.value() or b"{}")
-                    found[key] = (int(value["offset"]), int(value["attempts"]))
-        finally:
-            reader.close()
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "attempts topic not read back"))
+        for msg in kafkatable.read_through(
+            reader, self.topic, sentinel, LOAD_TIMEOUT_S, "attempts topic not read back"
+        ):
+            raw = msg.key()
+            key = raw.decode() if isinstance(raw, bytes) else ""
+            value: Any = json.loads(msg.value() or b"{}")
+            found[key] = (int(value["offset"]), int(value["attempts"]))
+        return found
 
     def _write(self, key: str, value: bytes) -> None:
         produce_one(self.producer, self.topic, key.encode(), value, LOAD_TIMEOUT_S)

@@ -20,18 +20,13 @@ until it comes back (end offsets cannot be trusted on tansu); the last value per
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
-
-from synapse.backends import kafkaadmin, kafkaops
+from synapse.backends import kafkaops, kafkatable
 from synapse.kafka.records import Record
 
 #: The topic of marks (one partition, compacted).
 MARKS_TOPIC = "synapse.marks"
-_SENTINEL = "sentinel/"
 
 
 def handled_key(dead_letters: str, letter_id: str) -> str:
@@ -57,9 +52,7 @@ class Marks:
 
     def ensure(self) -> None:
         if not self._ready:
-            kafkaadmin.ensure_topics(
-                self.bootstrap, [self.topic], partitions=1, config={"cleanup.policy": "compact"}
-            )
+            kafkatable.ensure_compacted(self.bootstrap, self.topic)
             self._ready = True
 
     def put(self, key: str, value: dict[str, Any]) -> None:
@@ -76,23 +69,15 @@ class Marks:
     def load(self, prefix: str = "") -> dict[str, dict[str, Any]]:
         """Every mark whose key starts with ``prefix`` (the last value per key), read through
         a sentinel written just before."""
-        sentinel = _SENTINEL + uuid.uuid4().hex
-        self.put(sentinel, {})
-        reader = kafkaops.reader(self.bootstrap)
-        reader.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+        sentinel = kafkatable.new_sentinel()
+        self.put(sentinel.decode(), {})
         found: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + kafkaops.STALL_S
-        try:
-            while time.monotonic() < deadline:
-                for msg in reader.consume(1000, 0.2):
-                    if msg.error() is not None:
-                        continue
-                    raw = msg.key()
-                    key = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
-                    if key == sentinel:
-                        return found
-                    if key.startswith(prefix) and not key.startswith(_SENTINEL):
-                        found[key] = json.loads(msg.value() or b"{}")
-        finally:
-            reader.close()
-        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"{self.topic} not read back"))
+        reader = kafkaops.reader(self.bootstrap)
+        for msg in kafkatable.read_through(
+            reader, self.topic, sentinel, kafkaops.STALL_S, f"{self.topic} not read back"
+        ):
+            raw = msg.key()
+            key = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
+            if key.startswith(prefix):
+                found[key] = json.loads(msg.value() or b"{}")
+        return found

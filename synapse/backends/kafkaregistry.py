@@ -19,21 +19,18 @@ import asyncio
 import contextlib
 import json
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
-    KafkaError,
     KafkaException,
     Producer,
-    TopicPartition,
 )
 
 from synapse import log as logging
 from synapse.backends import kafkaadmin as admin
+from synapse.backends import kafkatable
 from synapse.backends.kafkafailures import classify_kafka
 from synapse.backends.kafkaproduce import produce_one
 from synapse.errors import Failure
@@ -42,7 +39,6 @@ from synapse.registry import DEFAULT_TTL_S, Registration, ServiceInfo
 
 #: How long a registration write or a listing may take before it counts as a failure.
 TIMEOUT_S = 15.0
-_SENTINEL = "sentinel/"
 
 
 def record_key(info: ServiceInfo) -> bytes:
@@ -99,9 +95,7 @@ def decode(value: bytes, timestamp_ms: int, now_ms: int) -> Registration | None:
 
 def ensure_topic(bootstrap: str) -> None:
     """Create ``synapse.registry`` (one partition, compacted) unless it exists."""
-    admin.ensure_topics(
-        bootstrap, [REGISTRY_TOPIC], partitions=1, config={"cleanup.policy": "compact"}
-    )
+    kafkatable.ensure_compacted(bootstrap, REGISTRY_TOPIC)
 
 
 def _produce(producer: Producer, key: bytes, value: bytes | None) -> None:
@@ -124,34 +118,16 @@ def list_services(bootstrap: str, producer: Producer | None = None) -> list[Regi
     if REGISTRY_TOPIC not in admin.topics(bootstrap):
         return []
     writer = producer or Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-    sentinel = (_SENTINEL + uuid.uuid4().hex).encode()
+    sentinel = kafkatable.new_sentinel()
     _produce(writer, sentinel, None)
     reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "synapse-registry-reader"})
-    reader.assign([TopicPartition(REGISTRY_TOPIC, 0, OFFSET_BEGINNING)])
     last: dict[bytes, tuple[bytes | None, int]] = {}
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while True:
-            if time.monotonic() > deadline:
-                raise KafkaException(
-                    KafkaError(KafkaError._TIMED_OUT, "service registry not read back")
-                )
-            done = False
-            for msg in reader.consume(1000, 0.2):
-                key = msg.key()
-                if msg.error() is not None or not isinstance(key, bytes):
-                    continue
-                if key == sentinel:
-                    done = True
-                    break
-                if key.startswith(_SENTINEL.encode()):
-                    continue
-                value = msg.value()
-                last[key] = (value if isinstance(value, bytes) else None, msg.timestamp()[1])
-            if done:
-                break
-    finally:
-        reader.close()
+    for msg in kafkatable.read_through(
+        reader, REGISTRY_TOPIC, sentinel, TIMEOUT_S, "service registry not read back"
+    ):
+        key, value = msg.key(), msg.value()
+        if isinstance(key, bytes):
+            last[key] = (value if isinstance(value, bytes) else None, msg.timestamp()[1])
     now = int(time.time() * 1000)
     found = [
         reg
