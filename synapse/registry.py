@@ -171,16 +171,13 @@ def _decode(raw: dict[bytes, bytes], ttl_ms: int) -> Registration:
     return Registration(info=info, heartbeat_ms=int(get("heartbeat_ms") or 0), ttl_ms=ttl_ms)
 
 
-class Heartbeat:
-    """Keeps one registration alive until stopped; Redis errors are logged, never raised."""
+class HeartbeatLoop:
+    """Keeps one registration alive until stopped: ``write`` every ``ttl / 3``, the first
+    failure of a run logged (``registry_heartbeat_failed``), every one counted, none
+    raised unless ``tolerated`` says no; stopping ends with ``leave``. A store's
+    heartbeat says how to write, leave and which errors to ride out."""
 
-    def __init__(
-        self,
-        client: Client,
-        info: Callable[[], ServiceInfo],
-        ttl_s: float = DEFAULT_TTL_S,
-    ) -> None:
-        self.client = client
+    def __init__(self, info: Callable[[], ServiceInfo], ttl_s: float = DEFAULT_TTL_S) -> None:
         self.info = info
         self.ttl_s = ttl_s
         self.interval_s = ttl_s / 3
@@ -190,6 +187,19 @@ class Heartbeat:
         self.log = logging.get("synapse.registry")
         self._last: ServiceInfo | None = None
 
+    async def write(self, last: ServiceInfo | None, info: ServiceInfo) -> None:
+        """Register ``info`` for ``ttl_s`` (``last``, the one written before, removed first
+        when its key differs)."""
+        raise NotImplementedError
+
+    async def leave(self, info: ServiceInfo) -> None:
+        """Remove ``info`` at stop; a failure is swallowed (its TTL removes it)."""
+        raise NotImplementedError
+
+    def tolerated(self, exc: Exception) -> bool:
+        """Whether a failed write is logged and retried (else it ends the loop)."""
+        raise NotImplementedError
+
     def stop(self) -> None:
         self.stopping.set()
 
@@ -198,13 +208,13 @@ class Heartbeat:
         while not self.stopping.is_set():
             try:
                 info = self.info()
-                if self._last is not None and self._last.key != info.key:
-                    await deregister(self.client, self._last)
-                await register(self.client, info, self.ttl_s)
+                await self.write(self._last, info)
                 self._last = info
                 self.beats += 1
                 failing = False
-            except FAILURES as exc:
+            except Exception as exc:  # a heartbeat never stops the service
+                if not self.tolerated(exc):
+                    raise
                 self.failures += 1
                 if not failing:
                     self.log.warning("registry_heartbeat_failed", error=str(exc))
@@ -212,8 +222,32 @@ class Heartbeat:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.interval_s)
         if self._last is not None:
-            with contextlib.suppress(*FAILURES):
-                await deregister(self.client, self._last)
+            await self.leave(self._last)
+
+
+class Heartbeat(HeartbeatLoop):
+    """Keeps one registration alive until stopped; Redis errors are logged, never raised."""
+
+    def __init__(
+        self,
+        client: Client,
+        info: Callable[[], ServiceInfo],
+        ttl_s: float = DEFAULT_TTL_S,
+    ) -> None:
+        super().__init__(info, ttl_s)
+        self.client = client
+
+    async def write(self, last: ServiceInfo | None, info: ServiceInfo) -> None:
+        if last is not None and last.key != info.key:
+            await deregister(self.client, last)
+        await register(self.client, info, self.ttl_s)
+
+    async def leave(self, info: ServiceInfo) -> None:
+        with contextlib.suppress(*FAILURES):
+            await deregister(self.client, info)
+
+    def tolerated(self, exc: Exception) -> bool:
+        return isinstance(exc, FAILURES)
 
 
 @contextlib.asynccontextmanager

@@ -22,20 +22,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import (
-    Consumer,
-    KafkaException,
-    Producer,
-)
+from confluent_kafka import Consumer, KafkaException, Producer
 
-from synapse import log as logging
 from synapse.backends import kafkaadmin as admin
 from synapse.backends import kafkatable
 from synapse.backends.kafkafailures import classify_kafka
 from synapse.backends.kafkaproduce import produce_one
 from synapse.errors import Failure
 from synapse.kafka.names import REGISTRY_TOPIC
-from synapse.registry import DEFAULT_TTL_S, Registration, ServiceInfo
+from synapse.registry import DEFAULT_TTL_S, HeartbeatLoop, Registration, ServiceInfo
 
 #: How long a registration write or a listing may take before it counts as a failure.
 TIMEOUT_S = 15.0
@@ -137,7 +132,7 @@ def list_services(bootstrap: str, producer: Producer | None = None) -> list[Regi
     return sorted(found, key=lambda r: (r.info.name, r.info.instance))
 
 
-class KafkaHeartbeat:
+class KafkaHeartbeat(HeartbeatLoop):
     """Keeps one registration alive until stopped (``registry.Heartbeat`` on Kafka);
     broker errors are logged, never raised. Stopping writes the tombstone."""
 
@@ -148,46 +143,25 @@ class KafkaHeartbeat:
         info: Callable[[], ServiceInfo],
         ttl_s: float = DEFAULT_TTL_S,
     ) -> None:
+        super().__init__(info, ttl_s)
         self.bootstrap = bootstrap
         self.producer = producer
-        self.info = info
-        self.ttl_s = ttl_s
-        self.interval_s = ttl_s / 3
-        self.stopping = asyncio.Event()
-        self.beats = 0
-        self.failures = 0
-        self.log = logging.get("synapse.registry")
-        self._last: ServiceInfo | None = None
         self._topic = False
 
-    def stop(self) -> None:
-        self.stopping.set()
+    async def write(self, last: ServiceInfo | None, info: ServiceInfo) -> None:
+        await asyncio.to_thread(self._beat, last, info)
 
-    async def run(self) -> None:
-        failing = False
-        while not self.stopping.is_set():
-            try:
-                await asyncio.to_thread(self._beat, self.info())
-                self.beats += 1
-                failing = False
-            except Exception as exc:  # a heartbeat never stops the service
-                if classify_kafka(exc) == Failure.INTERNAL:
-                    raise
-                self.failures += 1
-                if not failing:
-                    self.log.warning("registry_heartbeat_failed", error=str(exc))
-                failing = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.interval_s)
-        if self._last is not None:
-            with contextlib.suppress(KafkaException):
-                await asyncio.to_thread(deregister, self.producer, self._last)
+    async def leave(self, info: ServiceInfo) -> None:
+        with contextlib.suppress(KafkaException):
+            await asyncio.to_thread(deregister, self.producer, info)
 
-    def _beat(self, info: ServiceInfo) -> None:
+    def tolerated(self, exc: Exception) -> bool:
+        return classify_kafka(exc) != Failure.INTERNAL
+
+    def _beat(self, last: ServiceInfo | None, info: ServiceInfo) -> None:
         if not self._topic:
             ensure_topic(self.bootstrap)
             self._topic = True
-        if self._last is not None and record_key(self._last) != record_key(info):
-            deregister(self.producer, self._last)
+        if last is not None and record_key(last) != record_key(info):
+            deregister(self.producer, last)
         register(self.producer, info, self.ttl_s)
-        self._last = info
