@@ -13,7 +13,6 @@ Refusals and the report are the Redis command's (``cli/redrive.py``).
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from typing import NoReturn
 
@@ -22,11 +21,11 @@ import click
 from synapse.backends import kafkaadmin
 from synapse.cli import common
 from synapse.cli.againcheck import first_pass
-from synapse.cli.deadletter import DeadLetter, Selection, redrive_fields, target_of
+from synapse.cli.deadletter import DeadLetter, Selection, target_of
 from synapse.cli.kafkadlq import open_kafka_dead_letters
 from synapse.cli.progress import Progress
 from synapse.cli.redrive import BATCH
-from synapse.cli.redrivereport import refusal, report
+from synapse.cli.redrivereport import Pending, finish, walk
 from synapse.config import RoutingTable
 from synapse.kafka.names import topic_problem
 from synapse.kafka.records import entry_id, to_record
@@ -54,7 +53,7 @@ def redrive_on_kafka(
     moved: list[dict[str, str]] = []
     pacer = common.Pacer(rate)
     batch_size = max(1, min(BATCH, int(rate) // 10)) if rate else BATCH
-    pending: list[tuple[DeadLetter, str, list[bytes], int]] = []
+    pending: list[Pending] = []
 
     def flush() -> None:
         if dry_run:
@@ -92,42 +91,36 @@ def redrive_on_kafka(
     again = first_pass(letters, chosen, ids, target, table, limit, progress)
     if again is not None and not as_json and again.line():
         click.echo(again.line(), err=True)
-    with progress:
-        try:
-            for letter in letters.select(chosen, ids):
-                if limit is not None and tally["selected"] >= limit:
-                    break
-                tally["selected"] += 1
-                [letter] = letters.counted([letter])
-                dest, why = target_of(letter, target, table, letters.retry)
-                why = why or _illegal(dest) or refusal(letter, max_redrives, force)
-                if why:
-                    tally["refused"] += 1
-                    refused.append({"id": letter.entry_id, "why": why})
-                    progress.advance(1)
-                    continue
-                pending.append((letter, dest, redrive_fields(letter, target), letter.redrives + 1))
-                if len(pending) >= batch_size:
-                    flush()
-            flush()
-        except KeyboardInterrupt:
-            tally["interrupted"] = 1
-    report("redrive", name, tally, refused, moved, as_json, dry_run, again)
-    common.audit(
-        "dlq_redriven",
-        stream=name,
-        dry_run=dry_run,
-        redriven=tally["redriven"],
-        refused=len(refused),
-        already_gone=tally["gone"],
-        to=target,
-        reasons=list(chosen.reasons),
-        would_fail_again=again.same.total() if again is not None else None,
-        interrupted=bool(tally["interrupted"]),
+
+    def destination(letter: DeadLetter) -> tuple[DeadLetter, str, str]:
+        [letter] = letters.counted([letter])
+        dest, why = target_of(letter, target, table, letters.retry)
+        return letter, dest, why or _illegal(dest)
+
+    walk(
+        letters.select(chosen, ids),
+        destination,
+        flush,
+        pending,
+        target=target,
+        limit=limit,
+        batch_size=batch_size,
+        guard=(max_redrives, force),
+        tally=tally,
+        refused=refused,
+        progress=progress,
     )
-    if tally["interrupted"]:
-        sys.exit(common.EXIT_INTERRUPTED)
-    sys.exit(common.EXIT_FAILED if refused else common.EXIT_OK)
+    finish(
+        name,
+        tally,
+        refused,
+        moved,
+        target=target,
+        chosen=chosen,
+        again=again,
+        as_json=as_json,
+        dry_run=dry_run,
+    )
 
 
 def _illegal(dest: str) -> str:

@@ -15,7 +15,6 @@ but a kill between the two leaves the dead letter, so a rerun writes it again.
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from synapse.cli.deadletter import (
     Selection,
     counted,
     dlq_options,
-    redrive_fields,
     select,
     selection_options,
     store_kind,
@@ -41,7 +39,7 @@ from synapse.cli.deadletter import (
 )
 from synapse.cli.dlqstore import RedisDeadLetters
 from synapse.cli.progress import Progress
-from synapse.cli.redrivereport import refusal, report
+from synapse.cli.redrivereport import Pending, finish, walk
 from synapse.slots import slot_of
 
 DEFAULT_MAX_REDRIVES = 3
@@ -153,7 +151,7 @@ def redrive_cmd(
     moved: list[dict[str, str]] = []
     pacer = common.Pacer(rate)
     batch_size = max(1, min(BATCH, int(rate) // 10)) if rate else BATCH
-    pending: list[tuple[DeadLetter, str, list[bytes], int]] = []
+    pending: list[Pending] = []
 
     def flush() -> None:
         if not pending:
@@ -198,42 +196,36 @@ def redrive_cmd(
     again = first_pass(RedisDeadLetters(client, name), chosen, ids, target, table, limit, progress)
     if again is not None and not as_json and again.line():
         click.echo(again.line(), err=True)
-    with progress:
-        try:
-            for letter in letters:
-                if limit is not None and tally["selected"] >= limit:
-                    break
-                tally["selected"] += 1
-                [letter] = counted(client, name, [letter])
-                dest, why = target_of(letter, target, table)
-                why = why or refusal(letter, max_redrives, force)
-                if why:
-                    tally["refused"] += 1
-                    refused.append({"id": letter.entry_id, "why": why})
-                    progress.advance(1)
-                    continue
-                pending.append((letter, dest, redrive_fields(letter, target), letter.redrives + 1))
-                if len(pending) >= batch_size:
-                    flush()
-            flush()
-        except KeyboardInterrupt:
-            tally["interrupted"] = 1
-    report("redrive", name, tally, refused, moved, as_json, dry_run, again)
-    common.audit(
-        "dlq_redriven",
-        stream=name,
-        dry_run=dry_run,
-        redriven=tally["redriven"],
-        refused=len(refused),
-        already_gone=tally["gone"],
-        to=target,
-        reasons=list(chosen.reasons),
-        would_fail_again=again.same.total() if again is not None else None,
-        interrupted=bool(tally["interrupted"]),
+
+    def destination(letter: DeadLetter) -> tuple[DeadLetter, str, str]:
+        [letter] = counted(client, name, [letter])
+        dest, why = target_of(letter, target, table)
+        return letter, dest, why
+
+    walk(
+        letters,
+        destination,
+        flush,
+        pending,
+        target=target,
+        limit=limit,
+        batch_size=batch_size,
+        guard=(max_redrives, force),
+        tally=tally,
+        refused=refused,
+        progress=progress,
     )
-    if tally["interrupted"]:
-        sys.exit(common.EXIT_INTERRUPTED)
-    sys.exit(common.EXIT_FAILED if refused else common.EXIT_OK)
+    finish(
+        name,
+        tally,
+        refused,
+        moved,
+        target=target,
+        chosen=chosen,
+        again=again,
+        as_json=as_json,
+        dry_run=dry_run,
+    )
 
 
 def apart(client: common.Client, stream: str, dest: str) -> bool:
