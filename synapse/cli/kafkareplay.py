@@ -17,7 +17,6 @@ dedupe on the two replay headers). ``--restart`` ignores the checkpoint.
 from __future__ import annotations
 
 import re
-import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from synapse.cli import common
 from synapse.cli.kafkadlq import kafka_time, within
 from synapse.cli.kafkastore import KafkaStore
 from synapse.cli.progress import Progress
-from synapse.cli.replay import legacy_key, report
+from synapse.cli.replay import finish, legacy_key
 from synapse.config import RoutingTable
 from synapse.errors import UsageError
 from synapse.kafka.names import topic_problem
@@ -223,18 +222,6 @@ def run_on_kafka(
             restart=restart,
             progress=progress,
         )
-    tally = run.tally
-    report(source, dest, tally, run.resumed, run.first, run.last, run.checkpoint, dry_run, as_json)
-    common.audit(
-        "replay_done",
-        source=source,
-        to=dest,
-        dry_run=dry_run,
-        copied=0 if dry_run else tally["copied"],
-        skipped=tally["skipped"],
-        first_id=run.first or None,
-        last_id=run.last or None,
-        resumed_after=run.resumed,
-        interrupted=bool(tally["interrupted"]),
+    finish(
+        source, dest, run.tally, run.resumed, run.first, run.last, run.checkpoint, dry_run, as_json
     )
-    sys.exit(common.EXIT_INTERRUPTED if tally["interrupted"] else common.EXIT_OK)

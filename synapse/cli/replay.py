@@ -19,7 +19,7 @@ import hashlib
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from redis.cluster import RedisCluster
@@ -215,6 +215,21 @@ def replay(
                     break
         except KeyboardInterrupt:
             tally["interrupted"] = 1
+    finish(source, dest, tally, resumed, first, last, ckpt, dry_run, as_json)
+
+
+def finish(
+    source: str,
+    dest: str,
+    tally: Counter[str],
+    resumed: str | None,
+    first: str,
+    last: str,
+    ckpt: str,
+    dry_run: bool,
+    as_json: bool,
+) -> NoReturn:
+    """Report, audit (``replay_done``) and exit (130 when interrupted), on every store."""
     report(source, dest, tally, resumed, first, last, ckpt, dry_run, as_json)
     common.audit(
         "replay_done",
