@@ -122,13 +122,7 @@ class KafkaBackend:
         and destinations are created with ``create``; the consumer subscribes to the result."""
         if create:
             await asyncio.to_thread(admin.ensure_topics, self.bootstrap, admin.named_topics(table))
-            await asyncio.to_thread(
-                admin.ensure_topics,
-                self.bootstrap,
-                [self._attempts.topic],
-                partitions=1,
-                config={"cleanup.policy": "compact"},
-            )
+            await asyncio.to_thread(self._attempts.ensure_topic)
         found = await asyncio.to_thread(admin.matching_topics, self.bootstrap, table)
         if found != self._subscribed and found:
             await self._open(table.settings)

@@ -51,6 +51,10 @@ class Attempts:
         self.producer = producer
         self.topic = topic
 
+    def ensure_topic(self) -> None:
+        """Create the attempts topic (one partition, compacted) unless it exists."""
+        kafkatable.ensure_compacted(self.bootstrap, self.topic)
+
     def record(self, key: str, offset: int, attempts: int) -> None:
         """Write one record with acks=all and wait for its acknowledgement."""
         self._write(key, json.dumps({"offset": offset, "attempts": attempts}).encode())

@@ -69,13 +69,7 @@ class ServiceConsumer(KafkaBackend):
         await asyncio.to_thread(
             admin.ensure_topics, self.bootstrap, [*topics, settings.dead_letter]
         )
-        await asyncio.to_thread(
-            admin.ensure_topics,
-            self.bootstrap,
-            [self._attempts.topic],
-            partitions=1,
-            config={"cleanup.policy": "compact"},
-        )
+        await asyncio.to_thread(self._attempts.ensure_topic)
         await self._open(settings)
         if self._subscribed != topics:
             await self._group.subscribe(topics, on_assign=self._on_assign)
