@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import pytest
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from redis.cluster import RedisCluster
 
 from synapse import log as logging
@@ -34,7 +34,8 @@ from synapse.metrics import Metrics
 from synapse.plan import Planner
 from synapse.tansu import TansuBroker
 from tests.conftest import wait_for, write_table
-from tests.kafka.support import kafka_table, rdkafka_threads
+from tests.kafka.support import TYPE_T, kafka_table, produce, rdkafka_threads
+from tests.support.batches import commit_all, numbered, read_n
 
 TABLE = """
     version: 1
@@ -100,25 +101,9 @@ class KafkaSide:
     def __init__(self, broker: TansuBroker, topic: str, group: str) -> None:
         self.bootstrap, self.group = broker.bootstrap, group
         self.source, self.out = f"{topic}.in", f"{topic}.out"
-        self.producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all"})
 
     def add(self, n: int) -> list[bytes]:
-        ids: list[bytes] = []
-
-        def done(err: Any, msg: Any) -> None:
-            assert err is None, err
-            ids.append(b"%d-%d" % (msg.partition(), msg.offset()))
-
-        for i in range(n):
-            self.producer.produce(
-                self.source,
-                value=b'{"n": %d}' % i,
-                headers=[("type", b"t")],
-                partition=0,
-                on_delivery=done,
-            )
-        assert self.producer.flush(10) == 0
-        return ids
+        return produce(self.bootstrap, self.source, numbered(n), headers=TYPE_T, partition=0)
 
     def copies(self, n: int) -> list[dict[bytes, bytes]]:
         """Read from the start of every partition (assigned, no group: a join takes
@@ -148,7 +133,7 @@ class KafkaSide:
             reader.close()
 
     def close(self) -> None:
-        self.producer.close()
+        pass
 
 
 @dataclass
@@ -167,20 +152,10 @@ class Store:
         return self.side.source
 
     async def read_n(self, n: int) -> list[Batch]:
-        """Read until n entries came back (a Kafka fetch may take more than one BLOCK)."""
-        found: list[Batch] = []
-
-        async def enough() -> bool:
-            found.extend(await self.backend.read(self.table.settings, [self.source], 100) or [])
-            return sum(len(b.entries) for b in found) >= n
-
-        await wait_for(enough, 20, f"{n} entries read")
-        return found
+        return await read_n(self.backend, self.table, self.source, n)
 
     async def commit_all(self, batch: Batch) -> None:
-        plan = Planner(self.table).plan_batch(batch.source, batch.entries, 0, batch.deliveries)
-        result = await self.backend.commit(plan, self.table.settings.group)
-        assert not result.failed and not result.skipped
+        await commit_all(self.backend, self.table, batch)
 
 
 @pytest.fixture(scope="module")

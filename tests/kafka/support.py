@@ -15,6 +15,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from synapse.config import RoutingTable, load_table
 from tests.conftest import write_table
 
+#: The headers of a record whose type is ``t``.
+TYPE_T = [("type", b"t")]
+
 
 class Got(NamedTuple):
     """One record read back: its key, headers (as a dict, last wins) and value."""

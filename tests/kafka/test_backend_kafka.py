@@ -10,7 +10,7 @@ import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
@@ -32,9 +31,9 @@ from synapse.backends.kafka import KafkaBackend
 from synapse.config import RoutingTable
 from synapse.errors import Failure
 from synapse.metrics import Metrics
-from synapse.plan import Planner
 from synapse.tansu import TansuBroker
-from tests.kafka.support import rdkafka_threads
+from tests.kafka.support import TYPE_T, produce, rdkafka_threads
+from tests.support.batches import commit_all, numbered, read_n
 from tests.support.polling import wait_for
 
 TABLE = """
@@ -50,7 +49,7 @@ TABLE = """
 
 @dataclass
 class Store:
-    """A Kafka backend under test, the table it routes by, a producer on the same broker."""
+    """A Kafka backend under test, the table it routes by, and its broker."""
 
     backend: KafkaBackend
     table: RoutingTable
@@ -58,46 +57,19 @@ class Store:
     source: str
     out: str
     stopping: asyncio.Event
-    producer: Producer = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.producer = Producer({"bootstrap.servers": self.broker.bootstrap, "acks": "all"})
 
     def add(self, n: int, key: bytes | None = None) -> list[bytes]:
         """Append n records to partition 0 of the source; their entry ids."""
-        ids: list[bytes] = []
-
-        def done(err: Any, msg: Any) -> None:
-            assert err is None, err
-            ids.append(b"%d-%d" % (msg.partition(), msg.offset()))
-
-        for i in range(n):
-            self.producer.produce(
-                self.source,
-                value=b'{"n": %d}' % i,
-                key=key,
-                headers=[("type", b"t")],
-                partition=0,
-                on_delivery=done,
-            )
-        assert self.producer.flush(10) == 0
-        return ids
+        values = numbered(n)
+        return produce(
+            self.broker.bootstrap, self.source, values, headers=TYPE_T, key=key, partition=0
+        )
 
     async def read_n(self, n: int) -> list[Batch]:
-        """Read until n entries came back (the fetch may take more than one BLOCK)."""
-        found: list[Batch] = []
-
-        async def enough() -> bool:
-            found.extend(await self.backend.read(self.table.settings, [self.source], 100) or [])
-            return sum(len(b.entries) for b in found) >= n
-
-        await wait_for(enough, 20, f"{n} entries read")
-        return found
+        return await read_n(self.backend, self.table, self.source, n)
 
     async def commit_all(self, batch: Batch) -> None:
-        plan = Planner(self.table).plan_batch(batch.source, batch.entries, 0, batch.deliveries)
-        result = await self.backend.commit(plan, self.table.settings.group)
-        assert not result.failed and not result.skipped
+        await commit_all(self.backend, self.table, batch)
 
     def committed(self) -> int:
         """The group's committed offset of partition 0, as a new client reads it back."""
@@ -162,7 +134,6 @@ async def _store_on(
         await wait_for(joined, 30, "the group's partitions assigned")
         yield made
     finally:
-        made.producer.close()
         await backend.close()
 
 
