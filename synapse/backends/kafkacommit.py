@@ -85,14 +85,7 @@ class Committer:
                 errors.setdefault(eid, {})[topic] = str(err)
 
         try:
-            produce(
-                self.producer,
-                topic,
-                value=record.value,
-                key=record.key,
-                headers=record.headers,
-                on_delivery=acknowledged,
-            )
+            produce(self.producer, topic, record, acknowledged)
         except KafkaException as exc:  # refused before sending (too large, bad topic)
             errors.setdefault(eid, {})[topic] = str(exc.args[0])
 

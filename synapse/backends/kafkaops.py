@@ -216,14 +216,7 @@ class Sender:
             elif done is not None:
                 done.append((msg.partition() or 0, msg.offset() or 0))
 
-        produce(
-            self.producer,
-            topic,
-            value=record.value,
-            key=record.key,
-            headers=record.headers,
-            on_delivery=acknowledged,
-        )
+        produce(self.producer, topic, record, acknowledged)
 
     def settle(self) -> None:
         """Wait until every record sent is acknowledged; the first refusal as a KafkaException."""

@@ -16,6 +16,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from synapse.kafka.records import Record
+
 #: How long one wait for the local queue to drain lasts before producing again.
 QUEUE_FULL_POLL_S = 0.05
 
@@ -34,21 +36,14 @@ class Refusals:
             self.errors.append(err)
 
 
-def produce(
-    producer: Producer,
-    topic: str,
-    *,
-    value: bytes | None,
-    key: bytes | None,
-    on_delivery: OnDelivery,
-    headers: Any = None,
-) -> None:
+def produce(producer: Producer, topic: str, record: Record, on_delivery: OnDelivery) -> None:
     """Hand one record to the producer, waiting while its local queue is full. A record
     refused before sending (too large, a bad topic) raises ``KafkaException``."""
+    headers: Any = record.headers  # list is invariant: the stub wants str | bytes | None
     while True:
         try:
             producer.produce(
-                topic, value=value, key=key, headers=headers or [], on_delivery=on_delivery
+                topic, value=record.value, key=record.key, headers=headers, on_delivery=on_delivery
             )
             return
         except BufferError:  # the local queue is full: let acknowledgements drain it
@@ -78,5 +73,5 @@ def produce_one(
 ) -> None:
     """Produce one record (``value`` None: a tombstone) and wait for its acknowledgement."""
     refusals = Refusals()
-    produce(producer, topic, value=value, key=key, on_delivery=refusals)
+    produce(producer, topic, Record(value, [], key), refusals)
     settle(producer, refusals.errors, timeout_s)

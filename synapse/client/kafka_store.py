@@ -128,15 +128,7 @@ class KafkaStore:
         """Produce every record and wait for every acknowledgement (blocking)."""
         refusals = Refusals()
         for topic, fields in records:
-            record = to_record(fields, key, data_field)
-            produce(
-                self.producer,
-                topic,
-                value=record.value,
-                key=record.key,
-                headers=record.headers,
-                on_delivery=refusals,
-            )
+            produce(self.producer, topic, to_record(fields, key, data_field), refusals)
         settle(self.producer, refusals.errors, PUBLISH_TIMEOUT_S, "publish not acknowledged")
 
     def presence(self, info: Callable[[], ServiceInfo], ttl_s: float) -> Presence:
