@@ -229,34 +229,8 @@ def finish(
     dry_run: bool,
     as_json: bool,
 ) -> NoReturn:
-    """Report, audit (``replay_done``) and exit (130 when interrupted), on every store."""
-    report(source, dest, tally, resumed, first, last, ckpt, dry_run, as_json)
-    common.audit(
-        "replay_done",
-        source=source,
-        to=dest,
-        dry_run=dry_run,
-        copied=0 if dry_run else tally["copied"],
-        skipped=tally["skipped"],
-        first_id=first or None,
-        last_id=last or None,
-        resumed_after=resumed,
-        interrupted=bool(tally["interrupted"]),
-    )
-    sys.exit(common.EXIT_INTERRUPTED if tally["interrupted"] else common.EXIT_OK)
-
-
-def report(
-    source: str,
-    dest: str,
-    tally: Counter[str],
-    resumed: str | None,
-    first: str,
-    last: str,
-    ckpt: str,
-    dry_run: bool,
-    as_json: bool,
-) -> None:
+    """Report (JSON or one line), audit (``replay_done``) and exit (130 when interrupted),
+    on every store."""
     if as_json:
         common.emit_json(
             {
@@ -274,7 +248,24 @@ def report(
                 "interrupted": bool(tally["interrupted"]),
             }
         )
-        return
+    else:
+        _say(source, dest, tally, resumed, dry_run)
+    common.audit(
+        "replay_done",
+        source=source,
+        to=dest,
+        dry_run=dry_run,
+        copied=0 if dry_run else tally["copied"],
+        skipped=tally["skipped"],
+        first_id=first or None,
+        last_id=last or None,
+        resumed_after=resumed,
+        interrupted=bool(tally["interrupted"]),
+    )
+    sys.exit(common.EXIT_INTERRUPTED if tally["interrupted"] else common.EXIT_OK)
+
+
+def _say(source: str, dest: str, tally: Counter[str], resumed: str | None, dry_run: bool) -> None:
     verb = "would copy" if dry_run else "copied"
     parts = [f"{verb} {tally['copied']}", f"skipped {tally['skipped']} (filter)"]
     if resumed:
