@@ -16,111 +16,47 @@ from __future__ import annotations
 from collections import Counter
 from typing import NoReturn
 
-import click
-
 from synapse.backends import kafkaadmin
-from synapse.cli import common
-from synapse.cli.againcheck import first_pass
-from synapse.cli.deadletter import DeadLetter, Selection, target_of
+from synapse.cli.deadletter import DeadLetter, target_of
 from synapse.cli.kafkadlq import open_kafka_dead_letters
-from synapse.cli.progress import Progress
-from synapse.cli.redrive import BATCH
-from synapse.cli.redrivereport import Pending, finish, walk
-from synapse.config import RoutingTable
+from synapse.cli.redrivereport import Pending, Request, Run
 from synapse.kafka.names import topic_problem
 from synapse.kafka.records import entry_id, to_record
 
 
-def redrive_on_kafka(
-    name: str,
-    table: RoutingTable | None,
-    chosen: Selection,
-    ids: tuple[str, ...],
-    target: str | None,
-    *,
-    dry_run: bool,
-    pace: tuple[float | None, int | None],
-    force: bool,
-    max_redrives: int,
-    as_json: bool,
-) -> NoReturn:
+def redrive_on_kafka(request: Request) -> NoReturn:
     """Redrive, report, audit and exit (0, 1 when any was refused, 130 on Ctrl-C)."""
-    rate, limit = pace
-    letters = open_kafka_dead_letters(name)
+    letters = open_kafka_dead_letters(request.stream)
     store = letters.store
-    tally: Counter[str] = Counter(on_kafka=1)
-    refused: list[dict[str, str]] = []
-    moved: list[dict[str, str]] = []
-    pacer = common.Pacer(rate)
-    batch_size = max(1, min(BATCH, int(rate) // 10)) if rate else BATCH
-    pending: list[Pending] = []
+    run = Run(request, Counter(on_kafka=1))
 
-    def flush() -> None:
-        if dry_run:
-            for letter, dest, _, _ in pending:
-                moved.append({"id": letter.entry_id, "to": dest, "new_id": ""})
-                tally["would_redrive"] += 1
-        elif pending:
-            kafkaadmin.ensure_topics(store.bootstrap, sorted({dest for _, dest, _, _ in pending}))
-            done: list[list[tuple[int, int]]] = [[] for _ in pending]
-            for (letter, dest, fields, _), acked in zip(pending, done, strict=True):
-                store.sender.send(dest, to_record(fields, letter.key, store.data_field), acked)
-            store.sender.settle()
-            new_ids = [entry_id(*acked[0]).decode() for acked in done]
-            letters.settle(
-                [
-                    (letter, {"action": "redriven", "to": dest, "new_id": new_id})
-                    for (letter, dest, _, _), new_id in zip(pending, new_ids, strict=True)
-                ]
-            )
-            letters.count_copies(
-                [
-                    (dest, new_id, n)
-                    for (_, dest, _, n), new_id in zip(pending, new_ids, strict=True)
-                ]
-            )
-            for (letter, dest, _, _), new_id in zip(pending, new_ids, strict=True):
-                moved.append({"id": letter.entry_id, "to": dest, "new_id": new_id})
-            tally["redriven"] += len(pending)
-            tally["apart"] += len(pending)
-        progress.advance(len(pending))
-        pacer.wait(max(1, len(pending)))
-        pending.clear()
-
-    progress = Progress("redriving", as_json)
-    again = first_pass(letters, chosen, ids, target, table, limit, progress)
-    if again is not None and not as_json and again.line():
-        click.echo(again.line(), err=True)
+    def write(pending: list[Pending]) -> None:
+        kafkaadmin.ensure_topics(store.bootstrap, sorted({dest for _, dest, _, _ in pending}))
+        done: list[list[tuple[int, int]]] = [[] for _ in pending]
+        for (letter, dest, fields, _), acked in zip(pending, done, strict=True):
+            store.sender.send(dest, to_record(fields, letter.key, store.data_field), acked)
+        store.sender.settle()
+        new_ids = [entry_id(*acked[0]).decode() for acked in done]
+        letters.settle(
+            [
+                (letter, {"action": "redriven", "to": dest, "new_id": new_id})
+                for (letter, dest, _, _), new_id in zip(pending, new_ids, strict=True)
+            ]
+        )
+        letters.count_copies(
+            [(dest, new_id, n) for (_, dest, _, n), new_id in zip(pending, new_ids, strict=True)]
+        )
+        for (letter, dest, _, _), new_id in zip(pending, new_ids, strict=True):
+            run.moved.append({"id": letter.entry_id, "to": dest, "new_id": new_id})
+        run.tally["redriven"] += len(pending)
+        run.tally["apart"] += len(pending)
 
     def destination(letter: DeadLetter) -> tuple[DeadLetter, str, str]:
         [letter] = letters.counted([letter])
-        dest, why = target_of(letter, target, table, letters.retry)
+        dest, why = target_of(letter, request.target, request.table, letters.retry)
         return letter, dest, why or _illegal(dest)
 
-    walk(
-        letters.select(chosen, ids),
-        destination,
-        flush,
-        pending,
-        target=target,
-        limit=limit,
-        batch_size=batch_size,
-        guard=(max_redrives, force),
-        tally=tally,
-        refused=refused,
-        progress=progress,
-    )
-    finish(
-        name,
-        tally,
-        refused,
-        moved,
-        target=target,
-        chosen=chosen,
-        again=again,
-        as_json=as_json,
-        dry_run=dry_run,
-    )
+    run(letters.select(request.chosen, request.ids), letters, destination, write)
 
 
 def _illegal(dest: str) -> str:

@@ -25,7 +25,6 @@ from redis.exceptions import ResponseError
 
 from synapse import keys
 from synapse.cli import common
-from synapse.cli.againcheck import first_pass
 from synapse.cli.deadletter import (
     DeadLetter,
     Selection,
@@ -38,12 +37,10 @@ from synapse.cli.deadletter import (
     target_of,
 )
 from synapse.cli.dlqstore import RedisDeadLetters
-from synapse.cli.progress import Progress
-from synapse.cli.redrivereport import Pending, finish, walk
+from synapse.cli.redrivereport import Pending, Request, Run
 from synapse.slots import slot_of
 
 DEFAULT_MAX_REDRIVES = 3
-BATCH = 50
 
 # KEYS[1]: the dead-letter stream; KEYS[2]: its redrive-count hash; KEYS[2+e]: entry e's
 # target. ARGV: count, the hash's TTL ms, then per entry: dead-letter id, the count field
@@ -126,106 +123,64 @@ def redrive_cmd(
       synapse --url kafka://localhost:9092 dlq redrive --id 0-42 --dry-run
     """
     name = stream_name(stream, config_path)
-    table = common.table_or_none(config_path, store_kind())
+    request = Request(
+        stream=name,
+        table=common.table_or_none(config_path, store_kind()),
+        chosen=chosen,
+        ids=ids,
+        target=target,
+        dry_run=dry_run,
+        rate=rate,
+        limit=limit,
+        force=force,
+        max_redrives=max_redrives,
+        as_json=as_json,
+    )
     if store_kind() == "kafka":
         from synapse.cli.kafkaredrive import redrive_on_kafka
 
-        redrive_on_kafka(
-            name,
-            table,
-            chosen,
-            ids,
-            target,
-            dry_run=dry_run,
-            pace=(rate, limit),
-            force=force,
-            max_redrives=max_redrives,
-            as_json=as_json,
-        )
+        redrive_on_kafka(request)
     client = common.connect()
-    letters = select(client, name, chosen, ids)
     script = client.register_script(REDRIVE_LUA)
     counts_key = keys.redrive_counts(name)
-    tally: Counter[str] = Counter()
-    refused: list[dict[str, str]] = []
-    moved: list[dict[str, str]] = []
-    pacer = common.Pacer(rate)
-    batch_size = max(1, min(BATCH, int(rate) // 10)) if rate else BATCH
-    pending: list[Pending] = []
+    run = Run(request, Counter())
+    tally, moved, refused = run.tally, run.moved, run.refused
 
-    def flush() -> None:
-        if not pending:
-            return
-        if dry_run:
-            for letter, dest, _, _ in pending:
-                moved.append({"id": letter.entry_id, "to": dest, "new_id": ""})
-                tally["would_redrive"] += 1
-        else:
-            together = [i for i, p in enumerate(pending) if not apart(client, name, p[1])]
-            replies: list[tuple[Any, Any]] = [("", "")] * len(pending)
-            if together:
-                argv: list[Any] = [len(together), COUNTS_TTL_MS]
-                for i in together:
-                    letter, _, fields, count = pending[i]
-                    argv += [letter.entry_id, letter.count_field, count, len(fields), *fields]
-                targets = (pending[i][1] for i in together)
-                found = script(keys=[name, counts_key, *targets], args=argv)
-                for i, reply in zip(together, found, strict=True):
-                    replies[i] = (reply[0], reply[1])
-            for i, (letter, dest, fields, count) in enumerate(pending):
-                if i not in together:
-                    replies[i] = write_then_delete(
-                        client, name, letter, dest, fields, (counts_key, count)
-                    )
-                    tally["apart"] += 1
-            for (letter, dest, _, _), (status, detail) in zip(pending, replies, strict=True):
-                status_s, detail_s = common.text(status), common.text(detail)
-                if status_s == "ok":
-                    tally["redriven"] += 1
-                    moved.append({"id": letter.entry_id, "to": dest, "new_id": detail_s})
-                elif status_s == "gone":
-                    tally["gone"] += 1
-                else:
-                    tally["failed"] += 1
-                    refused.append({"id": letter.entry_id, "why": f"{dest}: {detail_s}"})
-        progress.advance(len(pending))
-        pacer.wait(len(pending))
-        pending.clear()
-
-    progress = Progress("redriving", as_json)
-    again = first_pass(RedisDeadLetters(client, name), chosen, ids, target, table, limit, progress)
-    if again is not None and not as_json and again.line():
-        click.echo(again.line(), err=True)
+    def write(pending: list[Pending]) -> None:
+        together = [i for i, p in enumerate(pending) if not apart(client, name, p[1])]
+        replies: list[tuple[Any, Any]] = [("", "")] * len(pending)
+        if together:
+            argv: list[Any] = [len(together), COUNTS_TTL_MS]
+            for i in together:
+                letter, _, fields, count = pending[i]
+                argv += [letter.entry_id, letter.count_field, count, len(fields), *fields]
+            targets = (pending[i][1] for i in together)
+            found = script(keys=[name, counts_key, *targets], args=argv)
+            for i, reply in zip(together, found, strict=True):
+                replies[i] = (reply[0], reply[1])
+        for i, (letter, dest, fields, count) in enumerate(pending):
+            if i not in together:
+                replies[i] = write_then_delete(
+                    client, name, letter, dest, fields, (counts_key, count)
+                )
+                tally["apart"] += 1
+        for (letter, dest, _, _), (status, detail) in zip(pending, replies, strict=True):
+            status_s, detail_s = common.text(status), common.text(detail)
+            if status_s == "ok":
+                tally["redriven"] += 1
+                moved.append({"id": letter.entry_id, "to": dest, "new_id": detail_s})
+            elif status_s == "gone":
+                tally["gone"] += 1
+            else:
+                tally["failed"] += 1
+                refused.append({"id": letter.entry_id, "why": f"{dest}: {detail_s}"})
 
     def destination(letter: DeadLetter) -> tuple[DeadLetter, str, str]:
         [letter] = counted(client, name, [letter])
-        dest, why = target_of(letter, target, table)
+        dest, why = target_of(letter, target, request.table)
         return letter, dest, why
 
-    walk(
-        letters,
-        destination,
-        flush,
-        pending,
-        target=target,
-        limit=limit,
-        batch_size=batch_size,
-        guard=(max_redrives, force),
-        tally=tally,
-        refused=refused,
-        progress=progress,
-    )
-    finish(
-        name,
-        tally,
-        refused,
-        moved,
-        target=target,
-        chosen=chosen,
-        again=again,
-        as_json=as_json,
-        dry_run=dry_run,
-    )
+    run(select(client, name, chosen, ids), RedisDeadLetters(client, name), destination, write)
 
 
 def apart(client: common.Client, stream: str, dest: str) -> bool:
