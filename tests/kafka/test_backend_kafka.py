@@ -219,7 +219,6 @@ async def test_close_leaves_no_client_connected(store: Store) -> None:
     """close: the consumer, the producer and the admin client of the backend are closed (none
     would reconnect to a broker that stopped); closing again is harmless."""
     assert rdkafka_threads()  # open: its clients run threads of their own
-    store.producer.close()
     await store.backend.close()
     await store.backend.close()
     assert store.broker.bootstrap not in kafkaadmin._clients
