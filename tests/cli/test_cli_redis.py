@@ -13,9 +13,8 @@ import redis
 import redis.asyncio as aioredis
 
 from synapse import keys, registry
-from synapse.cli import common
+from synapse.cli import common, redrivereport
 from synapse.cli import progress as progress_module
-from synapse.cli import redrive as redrive_module
 from synapse.cli import replay as replay_module
 from synapse.events import dead_letter_fields
 from tests.cli.conftest import Invoke, as_json
@@ -582,7 +581,7 @@ def test_redrive_progress_total_is_the_selection(
     cli: Invoke, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The redrive bar's total is the dead letters selected (not the stream's length)."""
-    monkeypatch.setattr(redrive_module, "Progress", ShownProgress)
+    monkeypatch.setattr(redrivereport, "Progress", ShownProgress)
     for n in range(6):
         dead_letter(r, n, reason="no_route" if n % 3 else "schema_violation")
     ShownProgress.made.clear()
