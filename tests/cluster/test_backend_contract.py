@@ -35,17 +35,8 @@ from synapse.plan import Planner
 from synapse.tansu import TansuBroker
 from tests.conftest import wait_for, write_table
 from tests.kafka.support import TYPE_T, kafka_table, produce, rdkafka_threads
-from tests.support.batches import commit_all, numbered, read_n
+from tests.support.batches import TABLE, commit_all, numbered, read_n
 
-TABLE = """
-    version: 1
-    router: {{group: {group}, block_ms: 100, claim_idle_ms: 300, batch: 10, max_deliveries: 5}}
-    sources: ["{source}"]
-    routes:
-      - name: all
-        match: "*"
-        to: ["{out}"]
-"""
 REDIS_SOURCE, REDIS_OUT = "{c}:in", "{c}:out"
 UNREACHABLE = {
     "redis": "redis://127.0.0.1:1/0",

@@ -33,18 +33,8 @@ from synapse.errors import Failure
 from synapse.metrics import Metrics
 from synapse.tansu import TansuBroker
 from tests.kafka.support import TYPE_T, produce, rdkafka_threads
-from tests.support.batches import commit_all, numbered, read_n
+from tests.support.batches import TABLE, commit_all, numbered, read_n
 from tests.support.polling import wait_for
-
-TABLE = """
-    version: 1
-    router: {{group: {group}, block_ms: 100, claim_idle_ms: 300, batch: 10, max_deliveries: 5}}
-    sources: ["{source}"]
-    routes:
-      - name: all
-        match: "*"
-        to: ["{out}"]
-"""
 
 
 @dataclass

@@ -9,6 +9,17 @@ from synapse.config import RoutingTable
 from synapse.plan import Planner
 from tests.support.polling import wait_for
 
+#: The backend tests' table (``.format(group=, source=, out=)``): every type to ``out``.
+TABLE = """
+    version: 1
+    router: {{group: {group}, block_ms: 100, claim_idle_ms: 300, batch: 10, max_deliveries: 5}}
+    sources: ["{source}"]
+    routes:
+      - name: all
+        match: "*"
+        to: ["{out}"]
+"""
+
 
 async def read_n(backend: Backend, table: RoutingTable, source: str, n: int) -> list[Batch]:
     """Read ``source`` until ``n`` entries came back (a Kafka fetch may take more than one
