@@ -5,8 +5,8 @@ producer's local queue is full let acknowledgements drain it (``poll``) and try
 again; then ``flush`` and turn the first refusal, or what is still unacknowledged
 when the wait ends, into a ``KafkaException``. The router's commit
 (``kafkacommit.py``), the commands' sender (``kafkaops.Sender``), the Bus's publish
-(``synapse/client/kafka_store.py``), the registry and the attempts topic all write
-through here.
+(``synapse/client/kafka_store.py``), the Bus's dedupe marks (``kafka_marks.py``), the
+registry and the attempts topic all write through here.
 """
 
 from __future__ import annotations
@@ -69,9 +69,14 @@ def settle(
 
 
 def produce_one(
-    producer: Producer, topic: str, key: bytes, value: bytes | None, timeout_s: float
+    producer: Producer,
+    topic: str,
+    key: bytes,
+    value: bytes | None,
+    timeout_s: float,
+    reason: str | None = None,
 ) -> None:
     """Produce one record (``value`` None: a tombstone) and wait for its acknowledgement."""
     refusals = Refusals()
     produce(producer, topic, Record(value, [], key), refusals)
-    settle(producer, refusals.errors, timeout_s)
+    settle(producer, refusals.errors, timeout_s, reason)

@@ -23,9 +23,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -38,6 +36,9 @@ from confluent_kafka import (
 )
 
 from synapse.backends import kafkaadmin as admin
+from synapse.backends import kafkatable
+from synapse.backends.kafkaproduce import Refusals, produce, produce_one, settle
+from synapse.kafka.records import Record
 
 #: The marks topic of a service is this prefix and the service name.
 MARKS_PREFIX = "synapse.dedupe."
@@ -48,7 +49,8 @@ RETENTION_MS = 86_400_000
 TIMEOUT_S = 30.0
 #: Marks kept before the expired ones are swept (a sweep is one pass over the dict).
 SWEEP_AT = 10_000
-_SENTINEL = b"sentinel/"
+#: Sentinel keys (``kafkatable``): never a mark.
+SENTINEL = kafkatable.SENTINEL.encode()
 
 
 def marks_topic(service: str) -> str:
@@ -101,19 +103,11 @@ class MarkLog:
         with self._lock:
             if self._reader is None:
                 self._load()
-        errors: list[KafkaError] = []
-
-        def acknowledged(err: KafkaError | None, _msg: Any) -> None:
-            if err is not None:
-                errors.append(err)
-
+        refusals = Refusals()
         for key, ttl_ms in marks:
             value = json.dumps({"ttl_ms": ttl_ms}).encode()
-            self.producer.produce(
-                self.topic, value=value, key=key.encode(), on_delivery=acknowledged
-            )
-        if self.producer.flush(TIMEOUT_S) or errors:
-            raise KafkaException(errors[0] if errors else KafkaError(KafkaError._MSG_TIMED_OUT))
+            produce(self.producer, self.topic, Record(value, [], key.encode()), refusals)
+        settle(self.producer, refusals.errors, TIMEOUT_S)
         now = _now_ms()
         with self._lock:
             for key, ttl_ms in marks:
@@ -132,10 +126,8 @@ class MarkLog:
             partitions=1,
             config={"cleanup.policy": "compact,delete", "retention.ms": str(RETENTION_MS)},
         )
-        sentinel = _SENTINEL + uuid.uuid4().hex.encode()
-        self.producer.produce(self.topic, value=None, key=sentinel)
-        if self.producer.flush(TIMEOUT_S):
-            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "marks sentinel"))
+        sentinel = kafkatable.new_sentinel()
+        produce_one(self.producer, self.topic, sentinel, None, TIMEOUT_S, "marks sentinel")
         reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "synapse-marks-reader"})
         reader.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         deadline = time.monotonic() + TIMEOUT_S
@@ -157,7 +149,7 @@ class MarkLog:
             key, value = msg.key(), msg.value()
             if msg.error() is not None or not isinstance(key, bytes):
                 continue
-            if key.startswith(_SENTINEL):
+            if key.startswith(SENTINEL):
                 seen = seen or key == sentinel
                 continue
             try:
