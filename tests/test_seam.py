@@ -37,6 +37,7 @@ STORE = (
     "synapse.backends.kafkaadmin",
     "synapse.backends.kafkaattempts",
     "synapse.backends.kafkacommit",
+    "synapse.backends.kafkaconfig",
     "synapse.backends.kafkaconsumer",
     "synapse.backends.kafkafailures",
     "synapse.backends.kafkahead",

@@ -32,6 +32,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL
 
 #: The topic of attempts (one partition).
@@ -65,11 +66,10 @@ class Attempts:
         sentinel = _SENTINEL + uuid.uuid4().hex
         self._write(sentinel, b"{}")
         reader = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": "synapse-attempts-reader",
-                "log_level": CLIENT_LOG_LEVEL,
-            }
+            client_config(
+                self.bootstrap,
+                {"group.id": "synapse-attempts-reader", "log_level": CLIENT_LOG_LEVEL},
+            )
         )
         reader.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         found: Table = {}

@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from synapse.backend import CommitResult
+from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkaconsumer import GroupConsumer
 from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL, BrokerWatch
 from synapse.backends.kafkaheld import HeldRecords
@@ -33,17 +34,21 @@ Refused = dict[bytes, dict[str, str]]
 
 def producer_config(bootstrap: str, client_id: str, watch: BrokerWatch) -> dict[str, Any]:
     """The producer's settings: every copy acknowledged by all in-sync replicas."""
-    return {
-        "bootstrap.servers": bootstrap,
-        "error_cb": watch,
-        "log_level": CLIENT_LOG_LEVEL,
-        "client.id": client_id,
-        "acks": "all",
-        "enable.idempotence": False,  # tansu has no InitProducerId (docs/kafka.md)
-        "linger.ms": 2,
-        "message.timeout.ms": 30_000,
-        "socket.connection.setup.timeout.ms": int(CONNECT_TIMEOUT_S * 1000),
-    }
+    return client_config(
+        bootstrap,
+        {
+            "error_cb": watch,
+            "log_level": CLIENT_LOG_LEVEL,
+            "client.id": client_id,
+            "acks": "all",
+            # tansu has no InitProducerId; on a real cluster SYNAPSE_KAFKA_CONFIG may say
+            # enable.idempotence=true (docs/kafka.md)
+            "enable.idempotence": False,
+            "linger.ms": 2,
+            "message.timeout.ms": 30_000,
+            "socket.connection.setup.timeout.ms": int(CONNECT_TIMEOUT_S * 1000),
+        },
+    )
 
 
 class Committer:

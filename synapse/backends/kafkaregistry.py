@@ -34,6 +34,7 @@ from confluent_kafka import (
 
 from synapse import log as logging
 from synapse.backends import kafkaadmin as admin
+from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkafailures import classify_kafka
 from synapse.errors import Failure
 from synapse.kafka.names import REGISTRY_TOPIC
@@ -130,10 +131,10 @@ def list_services(bootstrap: str, producer: Producer | None = None) -> list[Regi
     missing."""
     if REGISTRY_TOPIC not in admin.topics(bootstrap):
         return []
-    writer = producer or Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    writer = producer or Producer(client_config(bootstrap, {"acks": "all"}))
     sentinel = (_SENTINEL + uuid.uuid4().hex).encode()
     _produce(writer, sentinel, None)
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "synapse-registry-reader"})
+    reader = Consumer(client_config(bootstrap, {"group.id": "synapse-registry-reader"}))
     reader.assign([TopicPartition(REGISTRY_TOPIC, 0, OFFSET_BEGINNING)])
     last: dict[bytes, tuple[bytes | None, int]] = {}
     deadline = time.monotonic() + TIMEOUT_S

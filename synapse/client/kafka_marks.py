@@ -38,6 +38,7 @@ from confluent_kafka import (
 )
 
 from synapse.backends import kafkaadmin as admin
+from synapse.backends.kafkaconfig import client_config
 
 #: The marks topic of a service is this prefix and the service name.
 MARKS_PREFIX = "synapse.dedupe."
@@ -136,7 +137,7 @@ class MarkLog:
         self.producer.produce(self.topic, value=None, key=sentinel)
         if self.producer.flush(TIMEOUT_S):
             raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT, "marks sentinel"))
-        reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "synapse-marks-reader"})
+        reader = Consumer(client_config(self.bootstrap, {"group.id": "synapse-marks-reader"}))
         reader.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         deadline = time.monotonic() + TIMEOUT_S
         try:
