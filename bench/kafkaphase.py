@@ -27,11 +27,13 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from bench.kafkaloop import COPIES
 from bench.proc import Pinning, Worker, cpu_s, pin
@@ -96,7 +98,10 @@ def preload(bootstrap: str, count: int) -> dict[int, int]:
             ends[msg.partition()] = max(ends.get(msg.partition(), 0), msg.offset() + 1)
 
     for n, f in enumerate(events(count)):
-        headers = [(f[0].decode(), f[1]), (f[4].decode(), f[5])]
+        headers: list[tuple[str, str | bytes | None]] = [
+            (f[0].decode(), f[1]),
+            (f[4].decode(), f[5]),
+        ]
         while True:
             try:
                 producer.produce(
@@ -148,15 +153,28 @@ def check(kind: str, copies: dict[str, tuple[int, int]], count: int) -> None:
         raise RuntimeError(f"kafka {kind}: stored (records, distinct) {copies}, expected {want}")
 
 
-def worker(kind: str, url: str, folder: Path, batch: int, cpus: set[int] | None) -> Worker:
+def worker(
+    kind: str, url: str, folder: Path, batch: int, cpus: set[int] | None, code: Path | None
+) -> Worker:
     if kind == "loop":
         return Worker(["kafkaloop", url, "bench-loop", str(batch)], cpus)
     table = write_kafka_table(folder / "table", batch, validate=kind == "synapse")
-    return Worker(["synapse", url, "bench-router", str(table)], cpus)
+    return Worker(["synapse", url, "bench-router", str(table)], cpus, cwd=code)
 
 
-def drain(folder: Path, kind: str, count: int, batch: int, pinning: Pinning) -> dict[str, Any]:
-    """One run of ``kind`` on a fresh broker: ``count`` preloaded records drained and checked."""
+def drain(
+    folder: Path,
+    kind: str,
+    count: int,
+    batch: int,
+    pinning: Pinning,
+    attach: Callable[[int], Callable[[], None]] | None = None,
+    code: Path | None = None,
+) -> dict[str, Any]:
+    """One run of ``kind`` on a fresh broker: ``count`` preloaded records drained and checked.
+    ``attach``: called with the worker's pid before it starts (a profiler); what it returns
+    is called once the group has committed everything. ``code``: the worker runs the
+    ``synapse`` package found there (an A/B against another revision, ``bench.kafkaab``)."""
     with TansuBroker(log_dir=folder) as broker:
         assert broker.process is not None
         broker_pid = broker.process.pid
@@ -165,7 +183,8 @@ def drain(folder: Path, kind: str, count: int, batch: int, pinning: Pinning) -> 
         create_topics(broker.bootstrap, [SOURCE, *want])
         ends = preload(broker.bootstrap, count)
         watcher = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": GROUP})
-        w = worker(kind, broker.url, folder, batch, pinning.routers)
+        w = worker(kind, broker.url, folder, batch, pinning.routers, code)
+        detach = attach(w.pid) if attach is not None else None
         try:
             started = time.perf_counter()
             w.go()
@@ -178,6 +197,8 @@ def drain(folder: Path, kind: str, count: int, batch: int, pinning: Pinning) -> 
                     first = (now, done, w.cpu_s(), cpu_s(broker_pid))
                 if done >= count:
                     router_s, broker_s = w.cpu_s(), cpu_s(broker_pid)
+                    if detach is not None:
+                        detach()
                     break
                 if now > deadline:
                     raise RuntimeError(f"kafka {kind}: {done} of {count} committed in time")
@@ -241,7 +262,7 @@ def versions() -> dict[str, str]:
 
     tansu = subprocess.run([tansu_binary(), "--version"], capture_output=True, text=True)
     return {
-        "confluent-kafka": confluent_kafka.__version__,
+        "confluent-kafka": str(confluent_kafka.__version__),
         "librdkafka": confluent_kafka.libversion()[0],
         "tansu": (tansu.stdout or tansu.stderr).strip(),
     }

@@ -45,7 +45,7 @@ from synapse.backends.kafkaattempts import Table as AttemptsTable
 from synapse.backends.kafkafailures import classify_kafka
 from synapse.config import RouterSettings, RoutingTable
 from synapse.errors import Failure
-from synapse.kafka.records import Headers, position, to_entry, to_record
+from synapse.kafka.records import Headers, Record, position, to_entry, to_records
 from synapse.kafka.url import parse
 from synapse.metrics import Metrics
 from synapse.plan import BatchPlan, Entry
@@ -348,49 +348,53 @@ class KafkaBackend:
 
     async def _commit(self, plan: BatchPlan) -> CommitResult:
         errors: dict[bytes, dict[str, str]] = {}
-        done: list[bytes] = []
+        done: list[tuple[dict[int, Held], int, bytes]] = []  # (its partition's held, offset, id)
         skipped: set[bytes] = set()
         for each in plan.entries:
             partition, offset = position(each.entry_id)
-            held = self._held.get((plan.source, partition), {}).get(offset)
-            if held is None:
+            rows = self._held.get((plan.source, partition))
+            held = rows.get(offset) if rows is not None else None
+            if rows is None or held is None:
                 skipped.add(each.entry_id)  # committed already, or its partition was revoked
                 continue
-            done.append(each.entry_id)
-            for write in each.writes:
-                record = to_record(write.fields, held.key, self._data_field)
-                self._produce(write.stream, record, each.entry_id, errors)
+            done.append((rows, offset, each.entry_id))
+            records = to_records(each.writes, held.key, self._data_field)
+            self._produce(records, each.entry_id, errors)
         await asyncio.to_thread(self.producer.flush)
         failed = {eid: next(iter(errors[eid].values())) for eid in errors}
-        for eid in done:
+        for rows, offset, eid in done:
             if eid not in failed:
-                partition, offset = position(eid)
-                self._held.get((plan.source, partition), {}).pop(offset, None)
+                rows.pop(offset, None)
         await self._commit_offsets()
         return CommitResult(failed=failed, skipped=frozenset(skipped), refused=errors)
 
     def _produce(
-        self, topic: str, record: Any, eid: bytes, errors: dict[bytes, dict[str, str]]
+        self, records: list[tuple[str, Record]], eid: bytes, errors: dict[bytes, dict[str, str]]
     ) -> None:
-        def acknowledged(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                errors.setdefault(eid, {})[topic] = str(err)
+        """Produce every write of entry ``eid``; a refusal is noted in ``errors`` per topic
+        (one delivery callback per entry: the topic comes with the message)."""
 
-        while True:
-            try:
-                self.producer.produce(
-                    topic,
-                    value=record.value,
-                    key=record.key,
-                    headers=record.headers,
-                    on_delivery=acknowledged,
-                )
-                return
-            except BufferError:  # the local queue is full: let acknowledgements drain it
-                self.producer.poll(0.05)
-            except KafkaException as exc:  # refused before sending (too large, bad topic)
-                errors.setdefault(eid, {})[topic] = str(exc.args[0])
-                return
+        def acknowledged(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                errors.setdefault(eid, {})[msg.topic() or "?"] = str(err)
+
+        produce = self.producer.produce
+        for topic, record in records:
+            while True:
+                try:
+                    produce(
+                        topic,
+                        value=record.value,
+                        key=record.key,
+                        headers=record.headers,  # type: ignore[arg-type]  # the stub's list is invariant
+                        on_delivery=acknowledged,
+                    )
+                    break
+                except BufferError:  # the local queue is full: let acknowledgements drain it
+                    self.producer.poll(0.05)
+                except KafkaException as exc:  # refused before sending (too large, bad topic)
+                    errors.setdefault(eid, {})[topic] = str(exc.args[0])
+                    break
 
     async def _commit_offsets(self) -> None:
         """Per partition: commit up to the first record still held."""
