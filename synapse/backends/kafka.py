@@ -35,7 +35,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from synapse import log as logging
 from synapse.backend import Batch, CommitResult, Pages, Presence, Read
@@ -43,6 +51,7 @@ from synapse.backends import kafkaadmin as admin
 from synapse.backends.kafkaattempts import Attempts, key_of
 from synapse.backends.kafkaattempts import Table as AttemptsTable
 from synapse.backends.kafkafailures import classify_kafka
+from synapse.backends.kafkastats import GroupLag
 from synapse.config import RouterSettings, RoutingTable
 from synapse.errors import Failure
 from synapse.kafka.records import Headers, Record, position, to_entry, to_records
@@ -71,6 +80,7 @@ class Held:
     key: bytes | None
     deliveries: int
     due: float | None = None  # monotonic time of a retry_later, else None
+    time_ms: int = 0  # the record's timestamp (CreateTime or LogAppendTime)
 
 
 class _Absent:
@@ -127,6 +137,7 @@ class KafkaBackend:
         self._committed: dict[Partition, int] = {}
         self._revoked: list[Partition] = []  # appended on the consumer thread
         self._attempts = Attempts(self.bootstrap, self.producer)
+        self._lag = GroupLag(self.bootstrap, consumer)
         self._attempts_table: AttemptsTable | None = None  # read once per assignment
         self._seen: set[Partition] = set()  # partitions whose head was counted
         self._careful: dict[Partition, int] = {}  # one record per read below this offset
@@ -203,7 +214,21 @@ class KafkaBackend:
         return found
 
     async def refresh_stats(self, table: RoutingTable, sources: Sequence[str]) -> None:
-        """No lag gauges on Kafka yet (tansu's end offsets under-report: docs/kafka.md)."""
+        """Per source: ``synapse_source_pending`` = records held here (read, not committed);
+        ``synapse_source_lag`` = end offsets minus the group's committed offsets
+        (``kafkastats.py``; tansu's end offsets under-report: docs/kafka.md)."""
+        held: dict[str, int] = dict.fromkeys(sources, 0)
+        for (topic, _), rows in self._held.items():
+            if topic in held:
+                held[topic] += len(rows)
+        for source, n in held.items():
+            self.metrics.pending.labels(source).set(n)
+        settings = table.settings
+        lags = await asyncio.to_thread(
+            self._lag.lag, settings.group, sources, earliest=settings.start == "earliest"
+        )
+        for source, n in lags.items():
+            self.metrics.lag.labels(source).set(n)
 
     async def trim_by_age(
         self, table: RoutingTable, sources: Sequence[str], now_ms: int
@@ -265,8 +290,10 @@ class KafkaBackend:
         in the attempts topic first (``_count``); in a careful stretch one record of the
         partition is handed out per read (the consumer rewound past it)."""
         by_topic: dict[str, list[Entry]] = {}
+        times: dict[str, list[int]] = {}
         counted: dict[str, dict[bytes, int]] = {}
         cut: set[Partition] = set()
+        read_ms = int(time.time() * 1000)  # a record without a timestamp: its read time
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -294,14 +321,20 @@ class KafkaBackend:
                 self._data_field,
             )
             key = msg.key()
+            kind, stamp = msg.timestamp()
+            stamp = stamp if kind != TIMESTAMP_NOT_AVAILABLE else read_ms
             self._held.setdefault(at, {})[offset] = Held(
-                entry, key if isinstance(key, bytes) else None, deliveries
+                entry, key if isinstance(key, bytes) else None, deliveries, time_ms=stamp
             )
             self._high[at] = max(self._high.get(at, 0), offset + 1)
             by_topic.setdefault(topic, []).append(entry)
+            times.setdefault(topic, []).append(stamp)
             if deliveries > 1:
                 counted.setdefault(topic, {})[entry[0]] = deliveries
-        return [Batch(topic, entries, counted.get(topic)) for topic, entries in by_topic.items()]
+        return [
+            Batch(topic, entries, counted.get(topic), times[topic])
+            for topic, entries in by_topic.items()
+        ]
 
     def _seek(self, to: TopicPartition) -> None:
         assert self._kafka is not None
@@ -448,6 +481,7 @@ class KafkaBackend:
         batches = []
         for source in sources:
             entries: list[Entry] = []
+            times: list[int] = []
             deliveries: dict[bytes, int] = {}
             for (topic, _), rows in sorted(self._held.items()):
                 if topic != source:
@@ -459,9 +493,10 @@ class KafkaBackend:
                         held.deliveries += 1
                     held.due = None
                     entries.append(held.entry)
+                    times.append(held.time_ms)
                     deliveries[held.entry[0]] = held.deliveries
             if entries:
-                batches.append(Batch(source, entries, deliveries))
+                batches.append(Batch(source, entries, deliveries, times))
         return batches
 
     # -- the rest of the protocol ------------------------------------------------------------
@@ -495,4 +530,5 @@ class KafkaBackend:
                 await self._call(self._kafka.close)
             self._kafka = None
         await asyncio.to_thread(self.producer.flush, 5.0)
+        await asyncio.to_thread(self._lag.close)
         self._thread.shutdown(wait=False)
