@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
@@ -54,7 +54,7 @@ from synapse.backends.kafkafailures import classify_kafka
 from synapse.backends.kafkastats import GroupLag
 from synapse.config import RouterSettings, RoutingTable
 from synapse.errors import Failure
-from synapse.kafka.records import Headers, Record, position, to_entry, to_records
+from synapse.kafka.records import Record, position, to_entry, to_records
 from synapse.kafka.url import parse
 from synapse.metrics import Metrics
 from synapse.plan import BatchPlan, Entry
@@ -294,6 +294,7 @@ class KafkaBackend:
         counted: dict[str, dict[bytes, int]] = {}
         cut: set[Partition] = set()
         read_ms = int(time.time() * 1000)  # a record without a timestamp: its read time
+        held_of, high, data_field = self._held, self._high, self._data_field
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -312,21 +313,17 @@ class KafkaBackend:
                 if at in self._careful:
                     cut.add(at)
                     await self._call(self._seek, TopicPartition(topic, partition, offset + 1))
-            value = msg.value()
-            entry = to_entry(
-                partition,
-                offset,
-                value if isinstance(value, bytes) else None,
-                cast("Headers | None", msg.headers()),  # bytes values as produced
-                self._data_field,
-            )
-            key = msg.key()
+            # value and key: bytes or None (no deserializer); headers: bytes values as produced
+            entry = to_entry(partition, offset, msg.value(), msg.headers(), data_field)  # type: ignore[arg-type]
             kind, stamp = msg.timestamp()
-            stamp = stamp if kind != TIMESTAMP_NOT_AVAILABLE else read_ms
-            self._held.setdefault(at, {})[offset] = Held(
-                entry, key if isinstance(key, bytes) else None, deliveries, time_ms=stamp
-            )
-            self._high[at] = max(self._high.get(at, 0), offset + 1)
+            if kind == TIMESTAMP_NOT_AVAILABLE:
+                stamp = read_ms
+            rows = held_of.get(at)
+            if rows is None:
+                rows = held_of[at] = {}
+            rows[offset] = Held(entry, msg.key(), deliveries, time_ms=stamp)
+            if offset >= high.get(at, 0):
+                high[at] = offset + 1
             by_topic.setdefault(topic, []).append(entry)
             times.setdefault(topic, []).append(stamp)
             if deliveries > 1:
