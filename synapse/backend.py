@@ -24,8 +24,8 @@ Vocabulary, shared by every backend:
   ``CommitResult`` the entries refused (left unacknowledged, nothing of them
   kept) and those found acknowledged already (nothing written twice).
 
-Attempt counts come from the store (Redis's pending list; Kafka would keep them
-with the committed offset), never from the router's memory; the exception is the
+Attempt counts come from the store (Redis's pending list; on Kafka the
+``synapse.attempts`` topic, ``backends/kafkaattempts.py``), never from the router's memory; the exception is the
 short backoff of a refused entry (``retry_later``), which a restart forgets
 safely because the entry is then re-delivered and counted.
 

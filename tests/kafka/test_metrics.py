@@ -165,3 +165,20 @@ def test_router_process_names_the_store_not_redis_and_exports_the_kafka_gauges(
         assert router.stop() == 0
     finally:
         router.kill()
+
+
+def test_group_lag_counts_a_group_without_commits_by_its_start_and_skips_missing_topics(
+    broker: TansuBroker, topic: str
+) -> None:
+    """kafkastats.GroupLag: a group that never committed lags by every record when it starts
+    at the earliest, by none at the latest; a topic the broker does not have is left out."""
+    from synapse.backends.kafkastats import GroupLag
+
+    produce(broker.bootstrap, topic, [b"{}"] * 3, headers=[("type", b"t")], batched=False)
+    lag = GroupLag(broker.bootstrap, "test")
+    try:
+        missing = f"{topic}.missing"
+        assert lag.lag(f"{topic}.g", [topic, missing], earliest=True) == {topic: 3}
+        assert lag.lag(f"{topic}.g", [topic, missing], earliest=False) == {topic: 0}
+    finally:
+        lag.close()
