@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import clientbench, gateway, headline, kafkaphase, natsjs, phases
-from bench.pipeline import JEMALLOC, VARIANTS, WINDOW
+from bench.pipeline import VARIANTS, WINDOW
 from bench.proc import Pinning, pin
 from bench.workload import mean_event_bytes, write_table
 from synapse.embedded import EmbeddedServer, server_binary
@@ -70,9 +70,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ]
     if set(args.variants) - set(VARIANTS):
         p.error(f"unknown variants: {sorted(set(args.variants) - set(VARIANTS))}")
-    if not Path(JEMALLOC).exists() and any(VARIANTS[v].jemalloc for v in args.variants):
-        print(f"bin/bench: no {JEMALLOC} (apt-get install libjemalloc2): jemalloc rows left out")
-        args.variants = [v for v in args.variants if not VARIANTS[v].jemalloc]
     args.events = args.events or (3_000 if quick else 200_000)
     args.reps = args.reps or (1 if quick else 3)
     args.duration = args.duration or (2.0 if quick else 30.0)
@@ -106,6 +103,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     result: dict[str, Any] = {
         "machine": machine(),
         "server": server_binary(),
+        "server_allocator": server.allocator,  # what the drain phases' server runs with
         "pinning": pinning.describe,
         "settings": {
             "events": args.events,

@@ -19,24 +19,34 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.pipeline import JEMALLOC, VARIANTS, WINDOW, Pipeline
+from bench.pipeline import VARIANTS, WINDOW, Pipeline
+from synapse.allocator import ENV as MALLOC
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    "base": {},
+    "base": {},  # the default server: the allocator synapse.allocator picks
     "nats": {"variant": "nats"},
-    "jemalloc": {"env": {"LD_PRELOAD": JEMALLOC}},
+    "libc": {"env": {MALLOC: "libc"}},  # the bundled Valkey as built
+    "jemalloc": {"env": {MALLOC: "jemalloc"}},
+    "mimalloc": {"env": {MALLOC: "mimalloc"}},
     "io-threads-2": {"args": ("--io-threads", "2")},
     "batch-100": {"batch": 100},
     "batch-2000": {"batch": 2000},
     "redis-7": {"env": {"SYNAPSE_SERVER": "redis-server"}},
     "no-aof-rewrite": {"args": ("--auto-aof-rewrite-percentage", "0")},
     "aof-off": {"args": ("--appendonly", "no")},
+    # rewrite the AOF at 200% growth over its last rewrite (100%), from 256 MB (64 MB) on
+    "aof-rewrite-200": {"args": ("--auto-aof-rewrite-percentage", "200")},
+    "aof-rewrite-256mb": {"args": ("--auto-aof-rewrite-min-size", "256mb")},
     # write to the OS before replying, fsync left to the OS: JetStream's default durability
     "fsync-no": {"args": ("--appendfsync", "no")},
     # router and producer on a unix socket (the worker works around unix:// in connect_any)
     "unix-socket": {"unix": True},
     "window-5000": {"window": 5000},  # the producer keeps 5,000 unacknowledged (1,000)
     "retention-10k": {"maxlen": 10_000},  # MAXLEN ~ 10000 on every copy: trimming runs
+    "bus": {"producer": "bus"},  # the producer on Bus.publish_many instead of bare XADD
+    "linger-0": {"linger": 0},  # router.linger_ms (default: synapse.config.LINGER_MS)
+    "linger-1": {"linger": 1},
+    "linger-2": {"linger": 2},
 }
 FIGURES = ("events_per_s", "server_us_per_event", "router_us_per_event", "total_us_per_event")
 
@@ -74,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                     Path(tmp) / f"{rep}-{name}",
                     batch=s.get("batch", 500),
                     maxlen=s.get("maxlen", 0),
+                    linger_ms=s.get("linger"),
+                    producer=s.get("producer"),
                     unix_socket=s.get("unix", False),
                     window=s.get("window", WINDOW),
                     server_args=s.get("args", ()),

@@ -60,8 +60,10 @@ def run(
 
 def summary(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     v = VARIANTS[name]
+    allocators = sorted({str(r["allocator"]) for r in runs if r.get("allocator")})
+    server = f", {'/'.join(allocators)} server" if allocators else ""
     out: dict[str, Any] = {
-        "label": v.label,
+        "label": v.label + server,
         "stored_copies": v.stored_copies,
         "durability": v.durability,
     }

@@ -2,19 +2,17 @@
 
 At a fixed offered rate the router's batches are small and its CPU per event
 is dominated by the two round trips per batch. This A/B runs the paced
-pipeline (``bench.pipeline`` latency runs) with the router waiting
-``LINGER_MS`` after a batch that was not full (a bench-only patch of
-``synapse.reads.Reads.next``, set in ``bench.worker`` by
-``SYNAPSE_BENCH_LINGER_MS``), interleaved, and prints router CPU per event and
-publish-to-copy percentiles for each.
+pipeline (``bench.pipeline`` latency runs) with each ``router.linger_ms``
+given (the wait after a read that was neither empty nor full, ``synapse.reads``),
+interleaved, and prints router CPU per event and publish-to-copy percentiles
+for each.
 
-    python -m bench.linger --rate 10000 --seconds 10 0 2 5
+    python -m bench.linger --rate 10000 --seconds 10 0 1 2
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -28,22 +26,20 @@ FIGURES = ("p50_ms", "p99_ms", "router_us_per_event", "server_us_per_event")
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.linger", description=__doc__)
-    p.add_argument("lingers_ms", nargs="+", type=float)
-    p.add_argument("--variant", default="synapse-fo1-everysec-jemalloc", choices=sorted(VARIANTS))
+    p.add_argument("lingers_ms", nargs="+", type=int)
+    p.add_argument("--variant", default="synapse-fo1-everysec", choices=sorted(VARIANTS))
     p.add_argument("--rate", type=int, default=10_000)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--reps", type=int, default=2)
     args = p.parse_args(argv)
-    names: list[float] = args.lingers_ms
-    runs: dict[float, list[dict[str, Any]]] = {n: [] for n in names}
+    names: list[int] = args.lingers_ms
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="synapse-linger-") as tmp:
         for rep in range(args.reps):
             shift = rep % len(names)
             for linger in names[shift:] + names[:shift]:
-                os.environ["SYNAPSE_BENCH_LINGER_MS"] = str(linger)
-                pipe = Pipeline(Path(tmp) / f"{rep}-{linger}")
+                pipe = Pipeline(Path(tmp) / f"{rep}-{linger}", linger_ms=linger)
                 runs[linger].append(pipe.latency(VARIANTS[args.variant], args.rate, args.seconds))
-                os.environ.pop("SYNAPSE_BENCH_LINGER_MS")
     print(f"{args.variant} at {args.rate:,}/s for {args.seconds:g}s, median of {args.reps}")
     print("| linger ms | p50 ms | p99 ms | router us/event | server us/event |")
     print("|---:|---:|---:|---:|---:|")

@@ -25,10 +25,10 @@ from typing import Any
 
 import redis
 
-from bench.pipeline import JEMALLOC
 from bench.proc import cpu_s
 from bench.readings import environ
 from bench.workload import GROUP, SOURCE, preload, write_table
+from synapse.allocator import ENV as MALLOC
 from synapse.commit import COMMIT_LUA, encode
 from synapse.config import load_table
 from synapse.embedded import EmbeddedServer
@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--fanout", type=int, default=2)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--jemalloc", action="store_true", help="preload jemalloc into the server")
+    p.add_argument("--malloc", default="", help="the server's allocator (default: as picked)")
     args = p.parse_args(argv)
-    env = {"LD_PRELOAD": JEMALLOC} if args.jemalloc else {}
+    env = {MALLOC: args.malloc} if args.malloc else {}
     names: list[str] = args.variants or list(VARIANTS)
     if set(names) - set(VARIANTS):
         p.error(f"unknown variants: {sorted(set(names) - set(VARIANTS))}")

@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.workload import FAMILIES
-from synapse.embedded import free_port
+from synapse import child
+from synapse.child import free_port
 
 AUDIT = "AUDIT"
 INSTALL_HINT = (
@@ -69,47 +69,28 @@ class NatsServer:
             f'jetstream {{\n  store_dir: "{self.folder / "store"}"\n'
             f"  max_mem: 256MB\n  max_file: 20GB\n}}\n"
         )
-        log = (self.folder / "nats.log").open("wb")
-        self.process = subprocess.Popen(
-            [found, "-c", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        asyncio.run(self._wait_ready(timeout_s))
+        log = self.folder / "nats.log"
+        self.process = child.spawn([found, "-c", str(config)], log=log)
+        ready = lambda: child.accepts(self.port) and asyncio.run(self._jetstream_ready())  # noqa: E731
+        child.wait_ready(self.process, ready, name="nats-server", timeout_s=timeout_s, log=log)
         return self
 
-    async def _wait_ready(self, timeout_s: float) -> None:
+    async def _jetstream_ready(self) -> bool:
+        """Whether JetStream answers (its account info) on our port."""
         import nats
 
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.process is not None and self.process.poll() is not None:
-                tail = (self.folder / "nats.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"nats-server exited with {self.process.returncode}: {tail}")
-            try:
-                nc = await nats.connect(
-                    self.url, connect_timeout=0.5, allow_reconnect=False, error_cb=_quiet
-                )
-                await nc.jetstream().account_info()
-                await nc.close()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
+        try:
+            nc = await nats.connect(
+                self.url, connect_timeout=0.5, allow_reconnect=False, error_cb=_quiet
+            )
+            await nc.jetstream().account_info()
+            await nc.close()
+            return True
+        except Exception:
+            return False
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout_s)
+        child.stop(self.process, timeout_s)
 
 
 async def _quiet(exc: Exception) -> None:

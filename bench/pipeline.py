@@ -33,32 +33,32 @@ from bench import natsjs, readings
 from bench.proc import Worker
 from bench.producer import NATS_TS
 from bench.workload import GROUP, SOURCE, audit_streams, per_family, write_table
+from synapse import allocator
 from synapse.embedded import EmbeddedServer
 from synapse.keys import DEFAULT_DEAD_LETTER
 
 WINDOW = 1000  # unacknowledged publishes a producer keeps in flight
-JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"  # Debian: libjemalloc2
 SAMPLED = "training"  # the family whose copies latency runs read back
 
 
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """One system under test: NATS JetStream, or Synapse at a fan-out and an AOF fsync policy
-    (on the bundled Valkey, built with libc malloc, or with ``jemalloc`` preloaded into it)."""
+    """One system under test: NATS JetStream, or Synapse at a fan-out and an AOF fsync policy,
+    on the default server (the bundled Valkey with the allocator ``synapse.allocator`` picks)
+    or with ``malloc`` forced (``SYNAPSE_SERVER_MALLOC``: libc, jemalloc, mimalloc); its
+    producer writes bare pipelined XADDs (``redis``: the same event NATS gets) or goes
+    through the client library (``bus``: ``Bus.publish_many``, CloudEvents envelope)."""
 
     name: str
     system: str
     fanout: int = 1
     appendfsync: str = ""
-    jemalloc: bool = False
+    malloc: str = ""
+    producer: str = "redis"
 
     @property
     def server_env(self) -> dict[str, str]:
-        if not self.jemalloc:
-            return {}
-        if not Path(JEMALLOC).exists():
-            raise RuntimeError(f"{self.name}: no {JEMALLOC} (Debian: apt-get install libjemalloc2)")
-        return {"LD_PRELOAD": JEMALLOC}
+        return {allocator.ENV: self.malloc} if self.malloc else {}
 
     @property
     def stored_copies(self) -> int:
@@ -80,8 +80,8 @@ class Variant:
             if self.fanout == 1
             else (f"{self.fanout} routed copies")
         )
-        server = ", jemalloc server" if self.jemalloc else ""
-        return f"Synapse, {routed}, AOF {self.appendfsync}{server}"
+        client = ", producer on Bus.publish_many" if self.producer == "bus" else ""
+        return f"Synapse, {routed}, AOF {self.appendfsync}{client}"
 
 
 VARIANTS = {
@@ -92,8 +92,12 @@ VARIANTS = {
         Variant("synapse-fo2-everysec", "synapse", 2, "everysec"),
         Variant("synapse-fo1-always", "synapse", 1, "always"),
         Variant("synapse-fo2-always", "synapse", 2, "always"),
-        Variant("synapse-fo1-everysec-jemalloc", "synapse", 1, "everysec", jemalloc=True),
-        Variant("synapse-fo2-everysec-jemalloc", "synapse", 2, "everysec", jemalloc=True),
+        # the producer through synapse.client (envelope, per-chunk round trips)
+        Variant("synapse-fo1-everysec-bus", "synapse", 1, "everysec", producer="bus"),
+        # what a machine without the system's jemalloc runs (the cmeel-mimalloc wheel)
+        Variant("synapse-fo1-everysec-mimalloc", "synapse", 1, "everysec", malloc="mimalloc"),
+        # the bundled Valkey as built (libc malloc): the default before synapse.allocator
+        Variant("synapse-fo1-everysec-libc", "synapse", 1, "everysec", malloc="libc"),
     )
 }
 
@@ -105,6 +109,10 @@ class Pipeline:
     folder: Path
     batch: int = 500
     maxlen: int = 0  # retention on every destination (bench.ab)
+    linger_ms: int | None = None  # the router's linger_ms (None: its default)
+    #: Synapse's producer at full speed, instead of the variant's: ``bus`` (Bus.publish_many)
+    #: or ``redis`` (bare XADD); paced runs and unix sockets always use ``redis``
+    producer: str | None = None
     window: int = WINDOW
     timeout_s: float = 300.0
     runs: int = 0
@@ -112,7 +120,7 @@ class Pipeline:
     server_args: tuple[str, ...] = ()
     #: router and producer on the server's unix socket instead of TCP (bench.ab)
     unix_socket: bool = False
-    #: environment for the server process only (bench.ab: LD_PRELOAD, SYNAPSE_SERVER)
+    #: environment for the server process only (bench.ab: SYNAPSE_SERVER_MALLOC, SYNAPSE_SERVER)
     server_env: dict[str, str] | None = None
     #: wraps the measured part of a run, given the pids (bench.profile's samplers)
     around: Callable[[dict[str, int]], AbstractContextManager[Any]] | None = None
@@ -141,7 +149,11 @@ class Pipeline:
     def _synapse(self, variant: Variant, count: int, rate: int) -> dict[str, Any]:
         folder = self._fresh(variant)
         table = write_table(
-            folder / "table", batch=self.batch, fanout=variant.fanout, maxlen=self.maxlen
+            folder / "table",
+            batch=self.batch,
+            fanout=variant.fanout,
+            maxlen=self.maxlen,
+            linger_ms=self.linger_ms,
         )
         unix = folder / "server" / "redis.sock"
         extra = ("--unixsocket", str(unix), "--unixsocketperm", "700") if self.unix_socket else ()
@@ -163,7 +175,10 @@ class Pipeline:
         router = producer = None
         try:
             router = Worker(["synapse", url, "router", str(table)])
-            producer = self._producer("redis", address, count, rate)
+            chosen = self.producer or variant.producer
+            bus = chosen == "bus" and not rate and not self.unix_socket
+            kind, at = ("bus", url) if bus else ("redis", address)
+            producer = self._producer(kind, at, count, rate)
             pids = {"server": server.process.pid, "router": router.pid, "producer": producer.pid}
             cpu0 = readings.cpu(pids)
             r.config_resetstat()
@@ -176,6 +191,7 @@ class Pipeline:
             pending = r.xpending(SOURCE, GROUP)["pending"]
             stats = readings.server_stats(r)
             stats["entry_bytes"] = {s: readings.entry_bytes(r, s) for s in (SOURCE, *want)}
+            stats["allocator"] = server.allocator
         finally:
             for w in (producer, router):
                 if w is not None:

@@ -18,10 +18,9 @@ from outside (wall time, psutil CPU times and RSS), so start-up is not counted.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -53,9 +52,6 @@ def synapse_worker(url: str, consumer: str, config: str) -> Callable[[asyncio.Ev
 
     log.configure("json", "warning")
     table = load_table(config, kind=backend_kind(url))  # as synapse-router loads it
-    linger_ms = float(os.environ.get("SYNAPSE_BENCH_LINGER_MS", "0"))
-    if linger_ms:
-        _linger(linger_ms / 1000)
 
     async def work(stop: asyncio.Event) -> None:
         router = Router(table, url, Metrics(), consumer=consumer)
@@ -66,29 +62,6 @@ def synapse_worker(url: str, consumer: str, config: str) -> Callable[[asyncio.Ev
         await router.close()
 
     return work
-
-
-def _linger(linger_s: float) -> None:
-    """After a read that did not fill its batch, wait ``linger_s`` before the next one,
-    so that a trickle arrives in fuller batches: a bench-only patch of ``Reads.next``
-    for the A/B of router CPU against latency at moderate rates (``bench.linger``)."""
-    from synapse.backend import Read
-    from synapse.config import RouterSettings
-    from synapse.reads import Reads
-
-    plain = Reads.next
-
-    async def lingering(
-        self: Reads, settings: RouterSettings, sources: Sequence[str], block_ms: int | None = None
-    ) -> Read | None:
-        if getattr(self, "_bench_small", False):
-            await asyncio.sleep(linger_s)
-        reply = await plain(self, settings, sources, block_ms)
-        small = reply is not None and sum(len(b.entries) for b in reply) < settings.batch
-        self._bench_small = small  # type: ignore[attr-defined]
-        return reply
-
-    Reads.next = lingering  # type: ignore[method-assign]
 
 
 def baseline_streams(fanout: int) -> list[str]:

@@ -33,7 +33,7 @@ ROUTES_YAML = """\
 version: 1
 router:
   group: {group}
-  batch: {batch}
+  batch: {batch}{linger}
   block_ms: 2000
   claim_idle_ms: 600000
   rescan_interval_ms: 600000
@@ -69,10 +69,13 @@ def audit_streams(fanout: int) -> list[str]:
     return ["all-events", *(f"audit-{i}" for i in range(2, fanout))][: fanout - 1]
 
 
-def write_table(folder: Path, batch: int = 500, fanout: int = 2, maxlen: int = 0) -> Path:
+def write_table(
+    folder: Path, batch: int = 500, fanout: int = 2, maxlen: int = 0, linger_ms: int | None = None
+) -> Path:
     """routes.yaml + the shipped schemas in ``folder``; return the routes.yaml path.
 
-    ``maxlen``: a retention cap on every destination (``MAXLEN ~`` on each copy)."""
+    ``maxlen``: a retention cap on every destination (``MAXLEN ~`` on each copy);
+    ``linger_ms``: the router's ``linger_ms`` (None: the default)."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(ROOT / "config" / "schemas", folder / "schemas", dirs_exist_ok=True)
     audit = audit_streams(fanout)
@@ -81,6 +84,7 @@ def write_table(folder: Path, batch: int = 500, fanout: int = 2, maxlen: int = 0
         ROUTES_YAML.format(
             group=GROUP,
             batch=batch,
+            linger="" if linger_ms is None else f"\n  linger_ms: {linger_ms}",
             source=SOURCE,
             audit=AUDIT_ROUTE.format(to=", ".join(audit)) if audit else "",
         )

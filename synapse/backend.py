@@ -25,9 +25,10 @@ Vocabulary, shared by every backend:
   kept) and those found acknowledged already (nothing written twice).
 
 Attempt counts come from the store (Redis's pending list; on Kafka the
-``synapse.attempts`` topic, ``backends/kafkaattempts.py``), never from the router's memory; the exception is the
-short backoff of a refused entry (``retry_later``), which a restart forgets
-safely because the entry is then re-delivered and counted.
+``synapse.attempts`` topic, ``backends/kafkaattempts.py``), never from the
+router's memory; the exception is the short backoff of a refused entry
+(``retry_later``), which a restart forgets safely because the entry is then
+re-delivered and counted.
 
 What a backend raises, the loop hands back to its ``classify`` (an
 ``errors.Failure``), and ``retry.verdict`` decides: a lost connection or a

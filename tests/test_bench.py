@@ -79,7 +79,7 @@ def test_producer_validators_accept_the_workload_and_refuse_a_bad_event() -> Non
     assert sum(per_family(400).values()) == 400
 
 
-PIPELINE = ["nats", "synapse-fo1-everysec", "synapse-fo2-always"]
+PIPELINE = ["nats", "synapse-fo1-everysec", "synapse-fo2-always", "synapse-fo1-everysec-bus"]
 
 
 @pytest.mark.slow

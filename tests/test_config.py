@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from synapse import yamlfile
-from synapse.config import RoutingTable, diff, load_table
+from synapse.config import LINGER_MS, RoutingTable, diff, load_table
 from synapse.errors import ConfigError, Problem
 from synapse.plan import ROUTED, Planner
 from synapse.routing import Routing
@@ -59,6 +59,8 @@ def line_of(text: str, needle: str) -> int:
         (BASE.replace("version: 1\n", "version: 1\nrouter:\n  batch: many\n"), "batch:", "'many'"),
         (BASE.replace("version: 1\n", "version: 1\nrouter:\n  batch: 0\n"), "batch:", "minimum"),
         (BASE.replace("version: 1\n", "version: 1\nrouter:\n  start: now\n"), "start:", "'now'"),
+        (BASE.replace("version: 1\n", "version: 1\nrouter:\n  linger_ms: -1\n"), "linger", "min"),
+        (BASE.replace("version: 1\n", "version: 1\nrouter:\n  linger_ms: 9999\n"), "linger", "max"),
         (BASE.replace("version: 1\n", "version: 1\nrouter:\n  provenance: 1\n"), "prov", "bool"),
         (BASE.replace("version: 1", "version: 2"), "version:", "1 was expected"),
         (BASE.replace("    to: [model-events]\n", ""), "- name: models", "'to' is a required"),
@@ -293,6 +295,7 @@ def test_valid_table_loads(tmp_path: Path) -> None:
           group: g
           start: latest
           batch: 10
+          linger_ms: 5
           max_deliveries: 2
           unrouted: drop
           type_field: kind
@@ -332,6 +335,7 @@ def test_valid_table_loads(tmp_path: Path) -> None:
         False,
         True,
     )
+    assert s.linger_ms == 5
     assert table.sources == ("ingress", "ingress:*")
     assert [r.name for r in table.routes] == ["a", "b"]
     assert table.routes[0].to == ("one",)
@@ -341,6 +345,12 @@ def test_valid_table_loads(tmp_path: Path) -> None:
     assert Routing(table).maxlen_for("two") == 10 and Routing(table).maxlen_for("one") is None
     assert table.destinations == frozenset({"one", "two"})
     assert len(table.hash) == 12
+
+
+def test_linger_defaults_to_the_measured_value(tmp_path: Path) -> None:
+    """Without ``router.linger_ms`` the router lingers LINGER_MS (1 ms, bench.linger's choice)."""
+    table = load_table(write_table(tmp_path / "cfg", BASE, {"model.json": MODEL}))
+    assert table.settings.linger_ms == LINGER_MS == 1
 
 
 def test_shipped_table_loads_and_routes_the_readme_example() -> None:

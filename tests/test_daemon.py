@@ -12,7 +12,9 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from synapse import allocator
 from synapse.daemon import main
+from synapse.embedded import server_binary
 from tests.conftest import ROOT, wait_sync, write_table
 from tests.support.router import RouterProcess, router_args
 
@@ -129,10 +131,14 @@ def test_bad_metrics_addr_is_a_usage_error(addr: str) -> None:
 def test_embedded_server_in_state_dir(
     spawn: Callable[..., RouterProcess], tmp_path: Path, r: redis.Redis
 ) -> None:
-    """With no URL: an embedded server in --state-dir, its URL in redis.url, stopped on exit."""
+    """With no URL: an embedded server in --state-dir, its URL in redis.url, stopped on exit;
+    the start is logged with the server binary and the allocator it really runs with."""
     state = tmp_path / "state"
     daemon = spawn(*router_args(None, None, "--state-dir", str(state)))
     started = daemon.wait_log("embedded_server_started")
+    assert started["server"] == server_binary()
+    preloadable = [n for n, find in allocator.FINDERS.items() if find() is not None]
+    assert started["allocator"] == (preloadable[0] if preloadable else "libc")
     url_file = state / "redis.url"
     assert started["url_file"] == str(url_file)
     url = url_file.read_text().strip()

@@ -10,6 +10,7 @@ import asyncio
 import inspect
 from pathlib import Path
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 import redis.cluster
@@ -62,6 +63,27 @@ async def test_execute_cancelled_mid_reply_leaves_no_connection_out_of_step(
         await asyncio.gather(read, return_exceptions=True)
         assert await wire.execute(client, "PING") == b"PONG"
         assert await wire.execute(client, "ECHO", "mine") == b"mine"
+    finally:
+        await client.aclose()
+
+
+async def test_execute_many_bounds_the_whole_page_by_the_read_timeout(
+    url: str, r: redis.Redis
+) -> None:
+    """Hook 1 (read_response's timeout=math.inf): a page whose replies do not come within
+    the connection's read timeout raises redis-py's TimeoutError and disconnects, so the
+    next command on the pool reads its own reply."""
+    client = wire.connect_any(url, read_timeout_s=0.3)
+    try:
+        r.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+        try:
+            with pytest.raises(redis.exceptions.TimeoutError, match="3 replies"):
+                await wire.execute_many(client, [("XADD", "s", "*", "n", str(i)) for i in range(3)])
+        finally:
+            r.execute_command("CLIENT", "UNPAUSE")
+        assert await wire.execute(client, "ECHO", "mine") == b"mine"
+        replies = await wire.execute_many(client, [("XADD", "t", "*", "n", "1"), ("PING",)])
+        assert replies[1] == b"PONG"
     finally:
         await client.aclose()
 

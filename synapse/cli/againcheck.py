@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from synapse import keys
 from synapse.cli import common
-from synapse.cli.deadletter import Selection, redrive_fields, select, target_of
+from synapse.cli.deadletter import Selection, redrive_fields, target_of
+from synapse.cli.dlqstore import DeadLetters
 from synapse.cli.progress import Progress
 from synapse.config import RoutingTable
 from synapse.plan import DEAD_LETTER, Planner
@@ -80,8 +81,7 @@ class Preview:
 
 
 def first_pass(
-    client: common.Client,
-    name: str,
+    letters: DeadLetters,
     chosen: Selection,
     ids: tuple[str, ...],
     target: str | None,
@@ -94,13 +94,13 @@ def first_pass(
         return None
     preview = Preview(table) if table is not None else None
     total = 0
-    for letter in select(client, name, chosen, ids):
+    for letter in letters.select(chosen, ids):
         if limit is not None and total >= limit:
             break
         total += 1
         if preview is None or letter.get(keys.F_TRUNCATED):
             continue
-        dest, why = target_of(letter, target, table)
+        dest, why = target_of(letter, target, table, letters.retry)
         if not why:
             preview.check(letter.get(keys.F_REASON), dest, redrive_fields(letter, target))
     progress.total = total

@@ -19,9 +19,12 @@ import click
 
 from synapse import keys
 from synapse.cli import common
+from synapse.cli.times import ms_time
 from synapse.config import RoutingTable
 from synapse.errors import REASONS
 from synapse.events import pairs
+from synapse.kafka.names import DEFAULT_DLQ
+from synapse.kafka.url import Kind, backend_kind
 
 #: What a ``synapse-consumer`` may name: a service (no spaces, globs or braces).
 SERVICE_NAME = re.compile(r"[^\s*?\[\]{}]{1,200}")
@@ -34,6 +37,10 @@ class DeadLetter:
     #: Times its event was redriven before, from the redrive-count hash (``counted``):
     #: never from a field, which the producer of the event could have set.
     redrives: int = 0
+    #: Kafka: the record's key (kept on a redriven copy) and timestamp (ms; -1: none).
+    #: None on Redis, where the entry id holds the time.
+    key: bytes | None = None
+    ms: int | None = None
 
     @property
     def meta(self) -> dict[bytes, bytes]:
@@ -58,7 +65,7 @@ class DeadLetter:
     def as_json(self, full: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
             "id": self.entry_id,
-            "time": self.get(keys.F_TIME) or common.id_time(self.entry_id),
+            "time": self.get(keys.F_TIME) or self._id_time(),
             "reason": self.get(keys.F_REASON),
             "error": self.get(keys.F_ERROR),
             "source": self.get(keys.F_SOURCE),
@@ -71,9 +78,21 @@ class DeadLetter:
             "config": self.get(keys.F_CONFIG),
             "truncated": self.get(keys.F_TRUNCATED) or None,
         }
+        if self.key is not None:
+            data["key"] = common.text(self.key)
         if full:
             data["fields"] = {common.text(k): common.text(v) for k, v in self.meta.items()}
         return data
+
+    def _id_time(self) -> str:
+        if self.ms is None:
+            return common.id_time(self.entry_id)
+        return ms_time(self.ms) if self.ms >= 0 else ""
+
+    def with_redrives(self, count: int) -> DeadLetter:
+        return DeadLetter(
+            entry_id=self.entry_id, fields=self.fields, redrives=count, key=self.key, ms=self.ms
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,12 +156,15 @@ def counted(client: common.Client, stream: str, letters: list[DeadLetter]) -> li
             count = int(raw or 0)
         except ValueError:
             count = 0
-        out.append(DeadLetter(entry_id=letter.entry_id, fields=letter.fields, redrives=count))
+        out.append(letter.with_redrives(count))
     return out
 
 
 def target_of(
-    letter: DeadLetter, target: str | None, table: RoutingTable | None
+    letter: DeadLetter,
+    target: str | None,
+    table: RoutingTable | None,
+    retry: Callable[[str], str] = keys.retry_stream,
 ) -> tuple[str, str]:
     """Where the dead letter goes, or why it cannot go anywhere without ``--to``.
 
@@ -151,7 +173,8 @@ def target_of(
     (``synapse-source``) or, for the dead letter of one refused destination, to a
     destination the table writes (``synapse-destination``). A handler's dead letter
     (``synapse-consumer``, written by ``synapse.client``) goes to that service's retry
-    stream, ``synapse:retry:<service>``, which only that service reads.
+    stream (``retry``: ``synapse:retry:<service>`` on Redis, ``synapse.retry.<service>``
+    on Kafka), which only that service reads.
     """
     if target:
         return target, ""
@@ -159,7 +182,10 @@ def target_of(
     if consumer:
         if not SERVICE_NAME.fullmatch(consumer):
             return "", f"synapse-consumer {consumer!r} is not a service name; pass --to"
-        return keys.retry_stream(consumer), ""
+        try:
+            return retry(consumer), ""
+        except ValueError as exc:
+            return "", f"{exc}; pass --to"
     destination = letter.get(keys.F_DESTINATION)
     source = letter.get(keys.F_SOURCE)
     if table is None:
@@ -194,11 +220,22 @@ def redrive_fields(letter: DeadLetter, target: str | None) -> list[bytes]:
 
 
 def stream_name(stream: str | None, config_path: Path) -> str:
-    """``--stream``, else the config's dead-letter stream, else the default one."""
+    """``--stream``, else the config's dead-letter stream, else the default one (of the
+    store the URL names: ``synapse:dlq`` on Redis, ``synapse.dlq`` on Kafka)."""
     if stream:
         return stream
-    table = common.table_or_none(config_path)
-    return table.settings.dead_letter if table else keys.DEFAULT_DEAD_LETTER
+    kind = store_kind()
+    table = common.table_or_none(config_path, kind)
+    if table:
+        return table.settings.dead_letter
+    return DEFAULT_DLQ if kind == "kafka" else keys.DEFAULT_DEAD_LETTER
+
+
+def store_kind() -> Kind:
+    """The backend the resolved URL names (Redis when none is given yet: the command
+    says so when it connects)."""
+    url = common.resolved_url()
+    return backend_kind(url) if url else "redis"
 
 
 def selection_options(func: Callable[..., Any]) -> Any:

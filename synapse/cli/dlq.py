@@ -13,12 +13,11 @@ from synapse.cli import common
 from synapse.cli.deadletter import (
     DeadLetter,
     Selection,
-    counted,
     dlq_options,
-    select,
     selection_options,
     stream_name,
 )
+from synapse.cli.dlqstore import RedisDeadLetters, open_dead_letters
 from synapse.cli.progress import Progress
 from synapse.cli.redrive import redrive_cmd
 
@@ -27,10 +26,15 @@ from synapse.cli.redrive import redrive_cmd
 def dlq() -> None:
     """Dead letters: list, show, redrive, purge.
 
+    On Kafka (--url kafka://...) dead letters are records of the dead-letter topic
+    (default synapse.dlq), ids <partition>-<offset>; records cannot be deleted, so redrive
+    and purge mark them handled (topic synapse.marks) and list shows what is outstanding.
+
     \b
     Examples:
       synapse dlq list --reason schema_violation --since -2h
       synapse dlq redrive --reason destination_error --dry-run
+      synapse --url kafka://localhost:9092 dlq show 0-42
     """
 
 
@@ -56,15 +60,15 @@ def list_cmd(
       synapse dlq list --reason no_route --source ingress --since -1d --limit 0 --json
     """
     name = stream_name(stream, config_path)
-    client = common.connect()
+    letters = open_dead_letters(name)
     shown: list[DeadLetter] = []
     by_reason: Counter[str] = Counter()
-    for letter in select(client, name, chosen):
+    for letter in letters.select(chosen):
         by_reason[letter.get(keys.F_REASON)] += 1
         if not limit or len(shown) < limit:
             shown.append(letter)
     total = sum(by_reason.values())
-    shown = counted(client, name, shown)
+    shown = letters.counted(shown)
     if as_json:
         common.emit_json(
             {
@@ -105,15 +109,17 @@ def list_cmd(
 @dlq_options
 @click.argument("entry_id", metavar="ID")
 def show_cmd(config_path: Path, as_json: bool, stream: str | None, entry_id: str) -> None:
-    """One dead letter: why, where from, and every original field (ID: an entry id).
+    """One dead letter: why, where from, and every original field (ID: an entry id; on
+    Kafka <partition>-<offset>).
 
     \b
-    Example:
+    Examples:
       synapse dlq show 1714564800000-0
+      synapse --url kafka://localhost:9092 dlq show 0-42
     """
     name = stream_name(stream, config_path)
-    client = common.connect()
-    found = counted(client, name, list(select(client, name, Selection(), ids=(entry_id,))))
+    letters = open_dead_letters(name)
+    found = letters.counted(list(letters.select(Selection(), ids=(entry_id,))))
     if not found:
         raise common.Failure(f"no dead letter {entry_id} in {name}")
     letter = found[0]
@@ -125,6 +131,8 @@ def show_cmd(config_path: Path, as_json: bool, stream: str | None, entry_id: str
         click.echo(f"{key + ':':12} {info[key]}")
     if info["truncated"]:
         click.echo(f"{'truncated:':12} {info['truncated']} (cannot be redriven)")
+    if "key" in info:  # Kafka: the record's key, kept on a redriven copy
+        click.echo(f"{'key:':12} {info['key']}")
     click.echo("fields:")
     for i in range(0, len(letter.original()) - 1, 2):
         name_, value = letter.original()[i], letter.original()[i + 1]
@@ -146,14 +154,18 @@ def purge_cmd(
 ) -> None:
     """Delete dead letters (all, or those matching the filters); asks first unless --yes.
 
+    On Kafka, where a record cannot be deleted, purge marks them handled (synapse.marks):
+    dlq list no longer shows them; the topic's retention removes the records.
+
     \b
     Examples:
       synapse dlq purge --reason no_route --dry-run
       synapse dlq purge --reason no_route --until -7d --yes
     """
     name = stream_name(stream, config_path)
-    client = common.connect()
-    matched = [letter.entry_id for letter in select(client, name, chosen)]
+    letters = open_dead_letters(name)
+    selected = list(letters.select(chosen))
+    matched = [letter.entry_id for letter in selected]
     if dry_run or not matched:
         if as_json:
             common.emit_json(
@@ -175,15 +187,17 @@ def purge_cmd(
     deleted = 0
     with Progress("purging", as_json, total=len(matched)) as progress:
         try:
-            if not chosen.narrowed:
+            if not isinstance(letters, RedisDeadLetters):
+                deleted = _mark_purged(letters, selected, progress)
+            elif not chosen.narrowed:
                 # Everything up to the newest entry seen: dead letters written since stay.
                 deleted = int(
-                    common.call(client, "XTRIM", name, "MINID", common.next_id(matched[-1]))
+                    common.call(letters.client, "XTRIM", name, "MINID", common.next_id(matched[-1]))
                 )
                 progress.advance(deleted)
             else:
                 for i in range(0, len(matched), 500):
-                    deleted += int(client.xdel(name, *matched[i : i + 500]))
+                    deleted += int(letters.client.xdel(name, *matched[i : i + 500]))
                     progress.advance(len(matched[i : i + 500]))
         except KeyboardInterrupt:
             click.echo(f"purge {name}: interrupted after {deleted}", err=True)
@@ -193,7 +207,13 @@ def purge_cmd(
             {"stream": name, "dry_run": False, "matched": len(matched), "deleted": deleted}
         )
     else:
-        click.echo(f"purge {name}: deleted {deleted}")
+        if isinstance(letters, RedisDeadLetters):
+            click.echo(f"purge {name}: deleted {deleted}")
+        else:
+            click.echo(
+                f"purge {name}: marked {deleted} handled (Kafka keeps the records until the "
+                "topic's retention; dlq list no longer shows them)"
+            )
     common.audit(
         "dlq_purged",
         stream=name,
@@ -203,3 +223,14 @@ def purge_cmd(
         since=chosen.since,
         until=chosen.until,
     )
+
+
+def _mark_purged(letters: object, selected: list[DeadLetter], progress: Progress) -> int:
+    """Kafka: mark each selected dead letter purged, 500 marks at a time; how many."""
+    from synapse.cli.kafkadlq import KafkaDeadLetters
+
+    assert isinstance(letters, KafkaDeadLetters)
+    for i in range(0, len(selected), 500):
+        letters.settle([(letter, {"action": "purged"}) for letter in selected[i : i + 500]])
+        progress.advance(len(selected[i : i + 500]))
+    return len(selected)

@@ -16,7 +16,8 @@ from synapse.cli.replay import replay
 from synapse.cli.route import route
 from synapse.cli.routetests import test_cmd
 from synapse.cli.services import services
-from synapse.cli.streams import streams, tail
+from synapse.cli.streams import streams
+from synapse.cli.tail import tail
 from synapse.cli.topology import topology
 
 
@@ -28,13 +29,16 @@ def main() -> None:
     """Operate Synapse: check configs, dry-run routing, inspect streams and dead letters.
 
     Store: --url / SYNAPSE_URL (aliases --redis-url / SYNAPSE_REDIS_URL), else the
-    URL the router wrote to <state-dir>/redis.url. Exit codes: 0 ok, 1 findings or failure, 2 usage,
-    130 interrupted. Every command takes -h for its own help and examples.
+    URL the router wrote to <state-dir>/redis.url; a kafka://host:9092 URL works for
+    streams, tail, publish, dlq and replay (docs/kafka.md). Exit codes: 0 ok, 1 findings
+    or failure, 2 usage, 130 interrupted. Every command takes -h for its own help and
+    examples.
 
     \b
     Examples:
       synapse check --strict
       synapse --url redis://localhost:6379/0 streams
+      synapse --url kafka://localhost:9092 dlq list
       synapse dlq list --since -2h
     """
 

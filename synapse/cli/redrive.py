@@ -26,7 +26,7 @@ from redis.exceptions import ResponseError
 
 from synapse import keys
 from synapse.cli import common
-from synapse.cli.againcheck import Again, first_pass
+from synapse.cli.againcheck import first_pass
 from synapse.cli.deadletter import (
     DeadLetter,
     Selection,
@@ -35,10 +35,13 @@ from synapse.cli.deadletter import (
     redrive_fields,
     select,
     selection_options,
+    store_kind,
     stream_name,
     target_of,
 )
+from synapse.cli.dlqstore import RedisDeadLetters
 from synapse.cli.progress import Progress
+from synapse.cli.redrivereport import refusal, report
 from synapse.slots import slot_of
 
 DEFAULT_MAX_REDRIVES = 3
@@ -113,14 +116,34 @@ def redrive_cmd(
     dead-letter again the same way (the router's own dry run on each). Exit 1 when
     any entry was refused (truncated, over the redrive limit, no source).
 
+    On Kafka (--url kafka://...): each copy is produced (the dead letter's key kept), then
+    the dead letter marked handled in synapse.marks, so it is redriven once and dlq list
+    no longer shows it; a handler's dead letter goes to synapse.retry.<service>.
+
     \b
     Examples:
       synapse dlq redrive --reason schema_violation --since -2h --dry-run
       synapse dlq redrive --reason destination_error --rate 100
       synapse dlq redrive --id 1714564800000-0 --to ingress
+      synapse --url kafka://localhost:9092 dlq redrive --id 0-42 --dry-run
     """
     name = stream_name(stream, config_path)
-    table = common.table_or_none(config_path)
+    table = common.table_or_none(config_path, store_kind())
+    if store_kind() == "kafka":
+        from synapse.cli.kafkaredrive import redrive_on_kafka
+
+        redrive_on_kafka(
+            name,
+            table,
+            chosen,
+            ids,
+            target,
+            dry_run=dry_run,
+            pace=(rate, limit),
+            force=force,
+            max_redrives=max_redrives,
+            as_json=as_json,
+        )
     client = common.connect()
     letters = select(client, name, chosen, ids)
     script = client.register_script(REDRIVE_LUA)
@@ -172,7 +195,7 @@ def redrive_cmd(
         pending.clear()
 
     progress = Progress("redriving", as_json)
-    again = first_pass(client, name, chosen, ids, target, table, limit, progress)
+    again = first_pass(RedisDeadLetters(client, name), chosen, ids, target, table, limit, progress)
     if again is not None and not as_json and again.line():
         click.echo(again.line(), err=True)
     with progress:
@@ -183,7 +206,7 @@ def redrive_cmd(
                 tally["selected"] += 1
                 [letter] = counted(client, name, [letter])
                 dest, why = target_of(letter, target, table)
-                why = why or _refusal(letter, max_redrives, force)
+                why = why or refusal(letter, max_redrives, force)
                 if why:
                     tally["refused"] += 1
                     refused.append({"id": letter.entry_id, "why": why})
@@ -195,7 +218,7 @@ def redrive_cmd(
             flush()
         except KeyboardInterrupt:
             tally["interrupted"] = 1
-    _report("redrive", name, tally, refused, moved, as_json, dry_run, again)
+    report("redrive", name, tally, refused, moved, as_json, dry_run, again)
     common.audit(
         "dlq_redriven",
         stream=name,
@@ -244,60 +267,3 @@ def write_then_delete(
     common.call(client, "PEXPIRE", key, COUNTS_TTL_MS)
     common.call(client, "XDEL", stream, letter.entry_id)
     return "ok", common.text(new_id)
-
-
-def _refusal(letter: DeadLetter, max_redrives: int, force: bool) -> str:
-    truncated = letter.get(keys.F_TRUNCATED)
-    if truncated:
-        return f"truncated ({truncated}): the original is gone; see dlq show {letter.entry_id}"
-    if letter.redrives >= max_redrives and not force:
-        return f"already redriven {letter.redrives} times (limit {max_redrives}; --force)"
-    return ""
-
-
-def _report(
-    what: str,
-    stream: str,
-    tally: Counter[str],
-    refused: list[dict[str, str]],
-    moved: list[dict[str, str]],
-    as_json: bool,
-    dry_run: bool,
-    again: Again | None = None,
-) -> None:
-    if as_json:
-        common.emit_json(
-            {
-                "stream": stream,
-                "dry_run": dry_run,
-                "would_fail_again": again.as_json() if again is not None else None,
-                "interrupted": bool(tally["interrupted"]),
-                "selected": tally["selected"],
-                "redriven": tally["redriven"],
-                "would_redrive": tally["would_redrive"],
-                "already_gone": tally["gone"],
-                "not_atomic": tally["apart"],
-                "refused": refused,
-                "entries": moved,
-            }
-        )
-        return
-    if dry_run:
-        for item in moved:
-            click.echo(f"would redrive {item['id']} -> {item['to']}")
-    for item in refused:
-        click.echo(f"refused {item['id']}: {item['why']}", err=True)
-    done = tally["would_redrive"] if dry_run else tally["redriven"]
-    verb = "would redrive" if dry_run else "redriven"
-    parts = [f"{verb} {done}", f"refused {len(refused)}"]
-    if tally["gone"]:
-        parts.append(f"already gone {tally['gone']}")
-    if tally["apart"]:
-        click.echo(
-            f"note: {tally['apart']} written then deleted, not atomically (target not in "
-            f"{stream}'s cluster hash slot): a kill between the two would redrive one twice",
-            err=True,
-        )
-    if tally["interrupted"]:
-        parts.append("interrupted: rerun to continue (nothing lost)")
-    click.echo(f"{what} {stream}: {', '.join(parts)}")

@@ -22,15 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 from redis.cluster import RedisCluster
 
 from synapse import keys
 from synapse.cli import common
+from synapse.cli.deadletter import store_kind
 from synapse.cli.progress import Progress
-from synapse.errors import InvalidEvent, UsageError
-from synapse.events import Limits, parse, strip_ours
-from synapse.matching import Filter, WhereError, compile_glob, compile_where
+from synapse.cli.replayfilter import compile_filter, copy_of, matches
+from synapse.errors import UsageError
+from synapse.events import Limits
+from synapse.matching import compile_glob
 from synapse.plan import limits_of
 from synapse.slots import slot_of
 
@@ -75,22 +76,6 @@ def hashed_part(key: str) -> str:
     return key[start + 1 : end] if 0 <= start < end - 1 else key
 
 
-def compile_filter(where: str | None) -> Filter | None:
-    """``--where`` as a YAML/JSON mapping in the routes.yaml ``where`` syntax."""
-    if not where:
-        return None
-    try:
-        spec = yaml.safe_load(where)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"--where is not YAML/JSON: {exc}") from None
-    if not isinstance(spec, dict) or not spec:
-        raise UsageError("--where takes a mapping, e.g. '{stage: production}'")
-    try:
-        return compile_where(spec)
-    except WhereError as exc:
-        raise UsageError(f"--where: {exc}") from None
-
-
 @click.command()
 @common.config_option
 @common.connection_options
@@ -122,19 +107,47 @@ def replay(
 ) -> None:
     """Copy SOURCE's entries to DEST with provenance; resumable and safe to rerun.
 
+    On Kafka (--url kafka://...): topics; --since/--until take a time or a record id
+    <partition>-<offset> (bounding that partition); keys are kept; a rerun resumes from
+    the checkpoint in synapse.marks (at least once: a killed page may be copied twice).
+
     \b
     Examples:
       synapse replay ingress --to debug --since -30m --type 'model.*'
       synapse replay ingress --to debug --since -1h --where '{stage: production}' --restart
+      synapse --url kafka://localhost:9092 replay ingress --to debug --since 0-1200
     """
     if source == dest:
         raise UsageError("--to must differ from SOURCE")
     wanted_type = compile_glob(type_glob) if type_glob else None
     filt = compile_filter(where)
-    table = common.table_or_none(config_path)
+    table = common.table_or_none(config_path, store_kind())
     limits = limits_of(table) if table else Limits()
     # Provenance on a stream the table consumes was set by producers, not by the router.
     trusted = table is not None and not any(test(source) for test in table.source_globs)
+    if store_kind() == "kafka":
+        from synapse.cli.kafkareplay import run_on_kafka
+
+        def kafka_matches(fields: list[bytes]) -> bool:
+            return matches(fields, limits, wanted_type, filt)
+
+        def kafka_copy(fields: list[bytes], rid: bytes) -> list[bytes]:
+            return copy_of(fields, source, rid, trusted)
+
+        run_on_kafka(
+            source,
+            dest,
+            (since, until),
+            (type_glob, where),
+            table,
+            kafka_matches,
+            kafka_copy,
+            rate=rate,
+            limit=limit,
+            dry_run=dry_run,
+            restart=restart,
+            as_json=as_json,
+        )
     client = common.connect()
     if client.type(source) != b"stream":
         raise common.Failure(f"no stream {source!r}")
@@ -181,10 +194,10 @@ def replay(
                         break
                     considered = entry_id
                     tally["scanned"] += 1
-                    if not _matches(fields, limits, wanted_type, filt):
+                    if not matches(fields, limits, wanted_type, filt):
                         tally["skipped"] += 1
                         continue
-                    copies.append(_copy(fields, source, entry_id, trusted))
+                    copies.append(copy_of(fields, source, entry_id, trusted))
                     first = first or common.text(entry_id)
                     last = common.text(entry_id)
                 if considered is None:
@@ -202,7 +215,7 @@ def replay(
                     break
         except KeyboardInterrupt:
             tally["interrupted"] = 1
-    _report(source, dest, tally, resumed, first, last, ckpt, dry_run, as_json)
+    report(source, dest, tally, resumed, first, last, ckpt, dry_run, as_json)
     common.audit(
         "replay_done",
         source=source,
@@ -218,31 +231,7 @@ def replay(
     sys.exit(common.EXIT_INTERRUPTED if tally["interrupted"] else common.EXIT_OK)
 
 
-def _matches(fields: list[bytes], limits: Limits, wanted_type: Any, filt: Filter | None) -> bool:
-    if wanted_type is None and filt is None:
-        return True
-    try:
-        event_type, body = parse(fields, limits)
-    except InvalidEvent:
-        return False
-    if wanted_type is not None and not wanted_type(event_type):
-        return False
-    return filt is None or filt.holds(body)
-
-
-def _copy(fields: list[bytes], source: str, entry_id: bytes, trusted: bool) -> list[bytes]:
-    """The replayed copy: the entry's fields, its ``synapse-*`` ones replaced.
-
-    Only the router's own provenance survives, and only from a stream the router
-    writes (``trusted``: not one the table consumes, where every ``synapse-*`` field
-    is a producer's); the replay adds ``synapse-replay-of`` and
-    ``synapse-replay-source``.
-    """
-    kept = strip_ours(fields, keys.PROVENANCE_FIELDS if trusted else frozenset())
-    return [*kept, keys.F_REPLAY_OF, entry_id, keys.F_REPLAY_SOURCE, source.encode()]
-
-
-def _report(
+def report(
     source: str,
     dest: str,
     tally: Counter[str],

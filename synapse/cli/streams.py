@@ -1,98 +1,66 @@
-"""``synapse streams``, ``streams info NAME`` and ``tail NAME``: look at streams."""
+"""``synapse streams``, ``streams info NAME`` and ``tail NAME``: look at streams or topics.
+
+Everything is asked of the store (``cli/store.py``: Redis streams or Kafka topics) and
+formatted here once. On Kafka a row also has the topic's partitions, the router group's
+lag and the other groups' largest lag; ``--exact`` counts records by reading the topic
+instead of trusting the broker's end offsets (which tansu under-reports).
+"""
 
 from __future__ import annotations
 
-import sys
-import time
+from pathlib import Path
 from typing import Any
 
 import click
-import orjson
 
 from synapse.cli import common
-from synapse.errors import InvalidEvent
-from synapse.events import Limits, pairs, parse
-from synapse.matching import compile_glob
+from synapse.cli.redisstore import RedisStore
+from synapse.cli.store import Store, open_store
+from synapse.kafka.url import backend_kind
 
 
-def stream_names(client: common.Client, match: str = "*") -> list[str]:
-    names = {common.text(k) for k in client.scan_iter(match=match, count=1000, _type="stream")}
-    return sorted(names)
-
-
-def groups_of(client: common.Client, name: str) -> list[dict[str, Any]]:
-    """XINFO GROUPS with each group's consumers, as plain JSON-able dicts."""
-    out = []
-    for g in client.xinfo_groups(name):
-        group = common.text(g["name"])
-        consumers = [
-            {
-                "name": common.text(c["name"]),
-                "pending": int(c["pending"]),
-                "idle_ms": int(c["idle"]),
-            }
-            for c in client.xinfo_consumers(name, group)
-        ]
-        lag = g.get("lag")
-        out.append(
-            {
-                "name": group,
-                "consumers": consumers,
-                "pending": int(g["pending"]),
-                "lag": None if lag is None else int(lag),
-                "last_delivered_id": common.text(g.get("last-delivered-id")),
-                "entries_read": g.get("entries-read"),
-            }
-        )
-    return out
-
-
-def info_of(client: common.Client, name: str) -> dict[str, Any]:
-    """Length, first/last entry, groups; raises Failure when there is no such stream."""
-    if client.type(name) != b"stream":
-        raise common.Failure(f"no stream {name!r}")
-    info = client.xinfo_stream(name)
-    first = info.get("first-entry")
-    last = info.get("last-entry")
-    first_id = common.text(first[0]) if first else None
-    last_id = common.text(last[0]) if last else None
-    return {
-        "name": name,
-        "length": int(info["length"]),
-        "first_id": first_id,
-        "first_time": common.id_time(first_id),
-        "last_id": last_id,
-        "last_time": common.id_time(last_id),
-        "last_generated_id": common.text(info.get("last-generated-id")),
-        "oldest_age_s": _age_s(first_id),
-        "groups": groups_of(client, name),
-    }
+def exact_option(func: Any) -> Any:
+    return click.option(
+        "--exact",
+        is_flag=True,
+        help="Kafka: count records and lag by reading the topics, not from end offsets.",
+    )(func)
 
 
 @click.group(invoke_without_command=True)
 @common.connection_options
 @common.json_option
 @common.debug_option
+@common.config_option
 @click.option("--match", default="*", show_default=True, help="Only streams matching this glob.")
+@exact_option
 @click.pass_context
-def streams(ctx: click.Context, as_json: bool, match: str) -> None:
+def streams(ctx: click.Context, as_json: bool, config_path: Path, match: str, exact: bool) -> None:
     """List streams: length, age of the oldest entry, first/last entry time, groups, pending, lag.
+
+    On Kafka (--url kafka://...): topics, with partitions, the router group's lag and the
+    other groups' largest lag; lengths and lags from the broker's end offsets, or counted
+    by reading with --exact.
 
     \b
     Examples:
       synapse streams
       synapse streams --match 'ingress*' --json
       synapse streams info ingress
+      synapse --url kafka://localhost:9092 streams --exact
     """
     if ctx.invoked_subcommand is not None:
         return
-    client = common.connect()
-    rows = [info_of(client, name) for name in stream_names(client, match)]
+    store = opened(config_path, exact)
+    rows = [store.info(name) for name in store.names(match)]
     if as_json:
         common.emit_json({"streams": rows})
         return
     if not rows:
-        click.echo("no streams")
+        click.echo(f"no {store.noun}s")
+        return
+    if store.kind == "kafka":
+        _kafka_rows(rows)
         return
     lines = [
         [
@@ -112,11 +80,71 @@ def streams(ctx: click.Context, as_json: bool, match: str) -> None:
         click.echo(line)
 
 
-def _age_s(entry_id: str | None) -> float | None:
-    """Seconds since the entry id's time (None for no entry)."""
-    if entry_id is None:
-        return None
-    return max(0.0, round(time.time() - common.id_key(entry_id)[0] / 1000, 3))
+def stream_names(client: common.Client, match: str = "*") -> list[str]:
+    """The Redis streams matching ``match`` (for ``topology``)."""
+    return RedisStore(client).names(match)
+
+
+def groups_of(client: common.Client, name: str) -> list[dict[str, Any]]:
+    """A Redis stream's groups with their consumers (for ``topology``)."""
+    return RedisStore(client).groups(name)
+
+
+def opened(config_path: Path, exact: bool = False) -> Store:
+    """The store; on Kafka with the table's router group and data field (defaults when
+    the table is absent or broken: looking at topics does not need it)."""
+    table = None
+    if backend_kind(common.store_url()) == "kafka":
+        try:
+            table = common.table_or_none(config_path, "kafka")
+        except common.Failure:
+            table = None
+    if table is None:
+        return open_store(exact=exact)
+    return open_store(
+        exact=exact,
+        router_group=table.settings.group,
+        data_field=table.settings.data_field.encode(),
+    )
+
+
+def _kafka_rows(rows: list[dict[str, Any]]) -> None:
+    lines = [
+        [
+            r["name"],
+            str(len(r["partitions"])),
+            str(r["length"]),
+            human_age(r["oldest_age_s"]),
+            r["first_time"],
+            r["last_time"],
+            str(len(r["groups"])),
+            _lag([g for g in r["groups"] if g["router"]]),
+            _lag([g for g in r["groups"] if not g["router"]]),
+        ]
+        for r in rows
+    ]
+    header = [
+        "TOPIC",
+        "PARTITIONS",
+        "LENGTH",
+        "AGE",
+        "FIRST",
+        "LAST",
+        "GROUPS",
+        "ROUTER LAG",
+        "LAG",
+    ]
+    for line in common.table_rows(lines, header):
+        click.echo(line)
+    if not rows[0]["exact"]:
+        click.echo(END_OFFSETS_NOTE, err=True)
+
+
+#: Said under a Kafka listing that was not counted by reading.
+END_OFFSETS_NOTE = (
+    "note: lengths and lags are the broker's end offsets, which some brokers (tansu) "
+    "under-report; --exact counts them by reading"
+)
 
 
 def human_age(age_s: float | None) -> str:
@@ -146,17 +174,27 @@ def _lag(groups: list[dict[str, Any]]) -> str:
 @common.connection_options
 @common.json_option
 @common.debug_option
+@common.config_option
+@exact_option
 @click.argument("name")
-def info_cmd(as_json: bool, name: str) -> None:
+def info_cmd(as_json: bool, config_path: Path, exact: bool, name: str) -> None:
     """One stream: length, first/last entry, each group with its consumers, pending, lag.
 
+    On Kafka: a topic, each partition's offsets, each group's committed offsets and lag
+    (the router group marked); --exact counts by reading.
+
     \b
-    Example:
+    Examples:
       synapse streams info ingress --json
+      synapse --url kafka://localhost:9092 streams info ingress --exact
     """
-    data = info_of(common.connect(), name)
+    store = opened(config_path, exact)
+    data = store.info(name)
     if as_json:
         common.emit_json(data)
+        return
+    if store.kind == "kafka":
+        _kafka_info(data)
         return
     click.echo(f"stream:  {data['name']}")
     click.echo(f"length:  {data['length']}")
@@ -178,92 +216,29 @@ def info_cmd(as_json: bool, name: str) -> None:
             click.echo(f"  {c['name']}: pending {c['pending']}, idle {c['idle_ms']} ms")
 
 
-@click.command()
-@common.connection_options
-@common.json_option
-@common.debug_option
-@click.argument("name")
-@click.option("-n", "--count", default=10, show_default=True, help="Entries to show first.")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new entries (Ctrl-C stops).")
-@click.option("--type", "type_glob", help="Only events whose type matches this glob.")
-def tail(as_json: bool, name: str, count: int, follow: bool, type_glob: str | None) -> None:
-    """The last entries of a stream, JSON bodies pretty-printed; --follow for new ones.
-
-    Ctrl-C stops --follow (exit 130).
-
-    \b
-    Examples:
-      synapse tail model-events -n 5
-      synapse tail ingress --follow --type 'model.*'
-    """
-    client = common.connect()
-    if not follow and client.type(name) != b"stream":
-        raise common.Failure(f"no stream {name!r}")
-    wanted = compile_glob(type_glob) if type_glob else None
-    last = "$"
-    if count > 0:
-        window = count if not wanted else max(1000, count * 20)
-        reply = common.call(client, "XREVRANGE", name, "+", "-", "COUNT", window)
-        entries = [(e[0], pairs(e[1])) for e in reversed(reply)]
-        shown = [e for e in entries if _wanted(e[1], wanted)][-count:]
-        for entry_id, fields in shown:
-            _show(entry_id, fields, as_json)
-        if entries:
-            last = common.text(entries[-1][0])
-    if not follow:
-        return
-    try:
-        while True:
-            reply = common.call(client, "XREAD", "COUNT", 100, "BLOCK", 1000, "STREAMS", name, last)
-            for _, found in reply or []:
-                for entry_id, flat in found:
-                    fields = pairs(flat)
-                    last = common.text(entry_id)
-                    if _wanted(fields, wanted):
-                        _show(entry_id, fields, as_json)
-            sys.stdout.flush()
-    except KeyboardInterrupt:  # Ctrl-C is how --follow ends: 130, as for every command
-        sys.stdout.flush()
-        sys.exit(common.EXIT_INTERRUPTED)
-
-
-def _type_and_body(fields: dict[bytes, bytes]) -> tuple[str | None, Any]:
-    flat = [x for pair in fields.items() for x in pair]
-    try:
-        return parse(flat, Limits())
-    except InvalidEvent:
-        return common.text(fields.get(b"type")) or None, None
-
-
-def _wanted(fields: dict[bytes, bytes], wanted: Any) -> bool:
-    if wanted is None:
-        return True
-    event_type, _ = _type_and_body(fields)
-    return event_type is not None and bool(wanted(event_type))
-
-
-def _show(entry_id: bytes, fields: dict[bytes, bytes], as_json: bool) -> None:
-    event_type, body = _type_and_body(fields)
-    others = {common.text(k): common.text(v) for k, v in fields.items() if k not in (b"data",)}
-    if as_json:
-        common.emit_json(
-            {
-                "id": common.text(entry_id),
-                "time": common.id_time(entry_id),
-                "type": event_type,
-                "body": body if b"data" in fields else None,
-                "fields": {common.text(k): common.text(v) for k, v in fields.items()},
-            }
+def _kafka_info(data: dict[str, Any]) -> None:
+    click.echo(f"topic:   {data['name']}")
+    counted = "counted by reading" if data["exact"] else "from the broker's end offsets"
+    click.echo(f"length:  {data['length']} ({counted})")
+    click.echo(
+        f"first:   {data['first_id'] or '-'}  {data['first_time']}"
+        f"  (oldest age {human_age(data['oldest_age_s'])})"
+    )
+    click.echo(f"last:    {data['last_id'] or '-'}  {data['last_time']}")
+    for p in data["partitions"]:
+        click.echo(
+            f"partition {p['partition']}: offsets {p['first_offset']}..{p['end_offset']}, "
+            f"{p['length']} records"
         )
-        return
-    click.echo(f"{common.text(entry_id)}  {common.id_time(entry_id)}  {event_type or '-'}")
-    for key, value in others.items():
-        if key != "type":
-            click.echo(f"  {key}: {value}")
-    if b"data" in fields:
-        if body is not None:
-            pretty = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()
-        else:
-            pretty = common.text(fields[b"data"])
-        for line in pretty.splitlines():
-            click.echo(f"  {line}")
+    if not data["groups"]:
+        click.echo("groups:  none")
+    for g in data["groups"]:
+        router = " (router)" if g["router"] else ""
+        committed = ", ".join(f"{p}@{o}" for p, o in g["committed"].items())
+        members = common.plural(len(g["consumers"]), "member")
+        click.echo(f"group {g['name']}{router}: lag {g['lag']}, committed {committed}, {members}")
+        for c in g["consumers"]:
+            parts = ",".join(str(p) for p in c["partitions"]) or "none"
+            click.echo(f"  {c['name']} ({c['host']}): partitions {parts}")
+    if not data["exact"]:
+        click.echo(END_OFFSETS_NOTE, err=True)

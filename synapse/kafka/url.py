@@ -20,10 +20,12 @@ DEFAULT_PORT = 9092
 Kind = Literal["redis", "kafka"]
 
 #: Why a ``kafka://`` URL is refused (exit 2) where Kafka is not built yet: the CLI's
-#: commands that connect, and ``synapse.client.Bus``. The router takes it.
+#: ``services`` and ``topology``, and ``synapse.client.Bus``. The router takes it, and so do
+#: ``synapse streams|tail|publish|dlq|replay``.
 KAFKA_NOT_YET = (
-    "kafka:// URLs are not supported yet here: only synapse-router routes on Kafka so far "
-    "(docs/kafka.md); `synapse check --url kafka://...` checks a table's topic names"
+    "kafka:// URLs are not supported yet here (docs/kafka.md): on Kafka so far synapse-router "
+    "routes and `synapse streams|tail|publish|dlq|replay` work; `synapse check --url "
+    "kafka://...` checks a table's topic names"
 )
 
 
