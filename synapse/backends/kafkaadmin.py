@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL
 from synapse.config import RoutingTable
 from synapse.matching import compile_glob, is_glob
 from synapse.sources import written_by
@@ -32,8 +33,23 @@ def _admin(bootstrap: str) -> AdminClient:
     with _clients_lock:
         found = _clients.get(bootstrap)
         if found is None:
-            found = _clients[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
+            found = _clients[bootstrap] = AdminClient(
+                {"bootstrap.servers": bootstrap, "log_level": CLIENT_LOG_LEVEL}
+            )
         return found
+
+
+def forget(bootstrap: str) -> None:
+    """Drop the process's admin client of ``bootstrap`` (destroyed once no call holds it;
+    the next call opens a new one): a closed backend leaves no client reconnecting."""
+    with _clients_lock:
+        _clients.pop(bootstrap, None)
+
+
+def forget_all() -> None:
+    """Drop every cached admin client (``forget``), e.g. before a test broker stops."""
+    with _clients_lock:
+        _clients.clear()
 
 
 def named_topics(table: RoutingTable) -> list[str]:

@@ -32,6 +32,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL
+
 #: The topic of attempts (one partition).
 ATTEMPTS_TOPIC = "synapse.attempts"
 #: How long reading the topic back may take before it counts as a broker failure.
@@ -63,7 +65,11 @@ class Attempts:
         sentinel = _SENTINEL + uuid.uuid4().hex
         self._write(sentinel, b"{}")
         reader = Consumer(
-            {"bootstrap.servers": self.bootstrap, "group.id": "synapse-attempts-reader"}
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": "synapse-attempts-reader",
+                "log_level": CLIENT_LOG_LEVEL,
+            }
         )
         reader.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         found: Table = {}

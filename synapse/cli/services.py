@@ -1,7 +1,10 @@
 """``synapse services``: the service registry (services and routers, with heartbeats).
 
 A consuming service's row also shows its group's pending entries and lag on each
-stream it reads (summed in the table, per stream in ``--json``).
+stream it reads (summed in the table, per stream in ``--json``). On a ``kafka://``
+URL the registry is the ``synapse.registry`` topic (``backends/kafkaregistry.py``)
+and the lag is end offsets minus the group's committed offsets (``cli/kafkastore.py``,
+as ``synapse streams`` shows it; Kafka has no pending list: ``-``).
 """
 
 from __future__ import annotations
@@ -15,10 +18,26 @@ from redis.exceptions import ResponseError
 
 from synapse import registry, settings, wire
 from synapse.cli import common
+from synapse.client.seam import check_url
+from synapse.kafka.url import backend_kind
+from synapse.kafka.url import parse as parse_kafka
+
+
+def store_url() -> str:
+    """The URL by flag > env > state file: Redis, or Kafka (``kafka://``, with
+    confluent-kafka installed)."""
+    url = common.store_url()
+    return check_url(url) if backend_kind(url) == "kafka" else url
 
 
 async def fetch(url: str) -> list[registry.Registration]:
-    """The registry at ``url`` (one server, or a cluster for ``redis+cluster://``)."""
+    """The registry at ``url`` (one server, a cluster for ``redis+cluster://``, or the
+    registry topic for ``kafka://``)."""
+    if backend_kind(url) == "kafka":
+        from synapse.backends import kafkaregistry
+
+        bootstrap = parse_kafka(url).bootstrap
+        return await asyncio.to_thread(kafkaregistry.list_services, bootstrap)
     client = wire.connect_any(url, read_timeout_s=30, password=settings.password())
     try:
         return await registry.list_services(client)
@@ -28,7 +47,7 @@ async def fetch(url: str) -> list[registry.Registration]:
 
 def live_services() -> list[registry.Registration]:
     """The registry as it is now (expired instances are already gone)."""
-    url = common.redis_url()
+    url = store_url()
     click.get_current_context().meta["synapse.resolved_url"] = url
     return asyncio.run(fetch(url))
 
@@ -41,6 +60,8 @@ async def group_lag(
     out: dict[tuple[str, str], dict[str, int | None]] = {}
     if not wanted:
         return out
+    if backend_kind(url) == "kafka":
+        return await asyncio.to_thread(_kafka_lag, url, wanted)
     client = wire.connect_any(url, read_timeout_s=30, password=settings.password())
     try:
         for group, stream in sorted(wanted):
@@ -57,6 +78,26 @@ async def group_lag(
                     }
     finally:
         await client.aclose()
+    return out
+
+
+def _kafka_lag(
+    url: str, wanted: set[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, int | None]]:
+    """The groups' lag from ``streams``' own reading of topics (``cli/kafkastore.py``)."""
+    from synapse.cli.kafkastore import KafkaStore
+
+    store = KafkaStore(url)
+    out: dict[tuple[str, str], dict[str, int | None]] = {}
+    try:
+        for topic in sorted({t for _, t in wanted}):
+            if not store.exists(topic):
+                continue
+            for group in store.info(topic)["groups"]:
+                if (group["name"], topic) in wanted:
+                    out[(group["name"], topic)] = {"pending": None, "lag": group["lag"]}
+    finally:
+        store.close()
     return out
 
 
@@ -80,7 +121,7 @@ def services(as_json: bool) -> None:
       synapse services --json | jq '.services[] | select(.kind == "service")'
     """
     found = live_services()
-    lags = asyncio.run(group_lag(common.redis_url(), found))
+    lags = asyncio.run(group_lag(click.get_current_context().meta["synapse.resolved_url"], found))
 
     def lag_of(reg: registry.Registration) -> dict[str, dict[str, int | None]]:
         return {

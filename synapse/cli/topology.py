@@ -1,10 +1,13 @@
 """``synapse topology``: producers -> sources -> router -> routes -> destinations -> consumers.
 
 Built from the routing table, ``XINFO GROUPS`` on every stream the picture holds and
-the service registry. Each count appears once: a source's pending and lag on its
-edge into the router, a consumer group's on its edge from its stream. A group named
-after a registered service is that service (its instances counted). Rendered as
-text, JSON (nodes and edges), Mermaid or Graphviz DOT (``topoviews.py``).
+the service registry, read through the commands' store (``cli/store.py``): on a
+``kafka://`` URL topics, their lengths and every group's lag from the broker's offsets,
+the table loaded for Kafka (``synapse.dlq`` by default). Each count
+appears once: a source's pending and lag on its edge into the router, a consumer
+group's on its edge from its stream. A group named after a registered service is that
+service (its instances counted). Rendered as text, JSON (nodes and edges), Mermaid or
+Graphviz DOT (``topoviews.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import click
 from synapse import keys
 from synapse.cli import common, topoviews
 from synapse.cli.services import live_services
-from synapse.cli.streams import groups_of, stream_names
+from synapse.cli.store import Store, open_store
 from synapse.config import RoutingTable
+from synapse.kafka.names import retry_topic
+from synapse.kafka.url import backend_kind
 from synapse.matching import compile_glob, is_glob
 from synapse.registry import Registration
 
@@ -39,17 +44,35 @@ class Graph:
             self.edges.append({"from": src, "to": dst, **attrs})
 
 
-def _length(client: common.Client, name: str) -> int | None:
-    return int(client.xlen(name)) if client.type(name) == b"stream" else None
+class StoreView:
+    """What the picture reads from the commands' store (``cli/store.py``): stream names,
+    each stream's length and its groups (``Store.info``, read once per stream)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._info: dict[str, dict[str, Any] | None] = {}
+
+    def retry_stream(self, service: str) -> str:
+        return retry_topic(service) if self.store.kind == "kafka" else keys.retry_stream(service)
+
+    def names(self, pattern: str) -> list[str]:
+        return self.store.names(pattern)
+
+    def _about(self, name: str) -> dict[str, Any] | None:
+        if name not in self._info:
+            self._info[name] = self.store.info(name) if self.store.exists(name) else None
+        return self._info[name]
+
+    def length(self, name: str) -> int | None:
+        about = self._about(name)
+        return None if about is None else int(about["length"])
+
+    def groups(self, name: str) -> list[dict[str, Any]]:
+        about = self._about(name)
+        return [] if about is None else list(about["groups"])
 
 
-def _groups(client: common.Client, name: str) -> list[dict[str, Any]]:
-    if client.type(name) != b"stream":
-        return []
-    return groups_of(client, name)
-
-
-def build(table: RoutingTable, client: common.Client, found: list[Registration]) -> Graph:
+def build(table: RoutingTable, view: StoreView, found: list[Registration]) -> Graph:
     """The whole picture as nodes and edges (see the module docstring)."""
     g = Graph()
     s = table.settings
@@ -57,7 +80,7 @@ def build(table: RoutingTable, client: common.Client, found: list[Registration])
     sources: list[str] = []
     for pattern in table.sources:
         if is_glob(pattern):
-            sources += [n for n in stream_names(client, pattern) if n not in excluded]
+            sources += [n for n in view.names(pattern) if n not in excluded]
         else:
             sources.append(pattern)
     sources = list(dict.fromkeys(sources))
@@ -70,8 +93,8 @@ def build(table: RoutingTable, client: common.Client, found: list[Registration])
         running=sorted({r.info.config for r in routers if r.info.config}),
     )
     for source in sources:
-        src = g.node("stream", source, role="source", length=_length(client, source))
-        info = next((x for x in _groups(client, source) if x["name"] == s.group), None)
+        src = g.node("stream", source, role="source", length=view.length(source))
+        info = next((x for x in view.groups(source) if x["name"] == s.group), None)
         g.edge(
             src,
             router,
@@ -90,21 +113,21 @@ def build(table: RoutingTable, client: common.Client, found: list[Registration])
         )
         g.edge(router, rid, kind="routes")
         for dest in route.to:
-            g.edge(rid, g.node("stream", dest, role="destination", length=_length(client, dest)))
-    dlq = g.node("stream", s.dead_letter, role="dead_letter", length=_length(client, s.dead_letter))
+            g.edge(rid, g.node("stream", dest, role="destination", length=view.length(dest)))
+    dlq = g.node("stream", s.dead_letter, role="dead_letter", length=view.length(s.dead_letter))
     g.edge(router, dlq, kind="dead_letter")
     services = [r for r in found if r.info.kind != "router"]
     consumed = {st for r in services for st in r.info.consumes}
-    retries = {keys.retry_stream(r.info.name) for r in services if r.info.group}
+    retries = {view.retry_stream(r.info.name) for r in services if r.info.group}
     watched = sorted(excluded | consumed | retries)
     for name in watched:
         if f"stream:{name}" not in g.nodes:
-            length = _length(client, name)
+            length = view.length(name)
             if name in retries and not length:
                 continue  # an empty retry stream says nothing
             role = "retry" if name in retries else "external"
             g.node("stream", name, role=role, length=length)
-        for info in _groups(client, name):
+        for info in view.groups(name):
             _consumer(g, name, info, services)
     _services(g, services)
     return g
@@ -175,7 +198,10 @@ def topology(config_path: Path, fmt: str, as_json: bool) -> None:
       synapse topology --format mermaid
       synapse topology --format dot | dot -Tpng -o topology.png
     """
-    graph = build(common.table(config_path), common.connect(), live_services())
+    found = live_services()
+    kind = backend_kind(click.get_current_context().meta["synapse.resolved_url"])
+    table = common.table(config_path, kind)
+    graph = build(table, StoreView(open_store(router_group=table.settings.group)), found)
     if as_json or fmt == "json":
         common.emit_json({"nodes": list(graph.nodes.values()), "edges": graph.edges})
     elif fmt == "mermaid":

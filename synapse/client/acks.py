@@ -92,7 +92,16 @@ class Outcome:
 
 
 class Acks:
-    """Queued outcomes for one consumer group, written by ``run`` in the background."""
+    """Queued outcomes for one consumer group, written by ``run`` in the background.
+
+    ``write`` is the store's part (``kafka_acks.KafkaAcks`` overrides it); ``failures``
+    are the errors after which the same outcomes are re-sent.
+    """
+
+    failures: tuple[type[BaseException], ...] = FAILURES
+    #: How long a woken flusher lets outcomes gather before writing them (0 on Redis,
+    #: where an XACK is cheap; a Kafka offset commit is a broker round trip).
+    linger_s = 0.0
 
     def __init__(
         self, client: wire.Client, group: str, *, cluster: bool, log: Any, backoff: Backoff
@@ -143,6 +152,8 @@ class Acks:
                 await asyncio.wait({wake, stop}, return_when=asyncio.FIRST_COMPLETED)
                 wake.cancel()
                 stop.cancel()
+                if self.linger_s and not stopping.is_set():
+                    await asyncio.sleep(self.linger_s)
                 continue
             self._wake.clear()
             ops, self._queued = self._queued, []
@@ -153,7 +164,7 @@ class Acks:
                 for op in ops:
                     if op.written is not None and not op.written.done():
                         op.written.set_result(None)
-            except FAILURES as exc:
+            except self.failures as exc:
                 self._queued[:0] = ops  # kept, in order: every op is safe to re-send
                 for stream, ids in plain.items():
                     self._plain[stream][:0] = ids

@@ -10,8 +10,10 @@
 
 The URL is ``url=``, else ``SYNAPSE_URL`` / ``SYNAPSE_REDIS_URL``, else the embedded
 server's ``./.synapse/redis.url`` that ``bin/run`` writes (``SYNAPSE_STATE_DIR``
-moves it). Every Bus registers itself (service, instance, host, pid, version, what
-it publishes and consumes) with a heartbeat TTL, from its first publish or ``run``.
+moves it); a ``kafka://host:port[,host:port]`` URL puts the same API on Kafka
+topics (docs/kafka.md "Services on Kafka"). Every Bus registers itself (service,
+instance, host, pid, version, what it publishes and consumes) with a heartbeat TTL,
+from its first publish or ``run``. What differs by store is behind ``seam.Store``.
 """
 
 from __future__ import annotations
@@ -23,37 +25,39 @@ import signal
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
-from synapse import __version__, keys, registry, settings, wire
+from synapse import __version__, registry, settings, wire
 from synapse import log as logging
+from synapse.backend import Presence
 from synapse.backoff import Backoff
 from synapse.client import subscription as subs
 from synapse.client.publisher import Item, Publisher
-from synapse.client.redis_io import RedisStreams
+from synapse.client.seam import (
+    Store,
+    StreamsIO,
+    check_names,
+    check_url,
+    default_dead_letter,
+    open_store,
+    record_key,
+)
 from synapse.client.subscriber import Subscriber
 from synapse.client.validate import Checker
 from synapse.config import RouterSettings
 from synapse.consumer import default_consumer_name
-from synapse.errors import SynapseError, UsageError
-from synapse.kafka.url import KAFKA_NOT_YET, backend_kind
-from synapse.kafka.url import parse as parse_kafka
-from synapse.wire import connect_any
-
-WRITE_TIMEOUT_S = 30.0
+from synapse.errors import SynapseError
+from synapse.kafka.url import backend_kind
 
 
 def resolve_url(url: str | None) -> str:
     """``url``, else SYNAPSE_URL / SYNAPSE_REDIS_URL, else the embedded server's URL file;
-    a ``kafka://`` URL is refused (UsageError) until the Kafka backend is complete."""
+    a malformed ``kafka://`` URL, or one without confluent-kafka, raises ``UsageError``."""
     found = url or os.environ.get("SYNAPSE_URL") or os.environ.get("SYNAPSE_REDIS_URL")
-    if found and backend_kind(found) == "kafka":
-        parse_kafka(found)  # a malformed URL says what is wrong with it first
-        raise UsageError(KAFKA_NOT_YET)
     if found:
-        return found
+        return check_url(found)
     state = settings.state_dir(os.environ.get("SYNAPSE_STATE_DIR"))
     from_file = settings.url_from_state(state)
     if from_file:
@@ -88,10 +92,16 @@ class Bus:
             raise ValueError("Bus needs a service name")
         self.service = service
         self.url = resolve_url(url)
+        self.kind = backend_kind(self.url)
         self.password = password or settings.password()
-        checker = Checker.load(config, strict=strict) if config is not None else None
+        checker = (
+            Checker.load(config, strict=strict, kind=self.kind) if config is not None else None
+        )
         table_settings = checker.table.settings if checker is not None else RouterSettings()
-        self.dead_letter = dead_letter or table_settings.dead_letter
+        self.dead_letter = dead_letter or (
+            table_settings.dead_letter if checker is not None else default_dead_letter(self.kind)
+        )
+        check_names(self.kind, service=service, dead_letter=self.dead_letter)
         self.publisher = Publisher(
             service,
             checker=checker,
@@ -109,24 +119,30 @@ class Bus:
         self.subscriptions: list[subs.Subscription] = []
         self.subscriber: Subscriber | None = None
         self.log = logging.get("synapse.client").bind(service=service)
-        self._client: wire.Client | None = None
+        self._store: Store | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._heartbeat: registry.Heartbeat | None = None
+        self._heartbeat: Presence | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._stopping = False
 
     # -- connection and registration --------------------------------------------------------
 
     @property
-    def client(self) -> wire.Client:
-        """The writer connection of the running event loop (made on first use)."""
+    def store(self) -> Store:
+        """The store of the running event loop (made on first use): Redis or Kafka by URL."""
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = connect_any(
-                self.url, read_timeout_s=WRITE_TIMEOUT_S, password=self.password
-            )
+        if self._store is None or self._loop is not loop:
+            self._store = open_store(self.url, password=self.password)
             self._loop, self._heartbeat, self._heartbeat_task = loop, None, None
-        return self._client
+        return self._store
+
+    @property
+    def client(self) -> wire.Client:
+        """The Redis writer connection of the running event loop (Redis URLs only)."""
+        client = getattr(self.store, "client", None)
+        if client is None:
+            raise TypeError(f"Bus.client is a Redis connection; this Bus is on {self.kind}")
+        return cast("wire.Client", client)
 
     def info(self) -> registry.ServiceInfo:
         """What this instance registers: streams and types published, streams consumed."""
@@ -144,12 +160,12 @@ class Bus:
             publishes=tuple(self.publisher.types),
         )
 
-    def _ensure_registered(self) -> None:
-        client = self.client
-        if not self.register or self._heartbeat_task is not None:
-            return
-        self._heartbeat = registry.Heartbeat(client, self.info, self.heartbeat_ttl_s)
-        self._heartbeat_task = asyncio.create_task(self._heartbeat.run())
+    def _ensure_registered(self) -> Store:
+        store = self.store
+        if self.register and self._heartbeat_task is None:
+            self._heartbeat = store.presence(self.info, self.heartbeat_ttl_s)
+            self._heartbeat_task = asyncio.create_task(self._heartbeat.run())
+        return store
 
     async def close(self) -> None:
         """Deregister and close the connection (a running subscriber is stopped first)."""
@@ -159,9 +175,9 @@ class Bus:
             with contextlib.suppress(Exception):
                 await self._heartbeat_task
         self._heartbeat = self._heartbeat_task = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
 
     async def __aenter__(self) -> Bus:
         return self
@@ -181,19 +197,35 @@ class Bus:
         stream: str | None = None,
         id: str | None = None,
         extra: dict[str, str] | None = None,
+        key: str | bytes | None = None,
     ) -> str:
-        """Publish one event (a type and a dict, or a ModelKit model); return its ``id``."""
-        client = self.client
-        self._ensure_registered()
-        return await self.publisher.publish(
-            client, event, data, stream=stream, event_id=id, extra=extra
+        """Publish one event (a type and a dict, or a ModelKit model); return its ``id``.
+
+        ``key``: on Kafka, the record key (one key stays on one partition, in order; none
+        by default: records spread over the partitions); on Redis a stream is one ordered
+        log and the key changes nothing.
+        """
+        store = self._ensure_registered()
+        return await store.publish(
+            self.publisher,
+            event,
+            data,
+            stream=stream,
+            event_id=id,
+            extra=extra,
+            key=record_key(key),
         )
 
-    async def publish_many(self, items: Iterable[Item], *, stream: str | None = None) -> list[str]:
-        """Publish many events in one round trip; their ids in order."""
-        client = self.client
-        self._ensure_registered()
-        return await self.publisher.publish_many(client, items, stream=stream)
+    async def publish_many(
+        self,
+        items: Iterable[Item],
+        *,
+        stream: str | None = None,
+        key: str | bytes | None = None,
+    ) -> list[str]:
+        """Publish many events in one round trip; their ids in order (``key`` as ``publish``)."""
+        store = self._ensure_registered()
+        return await store.publish_many(self.publisher, items, stream=stream, key=record_key(key))
 
     # -- subscribing ------------------------------------------------------------------------
 
@@ -215,6 +247,7 @@ class Bus:
         def add(handler: subs.Handler) -> subs.Handler:
             if self.subscriber is not None:
                 raise RuntimeError("subscribe before run(): the subscriber is already running")
+            check_names(self.kind, streams=[streams] if isinstance(streams, str) else streams)
             self.subscriptions.append(
                 subs.make(
                     streams,
@@ -238,7 +271,7 @@ class Bus:
         for sub in self.subscriptions:
             for stream in sub.streams:
                 starts.setdefault(stream, "0" if sub.start == "earliest" else "$")
-        starts[keys.retry_stream(self.service)] = "0"
+        starts[self.store.retry_stream(self.service)] = "0"
         return {name: ("earliest" if s == "0" else "latest") for name, s in starts.items()}
 
     def _make_subscriber(self) -> Subscriber:
@@ -253,22 +286,18 @@ class Bus:
         )
         backoff = Backoff()
         log = self.log.bind(consumer=self.consumer)
+        store = self.store
 
-        def io(stopping: asyncio.Event) -> RedisStreams:
-            return RedisStreams(
-                self.url,
-                password=self.password,
-                settings=group,
-                starts=self._starts(),
-                stopping=stopping,
-                log=log,
-                backoff=backoff,
+        def io(stopping: asyncio.Event) -> StreamsIO:
+            return store.streams(
+                settings=group, starts=self._starts(), stopping=stopping, log=log, backoff=backoff
             )
 
         return Subscriber(
             self.service,
             self.subscriptions,
             io,
+            retry_stream=store.retry_stream(self.service),
             dead_letter=self.dead_letter,
             log=log,
             backoff=backoff,

@@ -25,7 +25,7 @@ from synapse.backoff import Backoff
 from synapse.client import tracing
 from synapse.client.acks import Outcome
 from synapse.client.event import Event
-from synapse.client.redis_io import RedisStreams
+from synapse.client.seam import StreamsIO
 from synapse.client.subscription import Subscription
 from synapse.events import dead_letter_fields
 from synapse.failures import CONNECTION_FAILURES
@@ -48,15 +48,16 @@ class Handling:
         dead_letter: str,
         log: Any,
         backoff: Backoff | None = None,
+        retry_stream: str | None = None,
     ) -> None:
         self.service = service
         self.subscriptions = list(subscriptions)
         self.dead_letter = dead_letter
-        self.retry_stream = keys.retry_stream(service)
+        self.retry_stream = retry_stream or keys.retry_stream(service)
         self.log = log
         self.backoff = backoff or Backoff()
         self.stopping = asyncio.Event()
-        self.io: RedisStreams  # set by the subscriber
+        self.io: StreamsIO  # set by the subscriber
         self.handled = 0
         self.failed = 0
         self.dead_lettered = 0

@@ -12,17 +12,21 @@ MKSTREAM), per stream with its own start policy. What only a subscriber does
 stays here: re-claiming the entries its slow handlers hold (JUSTID), claiming one
 entry again for a handler's retry, dedupe marks, and the outcomes it writes
 (``acks.py``: acks, dead letters and marks, not a routing plan).
+
+``RedisStore`` is the Redis side of the client's seam (``seam.py``): the writer
+connection of one event loop, XADD with the same fields on retry (``Publisher``),
+the registry heartbeat (``registry.Heartbeat``), and ``RedisStreams``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from synapse import sources, wire
-from synapse.backend import Pages, Read
+from synapse import keys, registry, sources, wire
+from synapse.backend import Pages, Presence, Read
 from synapse.backends import open_redis
 from synapse.backoff import Backoff
 from synapse.client.acks import Acks
@@ -30,8 +34,73 @@ from synapse.config import RouterSettings
 from synapse.errors import Failure
 from synapse.metrics import Metrics
 from synapse.plan import Entry
+from synapse.registry import ServiceInfo
+
+if TYPE_CHECKING:
+    from synapse.client.publisher import Item, Publisher
 
 WRITE_TIMEOUT_S = 30.0
+
+
+class RedisStore:
+    """A Bus on Redis (single or cluster by URL): one writer connection per event loop."""
+
+    kind = "redis"
+    default_dead_letter = keys.DEFAULT_DEAD_LETTER
+
+    def __init__(self, url: str, *, password: str | None) -> None:
+        self.url = url
+        self.password = password
+        self.client = wire.connect_any(url, read_timeout_s=WRITE_TIMEOUT_S, password=password)
+
+    def retry_stream(self, service: str) -> str:
+        return keys.retry_stream(service)
+
+    async def publish(
+        self,
+        publisher: Publisher,
+        event: Any,
+        data: dict[str, Any] | None,
+        *,
+        stream: str | None,
+        event_id: str | None,
+        extra: dict[str, str] | None,
+        key: bytes | None,
+    ) -> str:
+        """One XADD (``key`` changes nothing: a stream is one ordered log)."""
+        return await publisher.publish(
+            self.client, event, data, stream=stream, event_id=event_id, extra=extra
+        )
+
+    async def publish_many(
+        self, publisher: Publisher, items: Iterable[Item], *, stream: str | None, key: bytes | None
+    ) -> list[str]:
+        return await publisher.publish_many(self.client, items, stream=stream)
+
+    def presence(self, info: Callable[[], ServiceInfo], ttl_s: float) -> Presence:
+        return registry.Heartbeat(self.client, info, ttl_s)
+
+    def streams(
+        self,
+        *,
+        settings: RouterSettings,
+        starts: dict[str, str],
+        stopping: asyncio.Event,
+        log: Any,
+        backoff: Backoff,
+    ) -> RedisStreams:
+        return RedisStreams(
+            self.url,
+            password=self.password,
+            settings=settings,
+            starts=starts,
+            stopping=stopping,
+            log=log,
+            backoff=backoff,
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
 
 
 class RedisStreams:

@@ -2,8 +2,9 @@
 
 One ``Subscriber`` per process serves every subscription of a service: one
 consumer (this process) in the service's group on each subscribed stream and on
-the service's retry stream. The I/O is ``RedisStreams`` (the router's own read,
-pending and group machinery); what happens to each entry is ``dispatch.py``.
+the service's retry stream. The I/O is the store's ``seam.StreamsIO``
+(``RedisStreams``: the router's own read, pending and group machinery; on Kafka
+``KafkaStreams``); what happens to each entry is ``dispatch.py``.
 
 The loop: set up (groups created, own pending entries handled first), then every
 turn the chores that are due (claim entries idle longer than ``claim_idle_ms`` from
@@ -55,8 +56,16 @@ class Subscriber(Dispatcher):
         log: Any,
         backoff: Backoff | None = None,
         drain_timeout_s: float = 30.0,
+        retry_stream: str | None = None,
     ) -> None:
-        super().__init__(service, subscriptions, dead_letter=dead_letter, log=log, backoff=backoff)
+        super().__init__(
+            service,
+            subscriptions,
+            dead_letter=dead_letter,
+            log=log,
+            backoff=backoff,
+            retry_stream=retry_stream,
+        )
         self.drain_timeout_s = drain_timeout_s
         self._flusher_done = asyncio.Event()  # set once handlers are done: flush, then end
         self.io = io_factory(self.stopping)
@@ -168,7 +177,10 @@ class Subscriber(Dispatcher):
                 if not self.stopping.is_set() and time.monotonic() < deadline:
                     ahead = self.io.read_ahead(read)
                 for batch in read:
-                    await self.process(batch.source, batch.entries, None)
+                    # Redis counts only redeliveries (own pending, claims); a Kafka read
+                    # can hand out a record counted again after a restart (its head).
+                    counted = dict(batch.deliveries) if batch.deliveries else None
+                    await self.process(batch.source, batch.entries, counted)
                 if ahead is None:
                     return
                 read, ahead = await ahead, None

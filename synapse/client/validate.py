@@ -17,6 +17,7 @@ from typing import Any
 
 from synapse.config import RoutingTable, load_table
 from synapse.errors import SynapseError
+from synapse.kafka.url import Kind
 from synapse.plan import DEAD_LETTER, DROPPED, Planner
 
 
@@ -39,9 +40,10 @@ class Checker:
         self.planner = Planner(table)
 
     @classmethod
-    def load(cls, path: str | Path, *, strict: bool) -> Checker:
-        """From routes.yaml (its schemas beside it); ``ConfigError`` when it is unusable."""
-        return cls(load_table(path), strict=strict)
+    def load(cls, path: str | Path, *, strict: bool, kind: Kind = "redis") -> Checker:
+        """From routes.yaml (its schemas beside it), compiled for the store of ``kind``
+        (Kafka: topic-name rules, ``synapse.dlq``); ``ConfigError`` when it is unusable."""
+        return cls(load_table(path, kind=kind), strict=strict)
 
     @property
     def default_stream(self) -> str:

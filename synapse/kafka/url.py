@@ -19,13 +19,11 @@ DEFAULT_PORT = 9092
 
 Kind = Literal["redis", "kafka"]
 
-#: Why a ``kafka://`` URL is refused (exit 2) where Kafka is not built yet: the CLI's
-#: ``services`` and ``topology``, and ``synapse.client.Bus``. The router takes it, and so do
-#: ``synapse streams|tail|publish|dlq|replay``.
+#: Why a ``kafka://`` URL is refused (exit 2) by code that speaks Redis only
+#: (``cli/connection.redis_url``). The router, ``synapse.client.Bus`` and every ``synapse``
+#: command that connects take it now.
 KAFKA_NOT_YET = (
-    "kafka:// URLs are not supported yet here (docs/kafka.md): on Kafka so far synapse-router "
-    "routes and `synapse streams|tail|publish|dlq|replay` work; `synapse check --url "
-    "kafka://...` checks a table's topic names"
+    "kafka:// URLs are not supported here (docs/kafka.md): this code path speaks Redis only"
 )
 
 

@@ -11,9 +11,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
+from confluent_kafka import Consumer
+from confluent_kafka import TopicPartition as Partition
 
 from synapse.errors import SynapseError
 from synapse.tansu import TansuBroker
+from tests.kafka.support import produce
 
 
 async def make_topic(bootstrap: str, name: str, partitions: int) -> None:
@@ -149,3 +152,27 @@ async def test_end_offsets_under_report_batched_produce(broker: TansuBroker, top
         await consumer.stop()
     assert offsets == set(range(2000))
     assert end < 2000, "tansu now reports end offsets right: update docs/kafka.md"
+
+
+def test_a_fetch_past_the_under_reported_end_offset_reads_the_records(
+    broker: TansuBroker, topic: str
+) -> None:
+    """Fetching from an offset past what ListOffsets(latest) reports after batched produce
+    still reads every record up to the real end: only ListOffsets under-reports, a consumer
+    positioned there does not stall (docs/kafka.md)."""
+    asyncio.run(make_topic(broker.bootstrap, topic, 1))
+    ids = produce(broker.bootstrap, topic, [b"x" * 300] * 3000)
+    assert ids[-1] == b"0-2999"
+    reader = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused"})
+    try:
+        _low, reported = reader.get_watermark_offsets(Partition(topic, 0), timeout=10)
+        assert reported < 3000, "tansu now reports end offsets right: update docs/kafka.md"
+        start = reported + 5
+        reader.assign([Partition(topic, 0, start)])
+        offsets: list[int] = []
+        deadline = time.monotonic() + 20
+        while len(offsets) < 3000 - start and time.monotonic() < deadline:
+            offsets += [m.offset() or 0 for m in reader.consume(1000, 0.5) if m.error() is None]
+    finally:
+        reader.close()
+    assert offsets == list(range(start, 3000))

@@ -15,7 +15,7 @@ from synapse import daemon
 from synapse.cli import main
 from synapse.client import Bus
 from synapse.config import load_table
-from synapse.errors import ConfigError, UsageError
+from synapse.errors import ConfigError
 from synapse.kafka.names import DEFAULT_DLQ
 
 KAFKA = "kafka://127.0.0.1:9"  # never contacted: refused before any connection
@@ -109,12 +109,12 @@ def test_check_with_a_malformed_kafka_url_is_a_usage_error(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("flag", ["--url", "--redis-url"])
-def test_cli_commands_refuse_a_kafka_url(flag: str) -> None:
-    """A command not built for Kafka yet refuses kafka:// with exit 2 and says why (either
-    flag); streams, tail, publish, dlq and replay take it (tests/kafka/test_cli_kafka*.py)."""
-    result = _cli("services", flag, KAFKA)
+def test_services_says_what_is_wrong_with_a_malformed_kafka_url(flag: str) -> None:
+    """Every command takes kafka:// now (services and topology too: tests/kafka/
+    test_client_registry.py); a malformed one is exit 2 naming the problem (either flag)."""
+    result = _cli("services", flag, "kafka://h:1/x")
     assert result.exit_code == 2
-    assert "kafka:// URLs are not supported yet" in result.stderr
+    assert "no path, query" in result.stderr
 
 
 def test_cli_url_flag_and_env_reach_redis(url: str) -> None:
@@ -149,7 +149,8 @@ def test_router_loads_the_table_for_kafka(tmp_path: Path) -> None:
     assert "'audit/all' has characters" in result.output
 
 
-def test_bus_refuses_a_kafka_url() -> None:
-    """synapse.client.Bus refuses kafka:// with a UsageError instead of a Redis error."""
-    with pytest.raises(UsageError, match="not supported yet"):
-        Bus("svc", url=KAFKA)
+def test_bus_takes_a_kafka_url() -> None:
+    """synapse.client.Bus takes kafka:// (no I/O before first use), dead-lettering to
+    synapse.dlq by default (synapse:dlq is no legal topic)."""
+    bus = Bus("svc", url=KAFKA)
+    assert bus.kind == "kafka" and bus.dead_letter == "synapse.dlq"

@@ -1,27 +1,40 @@
-"""The Backend protocol's contract (tests/cluster/test_backend_contract.py) on Kafka, against
-tansu: the same promises where they apply, and the Kafka forms of the others (the commit
-point held by a record not yet acknowledged; reclaim is the group's rebalance)."""
+"""What only the Kafka backend promises, against tansu (the contract every backend keeps,
+Kafka included, is tests/cluster/test_backend_contract.py): keys kept on the copies, the
+commit point held by a record not yet acknowledged, reclaim as the group's rebalance, a
+partition error amid a fetch, close leaving no client connected."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from synapse import log as logging
 from synapse.backend import Batch
-from synapse.backends import open_backend
+from synapse.backends import kafkaadmin, open_backend
 from synapse.backends.kafka import KafkaBackend
 from synapse.config import RoutingTable
 from synapse.errors import Failure
 from synapse.metrics import Metrics
 from synapse.plan import Planner
 from synapse.tansu import TansuBroker
+from tests.kafka.support import rdkafka_threads
 from tests.support.polling import wait_for
 
 TABLE = """
@@ -119,8 +132,8 @@ async def _pages(pages: Any) -> list[Batch]:
     return [batch async for batch in pages]
 
 
-@pytest.fixture
-async def store(
+@contextlib.asynccontextmanager
+async def _store_on(
     broker: TansuBroker, topic: str, table_from: Callable[..., RoutingTable]
 ) -> AsyncIterator[Store]:
     """A backend subscribed to its own source topic, with its partitions assigned."""
@@ -137,41 +150,34 @@ async def store(
         log=logging.get("test"),
     )
     assert isinstance(backend, KafkaBackend)
-    await backend.start(table.settings)
-    assert await backend.discover(table, create=True) == [source]
-
-    async def joined() -> bool:
-        assert await backend.read(table.settings, [source], 100) == []
-        return bool(backend.assigned())
-
-    await wait_for(joined, 30, "the group's partitions assigned")
+    made = Store(backend, table, broker, source, out, stopping)
     try:
-        yield Store(backend, table, broker, source, out, stopping)
+        await backend.start(table.settings)
+        assert await backend.discover(table, create=True) == [source]
+
+        async def joined() -> bool:
+            assert await backend.read(table.settings, [source], 100) == []
+            return bool(backend.assigned())
+
+        await wait_for(joined, 30, "the group's partitions assigned")
+        yield made
     finally:
+        made.producer.close()
         await backend.close()
 
 
-async def test_read_hands_new_entries_once_as_first_deliveries(store: Store) -> None:
-    """read: new entries of the source, in order, deliveries None; a second read has none."""
-    ids = store.add(3)
-    read = await store.read_n(3)
-    assert {b.source for b in read} == {store.source}
-    assert [e[0] for b in read for e in b.entries] == ids
-    assert all(b.deliveries is None for b in read)
-    assert await store.backend.read(store.table.settings, [store.source], 300) == []
+@pytest.fixture
+async def store(
+    broker: TansuBroker, topic: str, table_from: Callable[..., RoutingTable]
+) -> AsyncIterator[Store]:
+    """A backend on the session's broker (``_store_on``)."""
+    async with _store_on(broker, topic, table_from) as made:
+        yield made
 
 
-async def test_read_returns_none_when_stopped_while_waiting(store: Store) -> None:
-    """read: a stop while it waits for entries returns None at once."""
-    waiting = asyncio.ensure_future(store.backend.read(store.table.settings, [store.source], 5000))
-    await asyncio.sleep(0.05)
-    store.stopping.set()
-    assert await asyncio.wait_for(waiting, 2) is None
-
-
-async def test_commit_produces_the_copies_with_keys_and_commits_the_offset(store: Store) -> None:
-    """commit: every copy produced with provenance and the source's key; the offset after
-    the last record committed; nothing left held."""
+async def test_commit_keeps_the_source_key_on_every_copy(store: Store) -> None:
+    """commit: every copy produced with the source record's key (and provenance); the offset
+    after the last record committed; nothing left held."""
     ids = store.add(2, key=b"k1")
     [batch] = await store.read_n(2)
     await store.commit_all(batch)
@@ -182,22 +188,6 @@ async def test_commit_produces_the_copies_with_keys_and_commits_the_offset(store
     assert store.committed() == 2
     settings = store.table.settings
     assert await _pages(store.backend.own_pending(settings, [store.source], counted=True)) == []
-
-
-async def test_own_pending_counts_a_delivery_only_when_asked(store: Store) -> None:
-    """own_pending: entries read but not committed come back; counted re-reads add one;
-    nothing is committed while they are held."""
-    ids = store.add(2)
-    await store.read_n(2)
-    settings = store.table.settings
-    [quiet] = await _pages(store.backend.own_pending(settings, [store.source], counted=False))
-    assert [e[0] for e in quiet.entries] == ids
-    assert dict(quiet.deliveries or {}) == dict.fromkeys(ids, 1)
-    [counted] = await _pages(store.backend.own_pending(settings, [store.source], counted=True))
-    assert dict(counted.deliveries or {}) == dict.fromkeys(ids, 2)
-    await store.commit_all(counted)
-    assert await _pages(store.backend.own_pending(settings, [store.source], counted=True)) == []
-    assert store.committed() == 2
 
 
 async def test_retry_later_holds_the_commit_point_and_hands_the_entry_back(
@@ -254,21 +244,70 @@ async def test_reclaim_is_the_groups_rebalance(store: Store, broker: TansuBroker
         await other.close()
 
 
-async def test_classify_names_a_lost_connection(store: Store) -> None:
-    """classify: an unreachable broker is a CONNECTION failure; a bug is INTERNAL."""
-    unreachable = open_backend(
-        "kafka://127.0.0.1:1",
-        consumer="x",
-        password=None,
-        block_ms=100,
-        metrics=Metrics(),
-        stopping=store.stopping,
-        log=logging.get("test"),
-    )
+async def test_close_leaves_no_client_connected(store: Store) -> None:
+    """close: the consumer, the producer and the admin client of the backend are closed (none
+    would reconnect to a broker that stopped); closing again is harmless."""
+    assert rdkafka_threads()  # open: its clients run threads of their own
+    store.producer.close()
+    await store.backend.close()
+    await store.backend.close()
+    assert store.broker.bootstrap not in kafkaadmin._clients
+    gc.collect()
+    await wait_for(lambda: not rdkafka_threads(), 10, lambda: f"closed: {rdkafka_threads()}")
+
+
+async def test_a_partition_error_is_raised_once_the_records_read_with_it_are_held(
+    store: Store,
+) -> None:
+    """read: an error for one partition amid a fetch is raised after every record of the
+    fetch is held (own_pending hands them out next): none is dropped past the position."""
+    record = {"value": b'{"n": 1}', "headers": [("type", b"t")]}
+    fetched = [
+        Message(topic=store.source, partition=0, offset=0, **record),
+        Message(topic=store.source, partition=1, error=KafkaError(KafkaError.UNKNOWN)),
+        Message(topic=store.source, partition=0, offset=1, **record),
+    ]
+    with pytest.raises(KafkaException) as raised:
+        await store.backend._hand_out(fetched, store.table.settings)
+    assert store.backend.classify(raised.value) == Failure.RESPONSE
+    settings = store.table.settings
+    [held] = await _pages(store.backend.own_pending(settings, [store.source], counted=False))
+    assert [e[0] for e in held.entries] == [b"0-0", b"0-1"]
+
+
+async def test_a_broker_back_without_its_topics_is_read_from_its_own_offsets(
+    topic: str, table_from: Callable[..., RoutingTable], tmp_path: Path
+) -> None:
+    """Every broker away while records are held, then one back on the same address with no
+    topics (tansu: memory only): the backend starts over (a new consumer, nothing held), and
+    the new broker's records are read and committed from offset 0, not the old positions."""
+    own = TansuBroker(log_dir=tmp_path / "tansu").start()
     try:
-        with pytest.raises(Exception) as raised:
-            await unreachable.start(store.table.settings)
-        assert unreachable.classify(raised.value) == Failure.CONNECTION
-        assert store.backend.classify(ValueError("a bug")) == Failure.INTERNAL
+        async with _store_on(own, topic, table_from) as store:
+            settings = store.table.settings
+            store.add(3)
+            await store.read_n(3)  # held, never committed
+            own.kill()
+
+            async def down() -> bool:
+                try:
+                    await store.backend.read(settings, [store.source], 100)
+                except KafkaException as exc:
+                    return store.backend.classify(exc) == Failure.CONNECTION
+                return False
+
+            await wait_for(down, 30, "every broker away, raised by a read")
+            own.start()  # the same port, no topics
+            await store.backend.start(settings)
+            pending = store.backend.own_pending(settings, [store.source], counted=False)
+            assert await _pages(pending) == []
+            assert await store.backend.discover(store.table, create=True) == [store.source]
+            ids = store.add(2)
+            assert ids == [b"0-0", b"0-1"]  # numbered from 0 again
+            read = await store.read_n(2)
+            assert [e[0] for b in read for e in b.entries] == ids
+            for batch in read:
+                await store.commit_all(batch)
+            assert store.committed() == 2
     finally:
-        await unreachable.close()
+        own.stop()
