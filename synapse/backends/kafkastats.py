@@ -17,10 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL
 
 #: How long one metadata, offset or watermark request may take.
 STATS_TIMEOUT_S = 5.0
+
+
+def _ignore(_error: KafkaError) -> None:
+    """Client errors of the stats reader: its calls raise when they fail."""
 
 
 class GroupLag:
@@ -40,6 +46,8 @@ class GroupLag:
                     "group.id": group,  # for OffsetFetch only: this client never subscribes
                     "client.id": f"{self.client_id}-stats",
                     "enable.auto.commit": False,
+                    "log_level": CLIENT_LOG_LEVEL,  # quiet: a broker away is the loop's to tell
+                    "error_cb": _ignore,  # a failure surfaces as the call's exception
                 }
             )
         return found
