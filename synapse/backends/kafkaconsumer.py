@@ -43,6 +43,10 @@ def consumer_config(
     }
 
 
+#: A rebalance callback: the consumer and the partitions it was given.
+OnAssign = Callable[[Consumer, list[TopicPartition]], None]
+
+
 class GroupConsumer:
     """One ``Consumer`` of one group at a time, driven on its own thread."""
 
@@ -72,10 +76,17 @@ class GroupConsumer:
         self.kafka = Consumer(consumer_config(self.bootstrap, self.client_id, settings, self.watch))
         self.group = settings.group
 
-    async def subscribe(self, topics: list[str]) -> None:
+    async def subscribe(self, topics: list[str], on_assign: OnAssign | None = None) -> None:
+        """Subscribe the group to ``topics``; ``on_assign`` (on the consumer thread) may
+        place each assigned partition (a service's per-topic start)."""
         kafka = self.kafka
         assert kafka is not None
-        await self.call(lambda: kafka.subscribe(topics, on_revoke=self._revoked_cb))
+        if on_assign is None:
+            await self.call(lambda: kafka.subscribe(topics, on_revoke=self._revoked_cb))
+        else:
+            await self.call(
+                lambda: kafka.subscribe(topics, on_assign=on_assign, on_revoke=self._revoked_cb)
+            )
 
     def _revoked_cb(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._revoked.extend((tp.topic, tp.partition) for tp in partitions)

@@ -76,13 +76,9 @@ class ServiceConsumer(KafkaBackend):
             partitions=1,
             config={"cleanup.policy": "compact"},
         )
-        kafka = await self._call(self._open, settings)
+        await self._open(settings)
         if self._subscribed != topics:
-            await self._call(
-                lambda: kafka.subscribe(
-                    topics, on_assign=self._on_assign, on_revoke=self._revoked_cb
-                )
-            )
+            await self._group.subscribe(topics, on_assign=self._on_assign)
             self._subscribed = topics
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -115,7 +111,7 @@ class ServiceConsumer(KafkaBackend):
         """A held record handed back for a handler's retry, its delivery count one more;
         (None, 0) when it is no longer held (its outcome written, or its partition moved)."""
         partition, offset = position(entry_id)
-        held = self._held.get((topic, partition), {}).get(offset)
+        held = self._held.get((topic, partition), offset)
         if held is None:
             return None, 0
         held.deliveries += 1
