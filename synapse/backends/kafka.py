@@ -40,6 +40,7 @@ from synapse.backends.kafkaconsumer import GroupConsumer
 from synapse.backends.kafkafailures import BrokerWatch, classify_kafka
 from synapse.backends.kafkahead import HeadCounter
 from synapse.backends.kafkaheld import HeldRecords, Partition, held_of
+from synapse.backends.kafkaregistry import KafkaHeartbeat
 from synapse.backends.kafkastats import GroupLag
 from synapse.config import RouterSettings, RoutingTable
 from synapse.errors import Failure
@@ -51,19 +52,6 @@ from synapse.registry import ServiceInfo
 
 #: The longest a consume call blocks: a stop is seen within it.
 SLICE_S = 0.1
-
-
-class _Absent:
-    """No service registry on Kafka yet: a presence that only waits to be stopped."""
-
-    def __init__(self) -> None:
-        self._stopped = asyncio.Event()
-
-    async def run(self) -> None:
-        await self._stopped.wait()
-
-    def stop(self) -> None:
-        self._stopped.set()
 
 
 class KafkaBackend:
@@ -294,7 +282,8 @@ class KafkaBackend:
         return classify_kafka(exc)
 
     def presence(self, info: Callable[[], ServiceInfo]) -> Presence:
-        return _Absent()
+        """The router's registration in ``synapse.registry`` (as a Bus registers)."""
+        return KafkaHeartbeat(self.bootstrap, self.producer, info)
 
     async def reconfigure(self, old: RouterSettings, new: RouterSettings) -> None:
         """Nothing: each read takes its BLOCK time as a deadline."""
