@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL
 
 #: How long one metadata, offset or watermark request may take.
@@ -41,14 +42,16 @@ class GroupLag:
         found = self._clients.get(group)
         if found is None:
             found = self._clients[group] = Consumer(
-                {
-                    "bootstrap.servers": self.bootstrap,
-                    "group.id": group,  # for OffsetFetch only: this client never subscribes
-                    "client.id": f"{self.client_id}-stats",
-                    "enable.auto.commit": False,
-                    "log_level": CLIENT_LOG_LEVEL,  # quiet: a broker away is the loop's to tell
-                    "error_cb": _ignore,  # a failure surfaces as the call's exception
-                }
+                client_config(
+                    self.bootstrap,
+                    {
+                        "group.id": group,  # for OffsetFetch only: this client never subscribes
+                        "client.id": f"{self.client_id}-stats",
+                        "enable.auto.commit": False,
+                        "log_level": CLIENT_LOG_LEVEL,  # quiet: a broker away is the loop's
+                        "error_cb": _ignore,  # a failure surfaces as the call's exception
+                    },
+                )
             )
         return found
 

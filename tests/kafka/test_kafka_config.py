@@ -116,3 +116,15 @@ def test_router_with_a_bad_file_exits_78_naming_the_line(
     assert router.wait(60) == 78
     assert f"{path}:2: acks is Synapse's own" in router.text()
     assert "hunter2" not in router.text()
+
+
+def test_every_kafka_client_is_configured_through_client_config() -> None:
+    """No module builds a librdkafka config by hand: the operator's file reaches every
+    client only if each one goes through kafkaconfig.client_config."""
+    package = Path(kafkaconfig.__file__).parents[1]
+    by_hand = [
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if '"bootstrap.servers"' in p.read_text() and p.name != "kafkaconfig.py"
+    ]
+    assert by_hand == []
