@@ -23,14 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import clientbench, gateway, headline, natsjs, phases
+from bench import clientbench, gateway, headline, kafkaphase, natsjs, phases
 from bench.pipeline import VARIANTS, WINDOW
 from bench.proc import Pinning, pin
 from bench.workload import mean_event_bytes, write_table
 from synapse.embedded import EmbeddedServer, server_binary
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("pipeline", "drain", "latency", "memory", "scale", "client", "gateway")
+PHASES = ("pipeline", "drain", "latency", "memory", "scale", "client", "gateway", "kafka")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -52,6 +52,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float, help="seconds of the latency phase (default 30)")
     p.add_argument("--memory-events", type=int, help="events of the memory phase (default 1M)")
     p.add_argument("--client-events", type=int, help="events per client-phase run (default 100000)")
+    p.add_argument("--kafka-events", type=int, help="records per kafka-phase run (default 50000)")
     p.add_argument("--batch", type=int, default=500, help="entries per XREADGROUP")
     p.add_argument("--fanout", type=int, default=2, help="destinations per event")
     p.add_argument("--gateway-clients", type=int, help="SSE clients (default 1000; quick 50)")
@@ -77,6 +78,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.gateway_rate = args.gateway_rate or (200 if quick else 1000)
     args.gateway_seconds = args.gateway_seconds or (3.0 if quick else 20.0)
     args.client_events = args.client_events or (2_000 if quick else 100_000)
+    args.kafka_events = args.kafka_events or (3_000 if quick else 50_000)
     args.only = [x for x in args.only.split(",") if x]
     unknown = set(args.only) - set(PHASES)
     if unknown:
@@ -182,6 +184,11 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             )
             ratios = result["client"]["ratios"]
             progress(f"client: subscribe x{ratios['subscribe_vs_handwritten']:.2f} of hand-written")
+        if "kafka" in args.only:
+            result["kafka"] = kafkaphase.run(
+                folder / "kafka", args.kafka_events, args.reps, args.batch, pinning
+            )
+            progress(f"kafka: synapse / hand-written loop x{result['kafka']['ratio']:.2f}")
     finally:
         b.r.close()
         server.stop()
@@ -312,6 +319,8 @@ def report(result: dict[str, Any]) -> str:
         lines.append(gateway.report(result["gateway"]))
     if "client" in result:
         lines += ["", *clientbench.report(result["client"])]
+    if "kafka" in result:
+        lines += ["", *kafkaphase.report(result["kafka"])]
     return "\n".join(lines)
 
 

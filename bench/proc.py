@@ -8,6 +8,7 @@ import select
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
@@ -66,6 +67,7 @@ class Worker:
     args: list[str]
     cpus: set[int] | None = None
     module: str = "bench.worker"
+    cwd: Path | None = None  # another copy of the code (an A/B against an older revision)
     process: subprocess.Popen[bytes] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +77,7 @@ class Worker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
+            cwd=self.cwd,
         )
         pin(self.process.pid, self.cpus)
         assert self.process.stdout is not None

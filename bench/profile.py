@@ -6,6 +6,9 @@ the whole drain. Prints the top functions by own time and by inclusive time,
 from py-spy's collapsed stacks, and writes the raw stacks beside the JSON
 results (``bench/results/profile-*.txt``) for flame graphs.
 
+``--kafka`` profiles the router on Kafka instead (one run of the ``kafka`` phase of
+``bin/bench``, on tansu; ``--kind loop`` the hand-written loop).
+
 ``--pipeline VARIANT`` profiles one run of the headline instead (a producer
 running, the AOF on, AOF rewrites off so its size per event is exact): the
 server's own figures (``bench.serverprofile``: INFO commandstats per call and
@@ -24,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.phases import Bench
@@ -69,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     p.add_argument("--events", type=int, default=300_000)
     p.add_argument("--top", type=int, default=25)
-    p.add_argument("--kind", default="synapse", choices=["synapse", "baseline"])
+    p.add_argument("--kind", default="synapse", choices=["synapse", "baseline", "loop"])
+    p.add_argument("--kafka", action="store_true", help="the router on Kafka (tansu)")
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--pipeline", metavar="VARIANT", help="profile a pipeline run of VARIANT")
     p.add_argument("--perf", action="store_true", help="with --pipeline: perf record the server")
@@ -87,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     pin(os.getpid(), pinning.driver)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / time.strftime(f"profile-{args.kind}-%Y%m%d-%H%M%S.txt")
+    if args.kafka:
+        return _kafka(args, spy, out, pinning)
     with tempfile.TemporaryDirectory(prefix="synapse-profile-") as tmp:
         folder = Path(tmp)
         server = EmbeddedServer(folder / "server", extra_args=("--appendonly", "no")).start()
@@ -111,6 +118,31 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     print(f"{args.kind}: {args.events:,} events in {wall:.2f}s ({args.events / wall:,.0f}/s)")
     print("(waiting in the event loop shows as select/poll/run_once frames)\n")
+    print(summarise(out.read_text(), args.top))
+    print(f"\nstacks: {out}")
+    return 0
+
+
+def _kafka(args: argparse.Namespace, spy: str, out: Path, pinning: Pinning) -> int:
+    """One run of the kafka phase's ``--kind`` with py-spy on the worker."""
+    from bench import kafkaphase
+
+    def attach(pid: int) -> Callable[[], None]:
+        cmd = [spy, "record", "--pid", str(pid), "--format", "raw", "-r", "250"]
+        cmd += ["--output", str(out), *(["--native"] if args.native else [])]
+        recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # py-spy attaches
+
+        def detach() -> None:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(30)
+
+        return detach
+
+    with tempfile.TemporaryDirectory(prefix="synapse-profile-") as tmp:
+        run = kafkaphase.drain(Path(tmp), args.kind, args.events, 500, pinning, attach)
+    print(f"kafka {args.kind}: {run['records_per_s']:,.0f} records/s (after the first commit)")
+    print("(the group join is sampled too: waiting shows as select/poll/run_once frames)\n")
     print(summarise(out.read_text(), args.top))
     print(f"\nstacks: {out}")
     return 0

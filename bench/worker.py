@@ -1,12 +1,14 @@
 """A router process under test: ``python -m bench.worker KIND URL CONSUMER ARGS...``.
 
-``synapse URL CONSUMER CONFIG`` or ``baseline URL CONSUMER FANOUT BATCH``.
+``synapse URL CONSUMER CONFIG``, ``baseline URL CONSUMER FANOUT BATCH`` or
+``kafkaloop URL CONSUMER BATCH`` (``bench/kafkaloop.py``).
 
 The process sets itself up (imports, table, connections), prints ``ready``,
 waits for a line on stdin, then consumes until SIGTERM. The parent measures it
 from outside (wall time, psutil CPU times and RSS), so start-up is not counted.
 
 - ``synapse`` runs the daemon's own ``synapse.consumer.Router`` on the table.
+- ``kafkaloop`` is the hand-written loop on Kafka (``bench/kafkaloop.py``).
 - ``baseline`` is the minimal hand-written loop: XREADGROUP 500, then one
   MULTI/EXEC per batch holding FANOUT XADD copies of each entry and the XACK; no
   parsing, no validation, no table (redis-py asyncio, hiredis parser, no
@@ -45,10 +47,11 @@ def synapse_worker(url: str, consumer: str, config: str) -> Callable[[asyncio.Ev
     from synapse import log
     from synapse.config import load_table
     from synapse.consumer import Router
+    from synapse.kafka.url import backend_kind
     from synapse.metrics import Metrics
 
     log.configure("json", "warning")
-    table = load_table(config)
+    table = load_table(config, kind=backend_kind(url))  # as synapse-router loads it
 
     async def work(stop: asyncio.Event) -> None:
         router = Router(table, url, Metrics(), consumer=consumer)
@@ -96,6 +99,10 @@ def main(argv: list[str]) -> None:
         work = synapse_worker(url, consumer, argv[3])
     elif kind == "baseline":
         work = baseline_worker(url, consumer, int(argv[3]), int(argv[4]))
+    elif kind == "kafkaloop":
+        from bench.kafkaloop import kafkaloop_worker
+
+        work = kafkaloop_worker(url, consumer, int(argv[3]))
     else:
         raise SystemExit(f"unknown worker {kind!r}")
     if kind == "synapse":

@@ -14,15 +14,21 @@ Vocabulary, shared by every backend:
   ``<partition>-<offset>`` on Kafka; fields None when it vanished from the source;
 - a ``Batch`` is entries of one source, with their delivery counts when they were
   delivered before (own pending, reclaimed, retried); None for a first delivery;
+- an entry's *time* (``Batch.times_ms``, read by ``entry_times``) is when it was
+  added to its source, the start of ``synapse_event_latency_seconds``: a Redis
+  stream id carries it (``<ms>-<seq>``); a Kafka record has a timestamp
+  (CreateTime, or LogAppendTime where the topic says so), which the backend hands
+  over beside the entries;
 - ``commit`` applies a ``BatchPlan`` (every copy and dead letter, then the
   acknowledgement of the entries whose writes all landed) and reports in a
   ``CommitResult`` the entries refused (left unacknowledged, nothing of them
   kept) and those found acknowledged already (nothing written twice).
 
-Attempt counts come from the store (Redis's pending list; Kafka would keep them
-with the committed offset), never from the router's memory; the exception is the
-short backoff of a refused entry (``retry_later``), which a restart forgets
-safely because the entry is then re-delivered and counted.
+Attempt counts come from the store (Redis's pending list; on Kafka the
+``synapse.attempts`` topic, ``backends/kafkaattempts.py``), never from the
+router's memory; the exception is the short backoff of a refused entry
+(``retry_later``), which a restart forgets safely because the entry is then
+re-delivered and counted.
 
 What a backend raises, the loop hands back to its ``classify`` (an
 ``errors.Failure``), and ``retry.verdict`` decides: a lost connection or a
@@ -32,7 +38,8 @@ asks for ``setup`` again; anything else counts as a redelivery.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -53,6 +60,27 @@ class Batch:
     source: str
     entries: Sequence[Entry]
     deliveries: Mapping[bytes, int] | None = None
+    #: Each entry's time (ms since the epoch), in ``entries``' order, when its id does
+    #: not carry it (Kafka: the record's timestamp); None: the id's leading milliseconds.
+    times_ms: Sequence[int] | None = None
+
+
+def entry_times(
+    entries: Sequence[Entry], times_ms: Sequence[int] | None, left_out: Collection[bytes] = ()
+) -> Counter[int]:
+    """How many of ``entries`` (but those in ``left_out``) were added at each millisecond:
+    ``times_ms`` when the backend gave them, else each id's leading milliseconds (a Redis
+    stream id, ``<ms>-<seq>``). Grouped, so a batch costs one observation per value."""
+    if times_ms is None:
+        by_id: Counter[bytes] = Counter(
+            [e[0].partition(b"-")[0] for e in entries if e[0] not in left_out]
+            if left_out
+            else [e[0].partition(b"-")[0] for e in entries]
+        )
+        return Counter({int(ms): n for ms, n in by_id.items()})
+    if left_out:
+        return Counter([t for e, t in zip(entries, times_ms, strict=True) if e[0] not in left_out])
+    return Counter(times_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +114,7 @@ class Backend(Protocol):
 
     #: This router's consumer name in the group.
     consumer: str
-    #: Which store: "redis", "cluster" (and "kafka" later), for logs and tests.
+    #: Which store: "redis", "cluster" or "kafka", for logs and tests.
     name: str
 
     async def start(self, settings: RouterSettings) -> str | None:

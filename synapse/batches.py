@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from synapse import log as logging
-from synapse.backend import Backend, Batch, CommitResult
+from synapse.backend import Backend, Batch, CommitResult, entry_times
 from synapse.errors import Outage, classify_reply
 from synapse.giveup import give_up as plan_give_up
 from synapse.metrics import Metrics, observe_many
@@ -47,6 +47,7 @@ class InFlight:
     now_ms: int
     started: float
     commit: asyncio.Future[CommitResult] | None = None
+    times_ms: Sequence[int] | None = None  # the entries' times, when their ids do not say
 
 
 #: Told of each dead letter committed: (source, entry id, reason, error) (summary.py logs it).
@@ -77,7 +78,9 @@ class Batches:
         now_ms = int(time.time() * 1000)
         source, entries, deliveries = batch.source, batch.entries, batch.deliveries
         plan = planner.plan_batch(source, entries, now_ms, deliveries)
-        return InFlight(source, entries, deliveries, plan, planner, now_ms, started)
+        return InFlight(
+            source, entries, deliveries, plan, planner, now_ms, started, times_ms=batch.times_ms
+        )
 
     def send(self, batch: InFlight) -> InFlight:
         """Start the batch's commit (it runs to the end even if the router is stopped)."""
@@ -92,6 +95,7 @@ class Batches:
         source, entries, plan = batch.source, batch.entries, batch.plan
         self.metrics.consumed.labels(source).inc(len(entries))
         committed = plan.entries
+        left: frozenset[bytes] = frozenset()
         if result.failed or result.skipped:
             left = result.skipped | result.failed.keys()
             committed = tuple(e for e in plan.entries if e.entry_id not in left)
@@ -101,7 +105,8 @@ class Batches:
             self.log.warning(
                 "entries_already_committed", source=source, entries=len(result.skipped)
             )
-        for e in account(self.metrics, committed, batch.now_ms):
+        stamps = entry_times(entries, batch.times_ms, left)
+        for e in account(self.metrics, committed, batch.now_ms, stamps):
             self.on_dead_letter(source, e.entry_id, e.reason or "", e.error or "")
         self.metrics.batch.observe(time.perf_counter() - batch.started)
         self.count += 1
@@ -176,7 +181,9 @@ class Batches:
             again = await self.backend.commit(BatchPlan(source, entries), settings.group)
             left = again.skipped | again.failed.keys()
             done = [e for e in entries if e.entry_id not in left]
-            account(self.metrics, done, batch.now_ms)
+            left_out = {e[0] for e in batch.entries}.difference(e.entry_id for e in done)
+            stamps = entry_times(batch.entries, batch.times_ms, left_out)
+            account(self.metrics, done, batch.now_ms, stamps)
             for e in done:  # counted per event (account() counts the all-refused ones)
                 letters = sum(1 for w in e.writes if w.stream == settings.dead_letter)
                 if e.outcome != DEAD_LETTER and letters:
@@ -203,9 +210,13 @@ class Batches:
         return dead
 
 
-def account(metrics: Metrics, entries: Sequence[EntryPlan], now_ms: int) -> list[EntryPlan]:
-    """Count a committed batch: grouped per batch, so the cost is per distinct value.
-    Returns the dead-lettered entries (found only when the batch is not all routed)."""
+def account(
+    metrics: Metrics, entries: Sequence[EntryPlan], now_ms: int, stamps: Tally[int]
+) -> list[EntryPlan]:
+    """Count a committed batch: grouped per batch, so the cost is per distinct value;
+    ``stamps``: how many of ``entries`` were added to the source at each millisecond
+    (``backend.entry_times``), the start of their latency. Returns the dead-lettered
+    entries (found only when the batch is not all routed)."""
     by_routes: Tally[tuple[tuple[str, str], ...]] = Tally(
         [e.routes for e in entries if e.outcome == ROUTED]
     )
@@ -231,8 +242,6 @@ def account(metrics: Metrics, entries: Sequence[EntryPlan], now_ms: int) -> list
             metrics.dead_lettered.labels(reason).inc(n)
         for reason, n in dropped.items():
             metrics.dropped.labels(reason).inc(n)
-    # Entry ids start with their millisecond: a batch holds few distinct ones.
-    stamps: Tally[bytes] = Tally([e.entry_id.partition(b"-")[0] for e in entries])
     for ms, n in stamps.items():
-        observe_many(metrics.latency, max(0.0, (now_ms - int(ms)) / 1000), n)
+        observe_many(metrics.latency, max(0.0, (now_ms - ms) / 1000), n)
     return dead_entries

@@ -174,7 +174,13 @@ class Router:
     def _down(self, kind: str, exc: BaseException, attempt: int) -> None:
         self.metrics.redis_errors.labels(kind).inc()
         if self.ready or attempt == 1:
-            self.log.warning("redis_unavailable", kind=kind, error=str(exc), attempt=attempt)
+            self.log.warning(  # the event's name is stable: the store, whichever it is
+                "redis_unavailable",
+                kind=kind,
+                error=str(exc),
+                attempt=attempt,
+                backend=self.backend.name,
+            )
         self.ready = False
         self.metrics.redis_up.set(0)
         self.metrics.ready.set(0)

@@ -102,11 +102,12 @@ class Daemon:
             version=__version__,
             config=str(self.config),
             config_hash=self.table.hash,
-            redis=settings.redact(self.url),
+            url=settings.redact(self.url),
+            backend=self.router.backend.name,
             metrics=f"http://{settings.url_host(host)}:{server.port}/metrics",
             consumer=self.router.consumer,
         )
-        self.notifier.status("connecting to Redis")
+        self.notifier.status(f"connecting to {self.router.backend.name}")
         try:
             async with asyncio.TaskGroup() as tasks:
                 routing = tasks.create_task(self.router.run())

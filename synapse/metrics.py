@@ -62,7 +62,8 @@ class Metrics:
         )
         self.latency = BulkHistogram(
             "synapse_event_latency_seconds",
-            "Entry id time to commit",
+            "Time from the entry's addition to the source (stream id, Kafka record timestamp) "
+            "to its commit",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -73,10 +74,16 @@ class Metrics:
             registry=r,
         )
         self.pending = Gauge(
-            "synapse_source_pending", "Entries pending in the group", ["source"], registry=r
+            "synapse_source_pending",
+            "Entries pending in the group (Kafka: records read by this router, not committed)",
+            ["source"],
+            registry=r,
         )
         self.lag = Gauge(
-            "synapse_source_lag", "Entries not yet delivered to the group", ["source"], registry=r
+            "synapse_source_lag",
+            "Entries not yet delivered to the group (Kafka: end offsets minus committed offsets)",
+            ["source"],
+            registry=r,
         )
         self.group_lag = Gauge(
             "synapse_consumer_group_lag",
@@ -93,9 +100,13 @@ class Metrics:
         self.reclaimed = Counter(
             "synapse_reclaimed", "Entries claimed from idle consumers", registry=r
         )
-        self.redis_up = Gauge("synapse_redis_up", "1 when Redis answers", registry=r)
+        # Named for Redis (DESIGN.md fixes the names); on every backend they mean the store:
+        # Redis, the cluster, or the Kafka brokers.
+        self.redis_up = Gauge(
+            "synapse_redis_up", "1 when the store (Redis or the Kafka brokers) answers", registry=r
+        )
         self.redis_errors = Counter(
-            "synapse_redis_errors", "Redis errors by kind", ["kind"], registry=r
+            "synapse_redis_errors", "Store (Redis or Kafka) errors by kind", ["kind"], registry=r
         )
         self.group_recreated = Counter(
             "synapse_group_recreated",

@@ -159,3 +159,56 @@ def test_client_phase_runs_small_and_reports_ratios(tmp_path: Path) -> None:
     }
     assert client["memory"]["events"] >= 2000
     assert client["memory"]["growth_mb"] < 50
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_kafka_phase_stores_every_copy_and_reports_consistent_figures(tmp_path: Path) -> None:
+    """`bin/bench --only kafka` (small): Synapse (validation on and off) and the hand-written
+    loop each drain the preloaded records on tansu, every copy counted by consuming it back;
+    the figures add up and the ratios are the medians' (never a timing assertion)."""
+    from bench.kafkaphase import VARIANTS, expected
+
+    out, count = tmp_path / "result.json", 3000
+    argv = ["--only", "kafka", "--quick", "--kafka-events", str(count), "--reps", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *argv, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ratio synapse / loop (kafka, medians)" in done.stdout
+    kafka = json.loads(out.read_text())["kafka"]
+    assert kafka["records"] == count and set(kafka["variants"]) == set(VARIANTS)
+    for kind, v in kafka["variants"].items():
+        [run] = v["runs"]
+        assert run["copies"] == expected(kind, count)  # every copy stored once, no dead letter
+        assert sum(run["copies"].values()) == 2 * count
+        assert 0 < run["measured_records"] < count  # the clock starts at the first commit
+        assert run["records_per_s"] == pytest.approx(run["measured_records"] / run["seconds"])
+        assert v["records_per_s"] == run["records_per_s"]
+        assert run["router_us_per_record"] >= 0 and run["broker_us_per_record"] >= 0
+    loop = kafka["variants"]["loop"]["records_per_s"]
+    assert kafka["ratio"] == pytest.approx(kafka["variants"]["synapse"]["records_per_s"] / loop)
+    novalidate = kafka["variants"]["synapse-novalidate"]["records_per_s"]
+    assert kafka["ratio_novalidate"] == pytest.approx(novalidate / loop)
+
+
+def test_kafka_tables_validate_or_not_and_load_for_kafka(tmp_path: Path) -> None:
+    """The kafka phase's tables: the bench table for Kafka, with its schemas or without them
+    (the validation-off variant), the same routes (fan-out 2)."""
+    from bench.kafkaphase import write_kafka_table
+
+    on = load_table(write_kafka_table(tmp_path / "on", 500, validate=True), kind="kafka")
+    off = load_table(write_kafka_table(tmp_path / "off", 500, validate=False), kind="kafka")
+    entries = [(f"0-{i}".encode(), f) for i, f in enumerate(events(200))]
+    for table in (on, off):
+        plan = Planner(table).plan_batch("ingress", entries, now_ms=0)
+        assert {len(e.writes) for e in plan.entries} == {2}
+    assert "schemas:" in (tmp_path / "on" / "routes.yaml").read_text()
+    assert "schemas:" not in (tmp_path / "off" / "routes.yaml").read_text()
+    bad = [(b"0-0", [b"type", b"model.ready", b"data", b'{"model_id": 1}'])]
+    assert Planner(on).plan_batch("ingress", bad, now_ms=0).entries[0].outcome != ROUTED
+    assert Planner(off).plan_batch("ingress", bad, now_ms=0).entries[0].outcome == ROUTED

@@ -37,6 +37,7 @@ STORE = (
     "synapse.backends.kafkaadmin",
     "synapse.backends.kafkaattempts",
     "synapse.backends.kafkacommit",
+    "synapse.backends.kafkaconfig",
     "synapse.backends.kafkaconsumer",
     "synapse.backends.kafkafailures",
     "synapse.backends.kafkahead",
@@ -45,6 +46,7 @@ STORE = (
     "synapse.backends.kafkaops",
     "synapse.backends.kafkaproduce",
     "synapse.backends.kafkaregistry",
+    "synapse.backends.kafkastats",
     "synapse.backends.kafkatable",
 )
 
@@ -75,6 +77,26 @@ def test_every_backend_implements_every_method_of_the_protocol(kind: type) -> No
         assert found is not None, f"{kind.__name__} lacks {name}"
         assert list(inspect.signature(found).parameters) == list(signature.parameters), name
     assert kind.name in ("redis", "cluster", "kafka")
+
+
+def test_entry_times_come_from_the_backend_or_from_stream_ids() -> None:
+    """backend.entry_times: a batch's entries per millisecond of their addition to the
+    source: the times the backend handed over (Kafka's record timestamps) when it did, else
+    each Redis stream id's leading milliseconds; entries left out are not counted."""
+    entries: list[tuple[bytes, list[bytes] | None]] = [
+        (b"1700000000000-0", []),
+        (b"1700000000000-1", []),
+        (b"1700000000005-0", None),
+    ]
+    assert backend.entry_times(entries, None) == {1700000000000: 2, 1700000000005: 1}
+    assert backend.entry_times(entries, None, {b"1700000000000-1"}) == {
+        1700000000000: 1,
+        1700000000005: 1,
+    }
+    kafka = [(b"0-0", []), (b"0-1", []), (b"2-7", [])]  # <partition>-<offset>: no time in it
+    times = [1700000000100, 1700000000100, 1700000000042]
+    assert backend.entry_times(kafka, times) == {1700000000100: 2, 1700000000042: 1}
+    assert backend.entry_times(kafka, times, {b"0-0", b"0-1"}) == {1700000000042: 1}
 
 
 def test_every_backend_module_is_a_store_module() -> None:

@@ -41,6 +41,7 @@ from synapse.backends.kafkafailures import BrokerWatch, classify_kafka
 from synapse.backends.kafkahead import HeadCounter
 from synapse.backends.kafkaheld import HeldRecords, Partition, held_of
 from synapse.backends.kafkaregistry import KafkaHeartbeat
+from synapse.backends.kafkastats import GroupLag
 from synapse.config import RouterSettings, RoutingTable
 from synapse.errors import Failure
 from synapse.kafka.records import position
@@ -83,6 +84,7 @@ class KafkaBackend:
         self._attempts = Attempts(self.bootstrap, self.producer)
         self._heads = HeadCounter(self._attempts, log)
         self._committer = Committer(self.producer, self._group, self._held, self._watch)
+        self._lag = GroupLag(self.bootstrap, consumer)
 
     async def _open(self, settings: RouterSettings) -> None:
         """The group's consumer; a new one (another group) starts with nothing held."""
@@ -132,7 +134,17 @@ class KafkaBackend:
         return found
 
     async def refresh_stats(self, table: RoutingTable, sources: Sequence[str]) -> None:
-        """No lag gauges on Kafka yet (tansu's end offsets under-report: docs/kafka.md)."""
+        """Per source: ``synapse_source_pending`` = records held here (read, not committed);
+        ``synapse_source_lag`` = end offsets minus the group's committed offsets
+        (``kafkastats.py``; tansu's end offsets under-report: docs/kafka.md)."""
+        for source, n in self._held.per_topic(sources).items():
+            self.metrics.pending.labels(source).set(n)
+        settings = table.settings
+        lags = await asyncio.to_thread(
+            self._lag.lag, settings.group, sources, earliest=settings.start == "earliest"
+        )
+        for source, n in lags.items():
+            self.metrics.lag.labels(source).set(n)
 
     async def trim_by_age(
         self, table: RoutingTable, sources: Sequence[str], now_ms: int
@@ -183,9 +195,11 @@ class KafkaBackend:
         the partition is handed out per read (the consumer rewound past it). An error for
         a partition is raised once every record of the fetch is held."""
         by_topic: dict[str, list[Entry]] = {}
+        times: dict[str, list[int]] = {}
         counted: dict[str, dict[bytes, int]] = {}
         cut: set[Partition] = set()
         failed: KafkaError | None = None
+        read_ms = int(time.time() * 1000)  # a record without a timestamp: its read time
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -203,14 +217,18 @@ class KafkaBackend:
                 if self._heads.careful(at):
                     cut.add(at)
                     await self._group.seek(TopicPartition(topic, partition, offset + 1))
-            held = held_of(msg, self._data_field, deliveries)
+            held = held_of(msg, self._data_field, deliveries, read_ms)
             self._held.hold(at, offset, held)
             by_topic.setdefault(topic, []).append(held.entry)
+            times.setdefault(topic, []).append(held.time_ms)
             if deliveries > 1:
                 counted.setdefault(topic, {})[held.entry[0]] = deliveries
         if failed is not None:  # raised once every record is held: own_pending routes them
             raise KafkaException(failed)
-        return [Batch(topic, entries, counted.get(topic)) for topic, entries in by_topic.items()]
+        return [
+            Batch(topic, entries, counted.get(topic), times[topic])
+            for topic, entries in by_topic.items()
+        ]
 
     def read_ahead(
         self, settings: RouterSettings, sources: Sequence[str], previous: Read
@@ -280,4 +298,5 @@ class KafkaBackend:
             self._closed = True
             await asyncio.to_thread(self.producer.flush, 5.0)
             await asyncio.to_thread(self.producer.close)
+            await asyncio.to_thread(self._lag.close)
         admin.forget(self.bootstrap)

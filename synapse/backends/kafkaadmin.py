@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL
 from synapse.config import RoutingTable
 from synapse.matching import compile_glob, is_glob
@@ -34,7 +35,7 @@ def _admin(bootstrap: str) -> AdminClient:
         found = _clients.get(bootstrap)
         if found is None:
             found = _clients[bootstrap] = AdminClient(
-                {"bootstrap.servers": bootstrap, "log_level": CLIENT_LOG_LEVEL}
+                client_config(bootstrap, {"log_level": CLIENT_LOG_LEVEL})
             )
         return found
 

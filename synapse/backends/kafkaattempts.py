@@ -27,6 +27,7 @@ from confluent_kafka import (
 )
 
 from synapse.backends import kafkatable
+from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL
 from synapse.backends.kafkaproduce import produce_one
 
@@ -64,11 +65,10 @@ class Attempts:
         sentinel = kafkatable.new_sentinel()
         self._write(sentinel.decode(), b"{}")
         reader = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": "synapse-attempts-reader",
-                "log_level": CLIENT_LOG_LEVEL,
-            }
+            client_config(
+                self.bootstrap,
+                {"group.id": "synapse-attempts-reader", "log_level": CLIENT_LOG_LEVEL},
+            )
         )
         found: Table = {}
         for msg in kafkatable.read_through(

@@ -1,6 +1,6 @@
 """The Kafka backend's commit of a batch: copies produced, then the offsets.
 
-Every write of the plan is produced with ``acks=all`` (``to_record``, the source
+Every write of the plan is produced with ``acks=all`` (``to_records``, the source
 record's key kept) and the producer flushed; the records whose every copy was
 acknowledged stop holding their partition's commit point, and each partition whose
 point moved is committed up to its first record still held (``kafkaheld.py``). A crash
@@ -16,11 +16,12 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from synapse.backend import CommitResult
+from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkaconsumer import GroupConsumer
 from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL, BrokerWatch
-from synapse.backends.kafkaheld import HeldRecords
+from synapse.backends.kafkaheld import HeldRecords, Partition
 from synapse.backends.kafkaproduce import produce
-from synapse.kafka.records import position, to_record
+from synapse.kafka.records import Record, position, to_records
 from synapse.plan import BatchPlan
 
 #: How long a broker may take to answer metadata at start before it counts as unreachable.
@@ -34,17 +35,21 @@ Refused = dict[bytes, dict[str, str]]
 
 def producer_config(bootstrap: str, client_id: str, watch: BrokerWatch) -> dict[str, Any]:
     """The producer's settings: every copy acknowledged by all in-sync replicas."""
-    return {
-        "bootstrap.servers": bootstrap,
-        "error_cb": watch,
-        "log_level": CLIENT_LOG_LEVEL,
-        "client.id": client_id,
-        "acks": "all",
-        "enable.idempotence": False,  # tansu has no InitProducerId (docs/kafka.md)
-        "linger.ms": 2,
-        "message.timeout.ms": 30_000,
-        "socket.connection.setup.timeout.ms": int(CONNECT_TIMEOUT_S * 1000),
-    }
+    return client_config(
+        bootstrap,
+        {
+            "error_cb": watch,
+            "log_level": CLIENT_LOG_LEVEL,
+            "client.id": client_id,
+            "acks": "all",
+            # tansu has no InitProducerId; on a real cluster SYNAPSE_KAFKA_CONFIG may say
+            # enable.idempotence=true (docs/kafka.md)
+            "enable.idempotence": False,
+            "linger.ms": 2,
+            "message.timeout.ms": 30_000,
+            "socket.connection.setup.timeout.ms": int(CONNECT_TIMEOUT_S * 1000),
+        },
+    )
 
 
 class Committer:
@@ -58,36 +63,39 @@ class Committer:
 
     async def commit(self, plan: BatchPlan) -> CommitResult:
         errors: Refused = {}
-        done: list[bytes] = []
+        done: list[tuple[Partition, int, bytes]] = []
         skipped: set[bytes] = set()
         for each in plan.entries:
             partition, offset = position(each.entry_id)
-            held = self.held.get((plan.source, partition), offset)
+            at = (plan.source, partition)
+            held = self.held.get(at, offset)
             if held is None:
                 skipped.add(each.entry_id)  # committed already, or its partition was revoked
                 continue
-            done.append(each.entry_id)
-            for write in each.writes:
-                record = to_record(write.fields, held.key, self.data_field)
-                self._produce(write.stream, record, each.entry_id, errors)
+            done.append((at, offset, each.entry_id))
+            records = to_records(each.writes, held.key, self.data_field)
+            self._produce(records, each.entry_id, errors)
         await asyncio.to_thread(self._flush)
         failed = {eid: next(iter(errors[eid].values())) for eid in errors}
-        for eid in done:
+        for at, offset, eid in done:
             if eid not in failed:
-                partition, offset = position(eid)
-                self.held.release((plan.source, partition), offset)
+                self.held.release(at, offset)
         await self.commit_offsets()
         return CommitResult(failed=failed, skipped=frozenset(skipped), refused=errors)
 
-    def _produce(self, topic: str, record: Any, eid: bytes, errors: Refused) -> None:
-        def acknowledged(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                errors.setdefault(eid, {})[topic] = str(err)
+    def _produce(self, records: list[tuple[str, Record]], eid: bytes, errors: Refused) -> None:
+        """Produce every write of entry ``eid``; a refusal is noted in ``errors`` per topic
+        (one delivery callback per entry: the topic comes with the message)."""
 
-        try:
-            produce(self.producer, topic, record, acknowledged)
-        except KafkaException as exc:  # refused before sending (too large, bad topic)
-            errors.setdefault(eid, {})[topic] = str(exc.args[0])
+        def acknowledged(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                errors.setdefault(eid, {})[msg.topic() or "?"] = str(err)
+
+        for topic, record in records:
+            try:
+                produce(self.producer, topic, record, acknowledged)
+            except KafkaException as exc:  # refused before sending (too large, bad topic)
+                errors.setdefault(eid, {})[topic] = str(exc.args[0])
 
     def _flush(self) -> None:
         """Wait for every acknowledgement, in slices: every broker gone ends the wait (the

@@ -16,6 +16,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL, BrokerWatch
 from synapse.backends.kafkaheld import Partition
 from synapse.config import RouterSettings
@@ -25,22 +26,24 @@ def consumer_config(
     bootstrap: str, client_id: str, settings: RouterSettings, watch: BrokerWatch
 ) -> dict[str, Any]:
     """The group consumer's settings: offsets committed by hand, librdkafka quiet."""
-    return {
-        "bootstrap.servers": bootstrap,
-        "error_cb": watch,
-        "log_level": CLIENT_LOG_LEVEL,
-        "group.id": settings.group,
-        "client.id": client_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": settings.start,
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 1000,
-        # a rebalance waits at most this long for members that do not rejoin (a router
-        # killed with -9); the loop consumes at least every block_ms
-        "max.poll.interval.ms": 15_000,
-        "topic.metadata.refresh.interval.ms": 5000,
-    }
+    return client_config(
+        bootstrap,
+        {
+            "error_cb": watch,
+            "log_level": CLIENT_LOG_LEVEL,
+            "group.id": settings.group,
+            "client.id": client_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": settings.start,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+            # a rebalance waits at most this long for members that do not rejoin (a router
+            # killed with -9); the loop consumes at least every block_ms
+            "max.poll.interval.ms": 15_000,
+            "topic.metadata.refresh.interval.ms": 5000,
+        },
+    )
 
 
 #: A rebalance callback: the consumer and the partitions it was given.

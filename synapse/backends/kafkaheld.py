@@ -13,12 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from synapse.backend import Batch
-from synapse.kafka.records import Headers, to_entry
+from synapse.kafka.records import to_entry
 from synapse.plan import Entry
 
 Partition = tuple[str, int]
@@ -32,21 +31,20 @@ class Held:
     key: bytes | None
     deliveries: int
     due: float | None = None  # monotonic time of a retry_later, else None
+    time_ms: int = 0  # the record's timestamp (CreateTime or LogAppendTime), ms
 
 
-def held_of(msg: Message, data_field: bytes, deliveries: int) -> Held:
-    """The entry of a consumed record (``to_entry``), its key, handed out ``deliveries``
-    times."""
-    partition, offset, value, key = msg.partition(), msg.offset(), msg.value(), msg.key()
+def held_of(msg: Message, data_field: bytes, deliveries: int, read_ms: int) -> Held:
+    """The entry of a consumed record (``to_entry``), its key and timestamp (``read_ms``,
+    when it was read, if it has none), handed out ``deliveries`` times."""
+    partition, offset = msg.partition(), msg.offset()
     assert partition is not None and offset is not None
-    entry = to_entry(
-        partition,
-        offset,
-        value if isinstance(value, bytes) else None,
-        cast("Headers | None", msg.headers()),  # bytes values as produced
-        data_field,
+    # value and key: bytes or None (no deserializer); headers: bytes values as produced
+    entry = to_entry(partition, offset, msg.value(), msg.headers(), data_field)  # type: ignore[arg-type]
+    kind, stamp = msg.timestamp()
+    return Held(
+        entry, msg.key(), deliveries, time_ms=stamp if kind != TIMESTAMP_NOT_AVAILABLE else read_ms
     )
-    return Held(entry, key if isinstance(key, bytes) else None, deliveries)
 
 
 class HeldRecords:
@@ -73,9 +71,21 @@ class HeldRecords:
         """How many records are held."""
         return sum(len(rows) for rows in self._held.values())
 
+    def per_topic(self, topics: Sequence[str]) -> dict[str, int]:
+        """How many records of each of ``topics`` are held."""
+        counts = dict.fromkeys(topics, 0)
+        for (topic, _), rows in self._held.items():
+            if topic in counts:
+                counts[topic] += len(rows)
+        return counts
+
     def hold(self, at: Partition, offset: int, held: Held) -> None:
-        self._held.setdefault(at, {})[offset] = held
-        self._high[at] = max(self._high.get(at, 0), offset + 1)
+        rows = self._held.get(at)
+        if rows is None:
+            rows = self._held[at] = {}
+        rows[offset] = held
+        if offset >= self._high.get(at, 0):
+            self._high[at] = offset + 1
 
     def get(self, at: Partition, offset: int) -> Held | None:
         return self._held.get(at, {}).get(offset)
@@ -117,6 +127,7 @@ class HeldRecords:
         batches = []
         for source in sources:
             entries: list[Entry] = []
+            times: list[int] = []
             deliveries: dict[bytes, int] = {}
             for (topic, _), rows in sorted(self._held.items()):
                 if topic != source:
@@ -128,7 +139,8 @@ class HeldRecords:
                         held.deliveries += 1
                     held.due = None
                     entries.append(held.entry)
+                    times.append(held.time_ms)
                     deliveries[held.entry[0]] = held.deliveries
             if entries:
-                batches.append(Batch(source, entries, deliveries))
+                batches.append(Batch(source, entries, deliveries, times))
         return batches

@@ -27,6 +27,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkaproduce import produce, settle
 from synapse.kafka.records import Record
 
@@ -48,7 +49,7 @@ QUIET = {"log_level": 0}
 
 def admin_client(bootstrap: str) -> AdminClient:
     return AdminClient(
-        {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(TIMEOUT_S * 1000), **QUIET}
+        client_config(bootstrap, {"socket.timeout.ms": int(TIMEOUT_S * 1000), **QUIET})
     )
 
 
@@ -60,28 +61,32 @@ def reader(bootstrap: str, *, reset: str = "error") -> Consumer:
     """A consumer that reads by ``assign`` only, reporting end-of-partition, and an offset
     out of range as an error (``OUT_OF_RANGE``: never a silent jump to another offset)."""
     return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": READER_GROUP,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": reset,
-            **QUIET,
-        }
+        client_config(
+            bootstrap,
+            {
+                "group.id": READER_GROUP,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": reset,
+                **QUIET,
+            },
+        )
     )
 
 
 def producer(bootstrap: str) -> Producer:
     return Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "enable.idempotence": False,  # tansu has no InitProducerId (docs/kafka.md)
-            "linger.ms": 5,
-            "message.timeout.ms": int(TIMEOUT_S * 3000),
-            **QUIET,
-        }
+        client_config(
+            bootstrap,
+            {
+                "acks": "all",
+                "enable.idempotence": False,  # tansu has no InitProducerId (docs/kafka.md)
+                "linger.ms": 5,
+                "message.timeout.ms": int(TIMEOUT_S * 3000),
+                **QUIET,
+            },
+        )
     )
 
 

@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 
 from synapse.backends import kafkaadmin as admin
 from synapse.backends import kafkatable
+from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkafailures import classify_kafka
 from synapse.backends.kafkaproduce import produce_one
 from synapse.errors import Failure
@@ -112,10 +113,10 @@ def list_services(bootstrap: str, producer: Producer | None = None) -> list[Regi
     missing."""
     if REGISTRY_TOPIC not in admin.topics(bootstrap):
         return []
-    writer = producer or Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    writer = producer or Producer(client_config(bootstrap, {"acks": "all"}))
     sentinel = kafkatable.new_sentinel()
     _produce(writer, sentinel, None)
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "synapse-registry-reader"})
+    reader = Consumer(client_config(bootstrap, {"group.id": "synapse-registry-reader"}))
     last: dict[bytes, tuple[bytes | None, int]] = {}
     for msg in kafkatable.read_through(
         reader, REGISTRY_TOPIC, sentinel, TIMEOUT_S, "service registry not read back"

@@ -37,6 +37,7 @@ from confluent_kafka import (
 
 from synapse.backends import kafkaadmin as admin
 from synapse.backends import kafkatable
+from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkaproduce import Refusals, produce, produce_one, settle
 from synapse.kafka.records import Record
 
@@ -128,7 +129,7 @@ class MarkLog:
         )
         sentinel = kafkatable.new_sentinel()
         produce_one(self.producer, self.topic, sentinel, None, TIMEOUT_S, "marks sentinel")
-        reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "synapse-marks-reader"})
+        reader = Consumer(client_config(self.bootstrap, {"group.id": "synapse-marks-reader"}))
         reader.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         deadline = time.monotonic() + TIMEOUT_S
         try:

@@ -24,6 +24,7 @@ from confluent_kafka import Producer
 
 from synapse.backend import Presence
 from synapse.backends import kafkaadmin as admin
+from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkaproduce import Refusals, produce, settle
 from synapse.backends.kafkaregistry import KafkaHeartbeat
 from synapse.backoff import Backoff
@@ -45,14 +46,16 @@ PUBLISH_TIMEOUT_S = 30.0
 def producer_for(bootstrap: str, client_id: str = "synapse-client") -> Producer:
     """A producer writing with ``acks=all`` (no idempotence: tansu has no InitProducerId)."""
     return Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "client.id": client_id,
-            "acks": "all",
-            "enable.idempotence": False,
-            "linger.ms": 2,
-            "message.timeout.ms": int(PUBLISH_TIMEOUT_S * 1000),
-        }
+        client_config(
+            bootstrap,
+            {
+                "client.id": client_id,
+                "acks": "all",
+                "enable.idempotence": False,
+                "linger.ms": 2,
+                "message.timeout.ms": int(PUBLISH_TIMEOUT_S * 1000),
+            },
+        )
     )
 
 

@@ -20,10 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from synapse.plan import Entry
+from synapse import keys
+from synapse.plan import Entry, Write
 
 #: A record's headers as Kafka clients give them: (name, value or None) pairs.
 Headers = Sequence[tuple[str, bytes | None]]
+
+_SOURCE, _ID, _ROUTE = (name.decode() for name in (keys.F_SOURCE, keys.F_ID, keys.F_ROUTE))
 
 
 class Record(NamedTuple):
@@ -77,3 +80,27 @@ def to_record(fields: Sequence[bytes], key: bytes | None, data_field: bytes = b"
     ]
     value = fields[last + 1] if last >= 0 else None
     return Record(value, headers, key)
+
+
+def to_records(
+    writes: Sequence[Write], key: bytes | None, data_field: bytes = b"data"
+) -> list[tuple[str, Record]]:
+    """Every write of one entry as (topic, record): ``to_record`` of each ``Write.fields``,
+    with the fields the copies share (``Write.base``) split into value and headers once
+    per entry rather than once per copy (the commit's hot path)."""
+    out: list[tuple[str, Record]] = []
+    shared: list[bytes] | None = None
+    value: bytes | None = None
+    head: list[tuple[str, bytes]] = []
+    for write in writes:
+        provenance = write.provenance
+        if provenance is None or data_field.startswith(b"synapse-"):
+            out.append((write.stream, to_record(write.fields, key, data_field)))
+            continue
+        if write.base is not shared:
+            shared = write.base
+            value, head, _ = to_record(shared, None, data_field)
+        source, entry, route = provenance
+        headers = [*head, (_SOURCE, source), (_ID, entry), (_ROUTE, route)]
+        out.append((write.stream, Record(value, headers, key)))
+    return out

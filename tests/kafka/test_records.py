@@ -6,7 +6,8 @@ import pytest
 
 from synapse import keys
 from synapse.events import Limits, copy_fields, parse, provenance_base
-from synapse.kafka.records import Record, entry_id, position, to_entry, to_record
+from synapse.kafka.records import Record, entry_id, position, to_entry, to_record, to_records
+from synapse.plan import Write
 
 HEADERS = [("type", b"order.created"), ("producer", b"shop"), ("producer", b"again")]
 VALUE = b'{"order_id": 7, "total": 12.5}'
@@ -68,3 +69,27 @@ def test_entry_ids_round_trip_and_bad_ones_are_refused() -> None:
     for bad in (b"12", b"a-1", b"1-b", b"-1", b"1--2"):
         with pytest.raises(ValueError, match="not a Kafka entry id"):
             position(bad)
+
+
+@pytest.mark.parametrize("data_field", [b"data", b"payload", b"synapse-body"])
+@pytest.mark.parametrize(
+    "base",
+    [
+        [b"type", b"t", b"data", b"{}", b"payload", b"{}", b"producer", b"p"],
+        [b"type", b"t", b"data", b"1", b"data", b"2", b"synapse-body", b"3"],  # last one wins
+        [b"type", b"t", b"n", b""],  # a tombstone: no data field
+    ],
+)
+def test_to_records_writes_each_copy_as_to_record_of_its_fields(
+    base: list[bytes], data_field: bytes
+) -> None:
+    """to_records (the base split once per entry) gives, write by write, exactly
+    to_record(Write.fields): copies sharing a base, and a dead letter (no provenance)."""
+    writes = [
+        Write("a", base, None, (b"src", b"0-7", b"r1")),
+        Write("b", base, None, (b"src", b"0-7", b"r2")),
+        Write("dlq", [b"type", b"t", data_field, b"x", b"synapse-reason", b"r"], None),
+    ]
+    got = to_records(writes, b"key", data_field)
+    assert got == [(w.stream, to_record(w.fields, b"key", data_field)) for w in writes]
+    assert got[0][1].headers is not got[1][1].headers  # each copy its own list
