@@ -34,6 +34,6 @@ def hup_pending() -> bool:
 
 def main() -> None:
     install_early_hup()
-    from synapse.daemon import main as daemon_main
+    from synapse.routercli import main as daemon_main
 
     daemon_main()

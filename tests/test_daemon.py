@@ -13,8 +13,8 @@ import redis
 from click.testing import CliRunner
 
 from synapse import allocator
-from synapse.daemon import main
 from synapse.embedded import server_binary
+from synapse.routercli import main
 from tests.conftest import ROOT, wait_sync, write_table
 from tests.support.router import RouterProcess, router_args
 

@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from synapse.config import RoutingTable, load_table
-from synapse.daemon import EXIT_CONFIG
 from synapse.errors import ConfigError
 from synapse.matching import compile_where
+from synapse.routercli import EXIT_CONFIG
 from synapse.schemas import MAX_SCHEMA_BYTES
 from tests.conftest import ROOT, running, wait_for, write_table
 

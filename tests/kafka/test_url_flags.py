@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from synapse import daemon
+from synapse import routercli
 from synapse.cli import main
 from synapse.client import Bus
 from synapse.config import load_table
@@ -133,7 +133,7 @@ def test_synapse_url_wins_over_its_alias(url: str) -> None:
 def test_router_says_what_is_wrong_with_a_malformed_kafka_url(tmp_path: Path) -> None:
     """A malformed kafka:// URL exits 2 naming the problem."""
     result = CliRunner().invoke(
-        daemon.main, ["--config", str(_table(tmp_path, LEGAL)), "--url", "kafka://"]
+        routercli.main, ["--config", str(_table(tmp_path, LEGAL)), "--url", "kafka://"]
     )
     assert result.exit_code == 2 and "names no broker" in result.output
     assert "backend_unavailable" in result.output
@@ -143,9 +143,9 @@ def test_router_loads_the_table_for_kafka(tmp_path: Path) -> None:
     """On a kafka:// URL the router refuses a table with an illegal topic name (the config
     error's exit code), before contacting a broker."""
     result = CliRunner().invoke(
-        daemon.main, ["--config", str(_table(tmp_path, ILLEGAL)), "--url", KAFKA]
+        routercli.main, ["--config", str(_table(tmp_path, ILLEGAL)), "--url", KAFKA]
     )
-    assert result.exit_code == daemon.EXIT_CONFIG and "config_invalid" in result.output
+    assert result.exit_code == routercli.EXIT_CONFIG and "config_invalid" in result.output
     assert "'audit/all' has characters" in result.output
 
 

@@ -13,8 +13,8 @@ import redis
 
 from synapse.backends.redis import COMMIT_TIMEOUT_S
 from synapse.backoff import Backoff
-from synapse.daemon import EXIT_CONFIG
 from synapse.embedded import EmbeddedServer
+from synapse.routercli import EXIT_CONFIG
 from tests.conftest import ROOT, write_table
 from tests.ops.conftest import need_tool
 from tests.ops.test_reload import EV_SCHEMA, TABLE_A
