@@ -39,7 +39,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "aof-rewrite-256mb": {"args": ("--auto-aof-rewrite-min-size", "256mb")},
     # write to the OS before replying, fsync left to the OS: JetStream's default durability
     "fsync-no": {"args": ("--appendfsync", "no")},
-    # router and producer on a unix socket (the worker works around unix:// in connect_any)
+    # router and producer on the server's unix socket instead of loopback TCP
     "unix-socket": {"unix": True},
     "window-5000": {"window": 5000},  # the producer keeps 5,000 unacknowledged (1,000)
     "retention-10k": {"maxlen": 10_000},  # MAXLEN ~ 10000 on every copy: trimming runs
