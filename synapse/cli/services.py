@@ -14,10 +14,10 @@ import time
 from typing import Any
 
 import click
-from redis.exceptions import ResponseError
 
 from synapse import registry, settings, wire
 from synapse.cli import common
+from synapse.cli.store import open_store
 from synapse.client.seam import check_url
 from synapse.kafka.url import backend_kind
 from synapse.kafka.url import parse as parse_kafka
@@ -52,52 +52,21 @@ def live_services() -> list[registry.Registration]:
     return asyncio.run(fetch(url))
 
 
-async def group_lag(
-    url: str, found: list[registry.Registration]
-) -> dict[tuple[str, str], dict[str, int | None]]:
-    """(group, stream) -> pending and lag, for every consuming service's streams."""
+def group_lag(found: list[registry.Registration]) -> dict[tuple[str, str], dict[str, int | None]]:
+    """(group, stream) -> pending and lag, for every consuming service's streams, as
+    ``synapse streams info`` reads them (the CLI's store: ``XINFO GROUPS`` on Redis, end
+    offsets minus the group's committed offsets on Kafka, which has no pending list)."""
     wanted = {(r.info.group, stream) for r in found if r.info.group for stream in r.info.consumes}
     out: dict[tuple[str, str], dict[str, int | None]] = {}
     if not wanted:
         return out
-    if backend_kind(url) == "kafka":
-        return await asyncio.to_thread(_kafka_lag, url, wanted)
-    client = wire.connect_any(url, read_timeout_s=30, password=settings.password())
-    try:
-        for group, stream in sorted(wanted):
-            try:
-                groups = await client.xinfo_groups(stream)
-            except ResponseError:
-                continue  # no such stream yet
-            for info in groups:
-                if common.text(info.get("name")) == group:
-                    lag = info.get("lag")
-                    out[(group, stream)] = {
-                        "pending": int(info.get("pending") or 0),
-                        "lag": None if lag is None else int(lag),
-                    }
-    finally:
-        await client.aclose()
-    return out
-
-
-def _kafka_lag(
-    url: str, wanted: set[tuple[str, str]]
-) -> dict[tuple[str, str], dict[str, int | None]]:
-    """The groups' lag from ``streams``' own reading of topics (``cli/kafkastore.py``)."""
-    from synapse.cli.kafkastore import KafkaStore
-
-    store = KafkaStore(url)
-    out: dict[tuple[str, str], dict[str, int | None]] = {}
-    try:
-        for topic in sorted({t for _, t in wanted}):
-            if not store.exists(topic):
-                continue
-            for group in store.info(topic)["groups"]:
-                if (group["name"], topic) in wanted:
-                    out[(group["name"], topic)] = {"pending": None, "lag": group["lag"]}
-    finally:
-        store.close()
+    store = open_store()
+    for stream in sorted({s for _, s in wanted}):
+        if not store.exists(stream):
+            continue  # no such stream yet
+        for group in store.info(stream)["groups"]:
+            if (group["name"], stream) in wanted:
+                out[(group["name"], stream)] = {"pending": group["pending"], "lag": group["lag"]}
     return out
 
 
@@ -121,7 +90,7 @@ def services(as_json: bool) -> None:
       synapse services --json | jq '.services[] | select(.kind == "service")'
     """
     found = live_services()
-    lags = asyncio.run(group_lag(click.get_current_context().meta["synapse.resolved_url"], found))
+    lags = group_lag(found)
 
     def lag_of(reg: registry.Registration) -> dict[str, dict[str, int | None]]:
         return {
