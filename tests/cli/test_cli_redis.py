@@ -426,6 +426,28 @@ async def test_registry_ttl_and_services(cli: Invoke, url: str) -> None:
         await client.aclose()
 
 
+async def test_services_show_each_consuming_groups_pending_and_lag(
+    cli: Invoke, url: str, r: redis.Redis
+) -> None:
+    """services --json: a consuming service's row carries its group's pending and lag on
+    each stream it reads (one entry delivered and unacknowledged, one not yet read)."""
+    r.xadd("model-events", {"n": "1"})
+    r.xadd("model-events", {"n": "2"})
+    r.xgroup_create("model-events", "trainer", id="0")
+    r.xreadgroup("trainer", "t-1", {"model-events": ">"}, count=1)
+    client = aioredis.Redis.from_url(url)
+    info = registry.ServiceInfo(
+        name="trainer", instance="t-1", consumes=("model-events", "not-yet"), group="trainer"
+    )
+    try:
+        async with registry.registered(client, info, ttl_s=30):
+            listed = await asyncio.to_thread(cli, "services", "--json")
+            [svc] = as_json(listed)["services"]
+            assert svc["streams"] == {"model-events": {"pending": 1, "lag": 1}}
+    finally:
+        await client.aclose()
+
+
 def test_topology_formats(cli: Invoke, r: redis.Redis) -> None:
     """topology: sources -> router -> routes -> destinations -> groups with lag, four formats."""
     r.xadd("ingress", {"type": "model.ready", "data": GOOD})
