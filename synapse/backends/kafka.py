@@ -200,29 +200,31 @@ class KafkaBackend:
         cut: set[Partition] = set()
         failed: KafkaError | None = None
         read_ms = int(time.time() * 1000)  # a record without a timestamp: its read time
+        data_field, hold, heads = self._data_field, self._held.hold, self._heads
         for msg in messages:
             error = msg.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     failed = failed or error
                 continue
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            assert topic is not None and partition is not None and offset is not None
-            at = (topic, partition)
-            if at in cut:
-                continue  # read again after the one record of the careful stretch
-            deliveries = 1
-            if self._heads.counts(at):
-                deliveries = await self._heads.count(at, offset, settings)
-                if self._heads.careful(at):
+            held = held_of(msg, data_field, 1, read_ms)
+            at = held.at
+            if heads.counts(at):  # a head, or a careful stretch (kafkahead.py)
+                if at in cut:
+                    continue  # read again after the one record of the careful stretch
+                held.deliveries = await heads.count(at, held.offset, settings)
+                if heads.careful(at):
                     cut.add(at)
-                    await self._group.seek(TopicPartition(topic, partition, offset + 1))
-            held = held_of(msg, self._data_field, deliveries, read_ms)
-            self._held.hold(at, offset, held)
-            by_topic.setdefault(topic, []).append(held.entry)
-            times.setdefault(topic, []).append(held.time_ms)
-            if deliveries > 1:
-                counted.setdefault(topic, {})[held.entry[0]] = deliveries
+                    await self._group.seek(TopicPartition(at[0], at[1], held.offset + 1))
+                if held.deliveries > 1:
+                    counted.setdefault(at[0], {})[held.entry[0]] = held.deliveries
+            hold(held)
+            entries = by_topic.get(at[0])
+            if entries is None:
+                entries = by_topic[at[0]] = []
+                times[at[0]] = []
+            entries.append(held.entry)
+            times[at[0]].append(held.time_ms)
         if failed is not None:  # raised once every record is held: own_pending routes them
             raise KafkaException(failed)
         return [

@@ -11,6 +11,7 @@ transaction (tansu has none): a transactional producer would go here.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -19,10 +20,10 @@ from synapse.backend import CommitResult
 from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkaconsumer import GroupConsumer
 from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL, BrokerWatch
-from synapse.backends.kafkaheld import HeldRecords, Partition
+from synapse.backends.kafkaheld import Held, HeldRecords
 from synapse.backends.kafkaproduce import produce
-from synapse.kafka.records import Record, position, to_records
-from synapse.plan import BatchPlan
+from synapse.kafka.records import Record, to_record, with_provenance
+from synapse.plan import BatchPlan, Write
 
 #: How long a broker may take to answer metadata at start before it counts as unreachable.
 CONNECT_TIMEOUT_S = 5.0
@@ -46,6 +47,9 @@ def producer_config(bootstrap: str, client_id: str, watch: BrokerWatch) -> dict[
             # enable.idempotence=true (docs/kafka.md)
             "enable.idempotence": False,
             "linger.ms": 2,
+            # a delivery callback only for a refusal: flush's return says every record
+            # was answered, and the commit needs to hear only of the refused ones
+            "delivery.report.only.error": True,
             "message.timeout.ms": 30_000,
             "socket.connection.setup.timeout.ms": int(CONNECT_TIMEOUT_S * 1000),
         },
@@ -63,39 +67,48 @@ class Committer:
 
     async def commit(self, plan: BatchPlan) -> CommitResult:
         errors: Refused = {}
-        done: list[tuple[Partition, int, bytes]] = []
+        done: list[Held] = []
         skipped: set[bytes] = set()
+        find, source = self.held.find, plan.source
         for each in plan.entries:
-            partition, offset = position(each.entry_id)
-            at = (plan.source, partition)
-            held = self.held.get(at, offset)
+            held = find(source, each.entry_id)
             if held is None:
                 skipped.add(each.entry_id)  # committed already, or its partition was revoked
                 continue
-            done.append((at, offset, each.entry_id))
-            records = to_records(each.writes, held.key, self.data_field)
-            self._produce(records, each.entry_id, errors)
+            done.append(held)
+            self._produce(held, each.writes, errors)
         await asyncio.to_thread(self._flush)
         failed = {eid: next(iter(errors[eid].values())) for eid in errors}
-        for at, offset, eid in done:
-            if eid not in failed:
-                self.held.release(at, offset)
+        release = self.held.release
+        for held in done:
+            if held.entry[0] not in failed:
+                release(held)
         await self.commit_offsets()
         return CommitResult(failed=failed, skipped=frozenset(skipped), refused=errors)
 
-    def _produce(self, records: list[tuple[str, Record]], eid: bytes, errors: Refused) -> None:
-        """Produce every write of entry ``eid``; a refusal is noted in ``errors`` per topic
-        (one delivery callback per entry: the topic comes with the message)."""
+    def _produce(self, held: Held, writes: Sequence[Write], errors: Refused) -> None:
+        """Produce every write of the record ``held``, with its key; a refusal is noted in
+        ``errors`` per topic (one delivery callback per record, called only for a refusal:
+        ``delivery.report.only.error``). A copy of a record whose headers can be reused
+        (``held.headers``) is its value and those headers plus provenance; any other write
+        is ``to_record`` of its fields (the one mapping, ``records.py``)."""
+        eid = held.entry[0]
 
-        def acknowledged(err: KafkaError | None, msg: Message) -> None:
+        def refused(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
                 errors.setdefault(eid, {})[msg.topic() or "?"] = str(err)
 
-        for topic, record in records:
+        fields, head, key = held.entry[1], held.headers, held.key
+        for write in writes:
+            provenance = write.provenance
+            if head is not None and provenance is not None and write.base is fields:
+                record = Record(held.value, with_provenance(head, provenance), key)
+            else:
+                record = to_record(write.fields, key, self.data_field)
             try:
-                produce(self.producer, topic, record, acknowledged)
+                produce(self.producer, write.stream, record, refused)
             except KafkaException as exc:  # refused before sending (too large, bad topic)
-                errors.setdefault(eid, {})[topic] = str(exc.args[0])
+                errors.setdefault(eid, {})[write.stream] = str(exc.args[0])
 
     def _flush(self) -> None:
         """Wait for every acknowledgement, in slices: every broker gone ends the wait (the

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from synapse.backend import Batch
-from synapse.kafka.records import to_entry
+from synapse.kafka.records import Headers, copyable, to_entry
 from synapse.plan import Entry
 
 Partition = tuple[str, int]
@@ -30,20 +30,34 @@ class Held:
     entry: Entry
     key: bytes | None
     deliveries: int
+    at: Partition
+    offset: int
+    time_ms: int  # the record's timestamp (CreateTime or LogAppendTime), ms
+    value: bytes | None  # the record's value as read
+    #: The record's headers as read when its copies may reuse them (``records.copyable``),
+    #: else None: the commit then builds the copies from the entry's fields.
+    headers: Headers | None
     due: float | None = None  # monotonic time of a retry_later, else None
-    time_ms: int = 0  # the record's timestamp (CreateTime or LogAppendTime), ms
 
 
 def held_of(msg: Message, data_field: bytes, deliveries: int, read_ms: int) -> Held:
     """The entry of a consumed record (``to_entry``), its key and timestamp (``read_ms``,
     when it was read, if it has none), handed out ``deliveries`` times."""
-    partition, offset = msg.partition(), msg.offset()
-    assert partition is not None and offset is not None
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
     # value and key: bytes or None (no deserializer); headers: bytes values as produced
-    entry = to_entry(partition, offset, msg.value(), msg.headers(), data_field)  # type: ignore[arg-type]
+    value: bytes | None = msg.value()
+    headers: Headers | None = msg.headers()  # type: ignore[assignment]
     kind, stamp = msg.timestamp()
     return Held(
-        entry, msg.key(), deliveries, time_ms=stamp if kind != TIMESTAMP_NOT_AVAILABLE else read_ms
+        to_entry(partition, offset, value, headers, data_field),
+        msg.key(),
+        deliveries,
+        (topic, partition),
+        offset,
+        stamp if kind != TIMESTAMP_NOT_AVAILABLE else read_ms,
+        value,
+        (headers or []) if copyable(headers, value, data_field) else None,
     )
 
 
@@ -52,12 +66,14 @@ class HeldRecords:
 
     def __init__(self) -> None:
         self._held: dict[Partition, dict[int, Held]] = {}
+        self._ids: dict[str, dict[bytes, Held]] = {}  # the same records per topic, by entry id
         self._high: dict[Partition, int] = {}  # next offset after the last handed out
         self._committed: dict[Partition, int] = {}
 
     def clear(self) -> None:
         """Forget everything (a new consumer: another group)."""
         self._held.clear()
+        self._ids.clear()
         self._high.clear()
         self._committed.clear()
 
@@ -65,7 +81,11 @@ class HeldRecords:
         """Forget a partition the group took away: how many records it held."""
         self._high.pop(at, None)
         self._committed.pop(at, None)
-        return len(self._held.pop(at, {}))
+        rows = self._held.pop(at, {})
+        ids = self._ids.get(at[0], {})
+        for held in rows.values():
+            ids.pop(held.entry[0], None)
+        return len(rows)
 
     def count(self) -> int:
         """How many records are held."""
@@ -79,20 +99,33 @@ class HeldRecords:
                 counts[topic] += len(rows)
         return counts
 
-    def hold(self, at: Partition, offset: int, held: Held) -> None:
+    def hold(self, held: Held) -> None:
+        at, offset = held.at, held.offset
         rows = self._held.get(at)
         if rows is None:
             rows = self._held[at] = {}
         rows[offset] = held
+        ids = self._ids.get(at[0])
+        if ids is None:
+            ids = self._ids[at[0]] = {}
+        ids[held.entry[0]] = held
         if offset >= self._high.get(at, 0):
             self._high[at] = offset + 1
 
     def get(self, at: Partition, offset: int) -> Held | None:
         return self._held.get(at, {}).get(offset)
 
-    def release(self, at: Partition, offset: int) -> None:
+    def find(self, topic: str, entry_id: bytes) -> Held | None:
+        """The held record of ``topic`` with ``entry_id`` (``<partition>-<offset>``)."""
+        ids = self._ids.get(topic)
+        return ids.get(entry_id) if ids is not None else None
+
+    def release(self, held: Held) -> None:
         """Every copy acknowledged: the record no longer holds the commit point."""
-        self._held.get(at, {}).pop(offset, None)
+        rows = self._held.get(held.at)
+        if rows is not None and rows.get(held.offset) is held:
+            del rows[held.offset]
+            self._ids[held.at[0]].pop(held.entry[0], None)
 
     def moved(self) -> list[tuple[Partition, int]]:
         """Partitions whose commit point moved past the last commit, with the point."""

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from synapse import keys
+from synapse.events import Provenance
 from synapse.plan import Entry, Write
 
 #: A record's headers as Kafka clients give them: (name, value or None) pairs.
@@ -50,6 +51,21 @@ def position(entry: bytes) -> tuple[int, int]:
     return int(partition), int(offset)
 
 
+#: Header names as field names, encoded once (a bounded cache: names come from producers).
+_NAMES: dict[str, bytes] = {}
+_NAMES_MAX = 1024
+
+
+def field_name(name: str) -> bytes:
+    """A header's name as an entry's field name (UTF-8, unpaired surrogates kept)."""
+    raw = _NAMES.get(name)
+    if raw is None:
+        raw = name.encode("utf-8", "surrogateescape")
+        if len(_NAMES) < _NAMES_MAX:
+            _NAMES[name] = raw
+    return raw
+
+
 def to_entry(
     partition: int,
     offset: int,
@@ -59,11 +75,22 @@ def to_entry(
 ) -> Entry:
     """A consumed record as the entry the planner reads."""
     fields: list[bytes] = []
+    names = _NAMES
     for name, raw in headers or ():
-        fields += (name.encode("utf-8", "surrogateescape"), raw if raw is not None else b"")
+        fields += (names.get(name) or field_name(name), raw if raw is not None else b"")
     if value is not None:
         fields += (data_field, value)
     return entry_id(partition, offset), fields
+
+
+def copyable(headers: Headers | None, value: bytes | None, data_field: bytes) -> bool:
+    """Whether the copies of a record may be produced with its ``headers`` as read (plus
+    provenance): what ``to_records`` makes of its entry's fields is exactly them. Not so
+    for a tombstone (no value: a header would become the value) or a header with no value
+    (it becomes empty). A header named as the data field stays a header either way."""
+    if value is None or data_field.startswith(b"synapse-"):
+        return False
+    return all(raw is not None for _, raw in headers or ())
 
 
 def to_record(fields: Sequence[bytes], key: bytes | None, data_field: bytes = b"data") -> Record:
@@ -87,7 +114,7 @@ def to_records(
 ) -> list[tuple[str, Record]]:
     """Every write of one entry as (topic, record): ``to_record`` of each ``Write.fields``,
     with the fields the copies share (``Write.base``) split into value and headers once
-    per entry rather than once per copy (the commit's hot path)."""
+    per entry rather than once per copy."""
     out: list[tuple[str, Record]] = []
     shared: list[bytes] | None = None
     value: bytes | None = None
@@ -100,7 +127,11 @@ def to_records(
         if write.base is not shared:
             shared = write.base
             value, head, _ = to_record(shared, None, data_field)
-        source, entry, route = provenance
-        headers = [*head, (_SOURCE, source), (_ID, entry), (_ROUTE, route)]
-        out.append((write.stream, Record(value, headers, key)))
+        out.append((write.stream, Record(value, with_provenance(head, provenance), key)))
     return out
+
+
+def with_provenance(headers: Headers, provenance: Provenance) -> list[tuple[str, bytes]]:
+    """``headers`` and then the provenance headers, as ``events.copy_fields`` lays them out."""
+    source, entry, route = provenance
+    return [*headers, (_SOURCE, source), (_ID, entry), (_ROUTE, route)]  # type: ignore[list-item]
