@@ -56,7 +56,50 @@ def clients(url: str, consumer: str) -> tuple[Consumer, Producer]:
     return kafka, producer
 
 
-def kafkaloop_worker(url: str, consumer: str, batch: int) -> Callable[[asyncio.Event], Any]:
+def floor_copies(table_path: str) -> Callable[[Any], list[tuple[str, list[Any]]]]:
+    """The ``floor`` loop's per-record work: the least a Python router must do on the bench
+    table, with none of Synapse's code on the way (the schemas are compiled by
+    ``synapse.schemas`` at start only). The type from its header, the value parsed
+    (orjson) and validated (jsonschema-rs), its copies (its family's topic and
+    ``all-events``) with the record's headers and the three provenance headers."""
+    import orjson
+
+    from synapse.config import load_table
+
+    table = load_table(table_path, kind="kafka")
+    validators: dict[bytes, Any] = {}
+    source_h = ("synapse-source", SOURCE.encode())
+    routes: dict[bytes, tuple[tuple[str, tuple[str, bytes]], ...]] = {}
+
+    def copies(msg: Any) -> list[tuple[str, list[Any]]]:
+        headers = msg.headers()
+        kind = next(raw for name, raw in headers if name == "type")
+        check = validators.get(kind)
+        if check is None:
+            schema = table.schemas.schema_for(kind.decode())
+            assert schema is not None, kind
+            check = validators[kind] = schema.fast.is_valid
+        if not check(orjson.loads(msg.value())):
+            raise RuntimeError(f"invalid record {msg.offset()}")
+        to = routes.get(kind)
+        if to is None:
+            family = kind.split(b".")[0].decode()
+            to = routes[kind] = tuple(
+                (t, ("synapse-route", r.encode()))
+                for t, r in ((f"{family}-events", family), ("all-events", "audit"))
+            )
+        id_h = ("synapse-id", b"%d-%d" % (msg.partition(), msg.offset()))
+        return [(topic, [*headers, source_h, id_h, route_h]) for topic, route_h in to]
+
+    return copies
+
+
+def kafkaloop_worker(
+    url: str, consumer: str, batch: int, table: str | None = None
+) -> Callable[[asyncio.Event], Any]:
+    """The loop; with ``table`` (a routes.yaml) the ``floor`` loop (``floor_copies``)."""
+    floor = floor_copies(table) if table is not None else None
+
     async def work(stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")
@@ -77,14 +120,24 @@ def kafkaloop_worker(url: str, consumer: str, batch: int) -> Callable[[asyncio.E
                     if error.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise KafkaException(error)
-                for copy in COPIES:
-                    producer.produce(
-                        copy,
-                        msg.value(),
-                        key=msg.key(),
-                        headers=msg.headers(),
-                        on_delivery=delivered,
-                    )
+                if floor is not None:
+                    for dest, headers in floor(msg):
+                        producer.produce(
+                            dest,
+                            msg.value(),
+                            key=msg.key(),
+                            headers=headers,
+                            on_delivery=delivered,
+                        )
+                else:
+                    for copy in COPIES:
+                        producer.produce(
+                            copy,
+                            msg.value(),
+                            key=msg.key(),
+                            headers=msg.headers(),
+                            on_delivery=delivered,
+                        )
                 topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
                 assert topic is not None and partition is not None and offset is not None
                 offsets[(topic, partition)] = offset + 1

@@ -102,7 +102,7 @@ def main(argv: list[str]) -> None:
     elif kind == "kafkaloop":
         from bench.kafkaloop import kafkaloop_worker
 
-        work = kafkaloop_worker(url, consumer, int(argv[3]))
+        work = kafkaloop_worker(url, consumer, int(argv[3]), *argv[4:5])
     else:
         raise SystemExit(f"unknown worker {kind!r}")
     if kind == "synapse":

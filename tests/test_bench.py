@@ -164,9 +164,10 @@ def test_client_phase_runs_small_and_reports_ratios(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_kafka_phase_stores_every_copy_and_reports_consistent_figures(tmp_path: Path) -> None:
-    """`bin/bench --only kafka` (small): Synapse (validation on and off) and the hand-written
-    loop each drain the preloaded records on tansu, every copy counted by consuming it back;
-    the figures add up and the ratios are the medians' (never a timing assertion)."""
+    """`bin/bench --only kafka` (small): Synapse (validation on and off), the hand-written
+    loop and the floor loop each drain the preloaded records on tansu, every copy counted by
+    consuming it back; the figures add up and the ratios are the medians' (never a timing
+    assertion)."""
     from bench.kafkaphase import VARIANTS, expected
 
     out, count = tmp_path / "result.json", 3000
@@ -192,6 +193,10 @@ def test_kafka_phase_stores_every_copy_and_reports_consistent_figures(tmp_path: 
         assert run["router_us_per_record"] >= 0 and run["broker_us_per_record"] >= 0
     loop = kafka["variants"]["loop"]["records_per_s"]
     assert kafka["ratio"] == pytest.approx(kafka["variants"]["synapse"]["records_per_s"] / loop)
+    floor = kafka["variants"]["floor"]["records_per_s"]
+    assert kafka["ratio_floor"] == pytest.approx(
+        kafka["variants"]["synapse"]["records_per_s"] / floor
+    )
     novalidate = kafka["variants"]["synapse-novalidate"]["records_per_s"]
     assert kafka["ratio_novalidate"] == pytest.approx(novalidate / loop)
 
