@@ -401,3 +401,36 @@ def test_copies_and_dead_letters_replace_every_producer_synapse_field(
     got = pairs(dead.writes[0].fields)
     assert got[b"synapse-reason"] == b"no_route" and got[b"synapse-source"] == b"ingress"
     assert not {b"synapse-redrives", b"synapse-destination", b"synapse-replay-of"} & set(got)
+
+
+@pytest.mark.parametrize("provenance", ["true", "false"])
+def test_the_hot_path_builds_the_same_plan_as_the_constructors(
+    table_from: TableFrom, provenance: str
+) -> None:
+    """The planner builds EntryPlan and Write with tuple.__new__ (every field in order):
+    each is the value and type the named constructors give, so a reordered field fails."""
+    from synapse.plan import Write
+
+    planner = Planner(table(table_from, provenance=provenance))
+    body = {"model_id": "m", "stage": "production", "metrics": {"accuracy": 0.95}}
+    planned = plan_one(planner, entry("model.ready", body))
+    assert type(planned) is EntryPlan
+    assert planned == EntryPlan(
+        planned.entry_id,
+        ROUTED,
+        planned.writes,
+        planned.routes,
+        reason=None,
+        error=None,
+        event_type="model.ready",
+    )
+    assert planned.entry_id == b"1-1" and planned.reason is None and planned.error is None
+    for write, (dest, _route) in zip(planned.writes, planned.routes, strict=True):
+        assert type(write) is Write and write.stream == dest
+        maxlen = planner.routing.maxlen_for(dest)
+        assert write == Write(dest, write.base, maxlen, write.provenance)
+        assert write.maxlen == maxlen
+        if provenance == "true":
+            assert write.provenance == (b"ingress", b"1-1", _route.encode())
+        else:
+            assert write.provenance is None
