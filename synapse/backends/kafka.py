@@ -54,6 +54,12 @@ from synapse.registry import ServiceInfo
 SLICE_S = 0.1
 
 
+def _retrieved(task: asyncio.Future[Read]) -> None:
+    """A read ahead that the pipeline dropped: its error is the next read's to meet."""
+    if not task.cancelled():
+        task.exception()
+
+
 class KafkaBackend:
     """Routes on Kafka topics (``kafka://host:port[,host:port]``)."""
 
@@ -235,7 +241,18 @@ class KafkaBackend:
     def read_ahead(
         self, settings: RouterSettings, sources: Sequence[str], previous: Read
     ) -> asyncio.Future[Read] | None:
-        return None  # consume already fetches ahead (librdkafka's queue)
+        """On a backlog (the last read was full), the next read from what the consumer has
+        fetched already (no wait), so the next batch is planned while this one's copies
+        are acknowledged. Shielded: once its consume returned, its records are held (own
+        pending) even if the pipeline drops the read."""
+        if self.stopping.is_set() or sum(len(b.entries) for b in previous) < settings.batch:
+            return None
+        task = asyncio.ensure_future(self._read_now(settings, sources))
+        task.add_done_callback(_retrieved)
+        return asyncio.shield(task)
+
+    async def _read_now(self, settings: RouterSettings, sources: Sequence[str]) -> Read:
+        return await self.read(settings, sources, 0) or []  # None (stopping): nothing more
 
     # -- the commit --------------------------------------------------------------------------
 
