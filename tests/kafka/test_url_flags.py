@@ -102,6 +102,47 @@ def test_check_applies_topic_rules_only_for_a_kafka_url(tmp_path: Path) -> None:
     assert {p["line"] for p in json.loads(by_env.stdout)["problems"]} == {3, 4, 7, 13}
 
 
+RETAINED = """\
+version: 1
+sources: [orders]
+routes:
+  - name: all
+    match: "*"
+    to: [orders.copy]
+retention:
+  orders: {max_age: 7d}
+  "orders.*": {maxlen: 1000, max_age: 1h}
+"""
+
+
+def test_check_on_kafka_warns_that_retention_rules_are_not_applied(tmp_path: Path) -> None:
+    """`synapse check --url kafka://...`: each max_age and maxlen rule is a warning at its
+    line saying Kafka does not apply it and naming the topic setting that does (retention.ms
+    with the rule's age in ms); exit 0, 1 with --strict; on Redis the same table is clean."""
+    path = str(_table(tmp_path, RETAINED))
+    on_redis = _cli("check", "--config", path)
+    assert on_redis.exit_code == 0 and "warning" not in on_redis.stderr
+    warned = _cli("check", "--config", path, "--url", KAFKA)
+    assert warned.exit_code == 0 and "ok with 3 warnings" in warned.stdout
+    assert (
+        f"{path}:8: warning: retention 'orders': max_age is not applied on Kafka (the router "
+        "trims no topic by age): set the topics' retention.ms=604800000 instead"
+    ) in warned.stderr
+    assert f"{path}:9: warning: retention 'orders.*': max_age" in warned.stderr
+    assert "retention.ms=3600000" in warned.stderr
+    assert f"{path}:9: warning: retention 'orders.*': maxlen is not applied on Kafka" in (
+        warned.stderr
+    )
+    strict = _cli("check", "--config", path, "--strict", "--json", "--url", KAFKA)
+    assert strict.exit_code == 1
+    found = json.loads(strict.stdout)["warnings"]
+    assert [(w["line"], w["message"].split(":")[1].split()[0]) for w in found] == [
+        (8, "max_age"),
+        (9, "max_age"),
+        (9, "maxlen"),
+    ]
+
+
 def test_check_with_a_malformed_kafka_url_is_a_usage_error(tmp_path: Path) -> None:
     """A kafka:// URL with a path is refused with exit 2 before the table is read."""
     result = _cli("check", "--config", str(_table(tmp_path, LEGAL)), "--url", "kafka://h:1/x")
