@@ -5,6 +5,7 @@ checks of a Kafka URL and table, and `synapse check`'s topic-name rules."""
 from __future__ import annotations
 
 import json
+import signal
 import textwrap
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from synapse.client import Bus
 from synapse.config import load_table
 from synapse.errors import ConfigError
 from synapse.kafka.names import DEFAULT_DLQ
+from synapse.tansu import TansuBroker
+from tests.support.router import RouterProcess, router_args
 
 KAFKA = "kafka://127.0.0.1:9"  # never contacted: refused before any connection
 
@@ -141,6 +144,39 @@ def test_check_on_kafka_warns_that_retention_rules_are_not_applied(tmp_path: Pat
         (9, "max_age"),
         (9, "maxlen"),
     ]
+
+
+def test_router_on_kafka_warns_at_start_and_reload_that_retention_is_not_applied(
+    broker: TansuBroker, topic: str, tmp_path: Path
+) -> None:
+    """synapse-router on a kafka:// URL with retention rules logs retention_not_applied (the
+    max_age and maxlen globs, what applies instead) when it starts and again at a reload."""
+    table = f"""\
+        version: 1
+        router: {{group: {topic}.g, block_ms: 100}}
+        sources: ["{topic}.in"]
+        routes:
+          - name: all
+            match: "*"
+            to: ["{topic}.out"]
+        retention:
+          "{topic}.*": {{max_age: 7d}}
+          "{topic}.out": {{maxlen: 1000}}
+        """
+    config = _table(tmp_path, table)
+    args = [*router_args(config, None, consumer="r"), "--url", broker.url]
+    router = RouterProcess(None, None, args=args, log_path=tmp_path / "router.log")
+    try:
+        router.start(wait_ready=True)
+        warned = router.wait_log("retention_not_applied")
+        assert (warned["max_age"], warned["maxlen"]) == ([f"{topic}.*"], [f"{topic}.out"])
+        assert warned["level"] == "warning" and "retention.ms" in warned["instead"]
+        router.signal(signal.SIGHUP)
+        router.wait_log("config_reloaded")
+        router.wait_log("retention_not_applied", count=2)
+        assert router.stop() == 0
+    finally:
+        router.kill()
 
 
 def test_check_with_a_malformed_kafka_url_is_a_usage_error(tmp_path: Path) -> None:
