@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -271,3 +272,67 @@ async def test_a_broker_back_without_its_topics_is_read_from_its_own_offsets(
             assert store.committed() == 2
     finally:
         own.stop()
+
+
+async def test_a_read_ahead_only_on_a_backlog_and_a_dropped_one_loses_nothing(
+    store: Store,
+) -> None:
+    """read_ahead: none after a read that was not full; after a full one, the records the
+    consumer fetched, in order. A read ahead the pipeline drops (cancelled mid-consume) loses
+    nothing: each of its records ends up held (own pending) whether its consume ran or the
+    next read takes it, and none is handed out twice."""
+    settings, source = store.table.settings, store.source
+    assert store.backend.read_ahead(settings, [source], [Batch(source, [])]) is None
+    full = [Batch(source, [(b"0-0", [])] * settings.batch)]
+    ids = store.add(6)
+    got: list[bytes] = []
+
+    async def read_ahead() -> bool:
+        ahead = store.backend.read_ahead(settings, [source], full)
+        assert ahead is not None
+        got.extend(e[0] for b in await ahead for e in b.entries)
+        return len(got) >= len(ids)
+
+    await wait_for(read_ahead, 20, "the records read ahead")
+    assert got == ids
+    for batch in await _pages(store.backend.own_pending(settings, [source], counted=False)):
+        await store.commit_all(batch)
+
+    more = store.add(3 * settings.batch)
+    # The dropped read's consume starts on the consumer's thread, and reads only once the
+    # pipeline has cancelled it (the real consume, waiting up to 1 s for records produced).
+    group, started, cancelled = store.backend._group, threading.Event(), threading.Event()
+    consume = group.consume
+
+    def consume_once_cancelled(n: int) -> list[Message]:
+        started.set()
+        assert group.kafka is not None and cancelled.wait(5)
+        return group.kafka.consume(n, 1.0)
+
+    async def consume_ahead(n: int, timeout_s: float) -> list[Message]:
+        found: list[Message] = await group.call(consume_once_cancelled, n)
+        return found
+
+    group.consume = consume_ahead  # type: ignore[method-assign]
+    ahead = store.backend.read_ahead(settings, [source], full)
+    assert ahead is not None
+    assert await asyncio.to_thread(started.wait, 5)
+    ahead.cancel()
+    cancelled.set()
+    group.consume = consume  # type: ignore[method-assign]
+    read: list[bytes] = []
+
+    async def every_record_held() -> bool:
+        read.extend(
+            e[0] for b in await store.backend.read(settings, [source], 100) or [] for e in b.entries
+        )
+        assert len(read) == len(set(read)), "a record handed out twice"
+        held = [
+            e[0]
+            for b in await _pages(store.backend.own_pending(settings, [source], counted=False))
+            for e in b.entries
+        ]
+        return held == more
+
+    await wait_for(every_record_held, 20, "every record of the dropped read held")
+    assert set(read) <= set(more)
