@@ -11,7 +11,6 @@ transaction (tansu has none): a transactional producer would go here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -21,9 +20,9 @@ from synapse.backends.kafkaconfig import client_config
 from synapse.backends.kafkaconsumer import GroupConsumer
 from synapse.backends.kafkafailures import CLIENT_LOG_LEVEL, BrokerWatch
 from synapse.backends.kafkaheld import Held, HeldRecords
-from synapse.backends.kafkaproduce import produce
+from synapse.backends.kafkaproduce import OnDelivery, produce
 from synapse.kafka.records import Record, to_record, with_provenance
-from synapse.plan import BatchPlan, Write
+from synapse.plan import BatchPlan
 
 #: How long a broker may take to answer metadata at start before it counts as unreachable.
 CONNECT_TIMEOUT_S = 5.0
@@ -56,6 +55,16 @@ def producer_config(bootstrap: str, client_id: str, watch: BrokerWatch) -> dict[
     )
 
 
+def _refusals(eid: bytes, errors: Refused) -> OnDelivery:
+    """The delivery callback of entry ``eid``'s records: a refusal noted per topic."""
+
+    def refused(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            errors.setdefault(eid, {})[msg.topic() or "?"] = str(err)
+
+    return refused
+
+
 class Committer:
     """Commits plans of records held in ``held`` (the producer and the group's consumer)."""
 
@@ -66,49 +75,59 @@ class Committer:
         self.data_field = b"data"
 
     async def commit(self, plan: BatchPlan) -> CommitResult:
+        """Produce every write of the plan (``_produce_all``), wait for every answer, release
+        the records whose every copy was acknowledged, commit the offsets that moved."""
         errors: Refused = {}
-        done: list[Held] = []
         skipped: set[bytes] = set()
-        find, source = self.held.find, plan.source
-        for each in plan.entries:
-            held = find(source, each.entry_id)
-            if held is None:
-                skipped.add(each.entry_id)  # committed already, or its partition was revoked
-                continue
-            done.append(held)
-            self._produce(held, each.writes, errors)
+        done = self._produce_all(plan, errors, skipped)
         await asyncio.to_thread(self._flush)
         failed = {eid: next(iter(errors[eid].values())) for eid in errors}
-        release = self.held.release
-        for held in done:
-            if held.entry[0] not in failed:
-                release(held)
+        self.held.release_all(done, failed)
         await self.commit_offsets()
         return CommitResult(failed=failed, skipped=frozenset(skipped), refused=errors)
 
-    def _produce(self, held: Held, writes: Sequence[Write], errors: Refused) -> None:
-        """Produce every write of the record ``held``, with its key; a refusal is noted in
-        ``errors`` per topic (one delivery callback per record, called only for a refusal:
-        ``delivery.report.only.error``). A copy of a record whose headers can be reused
+    def _produce_all(self, plan: BatchPlan, errors: Refused, skipped: set[bytes]) -> list[Held]:
+        """Produce every write of each held record of ``plan`` with its key; the records
+        produced. A refusal is noted in ``errors`` per entry and topic (one delivery callback
+        per record, called only for a refusal: ``delivery.report.only.error``); an entry no
+        longer held goes to ``skipped``. A copy of a record whose headers can be reused
         (``held.headers``) is its value and those headers plus provenance; any other write
-        is ``to_record`` of its fields (the one mapping, ``records.py``)."""
-        eid = held.entry[0]
+        is ``to_record`` of its fields (the one mapping, ``records.py``). One flat loop: this
+        is per record on the hot path."""
+        done: list[Held] = []
+        held_by_id = self.held.of_topic(plan.source)
+        send, data_field = self.producer.produce, self.data_field
+        for each in plan.entries:
+            eid = each.entry_id
+            held = held_by_id.get(eid)
+            if held is None:
+                skipped.add(eid)  # committed already, or its partition was revoked
+                continue
+            done.append(held)
+            refused = _refusals(eid, errors)
+            fields, head, key = held.entry[1], held.headers, held.key
+            for write in each.writes:
+                provenance = write.provenance
+                if head is not None and provenance is not None and write.base is fields:
+                    value, headers = held.value, with_provenance(head, provenance)
+                else:
+                    value, headers, _ = to_record(write.fields, None, data_field)
+                try:
+                    send(write.stream, value, key, headers=headers, on_delivery=refused)  # type: ignore[arg-type]
+                except BufferError:  # the local queue is full: wait as every writer does
+                    self._produce(eid, write.stream, Record(value, headers, key), refused, errors)
+                except KafkaException as exc:  # refused before sending (too large, bad topic)
+                    errors.setdefault(eid, {})[write.stream] = str(exc.args[0])
+        return done
 
-        def refused(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                errors.setdefault(eid, {})[msg.topic() or "?"] = str(err)
-
-        fields, head, key = held.entry[1], held.headers, held.key
-        for write in writes:
-            provenance = write.provenance
-            if head is not None and provenance is not None and write.base is fields:
-                record = Record(held.value, with_provenance(head, provenance), key)
-            else:
-                record = to_record(write.fields, key, self.data_field)
-            try:
-                produce(self.producer, write.stream, record, refused)
-            except KafkaException as exc:  # refused before sending (too large, bad topic)
-                errors.setdefault(eid, {})[write.stream] = str(exc.args[0])
+    def _produce(
+        self, eid: bytes, topic: str, record: Record, refused: OnDelivery, errors: Refused
+    ) -> None:
+        """Produce ``record`` of entry ``eid``, waiting while the local queue is full."""
+        try:
+            produce(self.producer, topic, record, refused)
+        except KafkaException as exc:  # refused before sending (too large, bad topic)
+            errors.setdefault(eid, {})[topic] = str(exc.args[0])
 
     def _flush(self) -> None:
         """Wait for every acknowledgement, in slices: every broker gone ends the wait (the

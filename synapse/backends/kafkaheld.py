@@ -11,7 +11,7 @@ committed offset).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
@@ -115,17 +115,22 @@ class HeldRecords:
     def get(self, at: Partition, offset: int) -> Held | None:
         return self._held.get(at, {}).get(offset)
 
-    def find(self, topic: str, entry_id: bytes) -> Held | None:
-        """The held record of ``topic`` with ``entry_id`` (``<partition>-<offset>``)."""
-        ids = self._ids.get(topic)
-        return ids.get(entry_id) if ids is not None else None
+    def of_topic(self, topic: str) -> Mapping[bytes, Held]:
+        """The held records of ``topic`` by entry id (``<partition>-<offset>``), live."""
+        return self._ids.get(topic) or {}
 
-    def release(self, held: Held) -> None:
-        """Every copy acknowledged: the record no longer holds the commit point."""
-        rows = self._held.get(held.at)
-        if rows is not None and rows.get(held.offset) is held:
-            del rows[held.offset]
-            self._ids[held.at[0]].pop(held.entry[0], None)
+    def release_all(self, records: Iterable[Held], but: Container[bytes]) -> None:
+        """Every copy acknowledged of each of ``records`` but those whose entry id is in
+        ``but``: they no longer hold their partition's commit point."""
+        held, ids = self._held, self._ids
+        for record in records:
+            eid = record.entry[0]
+            if eid in but:
+                continue
+            rows = held.get(record.at)
+            if rows is not None and rows.get(record.offset) is record:
+                del rows[record.offset]
+                ids[record.at[0]].pop(eid, None)
 
     def moved(self) -> list[tuple[Partition, int]]:
         """Partitions whose commit point moved past the last commit, with the point."""
