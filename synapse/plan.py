@@ -177,10 +177,10 @@ class Planner:
                     deliveries,
                     now_ms,
                 )
-        routing = self.routing
         try:
             event_type, body = parse(fields, self.limits)
-            schema = routing.schema_for(event_type)
+            found = self.routing.candidates(source, event_type)
+            schema = found.schema
             if schema is not None:
                 problem = schema.error(body)
                 if problem is not None:
@@ -191,7 +191,7 @@ class Planner:
             return self.dead_letter(
                 src, entry_id, fields, exc.reason, exc.detail, deliveries, now_ms
             )
-        targets = routing.targets(source, event_type, body)
+        targets = found.targets(body)
         if not targets:
             return self.unrouted(src, entry_id, fields, event_type, deliveries, now_ms)
         return self.routed(src, entry_id, fields, targets, event_type)

@@ -35,11 +35,18 @@ Targets = tuple[tuple[str, str], ...]
 
 @dataclass(frozen=True, slots=True)
 class Candidates:
-    """The routes whose globs match one (source, type) pair."""
+    """The routes whose globs match one (source, type) pair, and the type's schema: what
+    the planner looks up once per event (one cache hit)."""
 
     routes: tuple[Route, ...]
     #: Their targets when none of them has a ``where`` (no body needed); else None.
     fixed: Targets | None
+    #: The schema events of the type must match (first glob), or None.
+    schema: CompiledSchema | None = None
+
+    def targets(self, body: Any) -> Targets:
+        """Where an event of this pair with ``body`` goes: the decision the router commits."""
+        return self.fixed if self.fixed is not None else targets_of(self.routes, body)
 
 
 def glob_miss(route: Route, source: str, event_type: str) -> str | None:
@@ -94,14 +101,13 @@ class Routing:
             return found
         routes = tuple(r for r in self.table.routes if glob_miss(r, source, event_type) is None)
         fixed = targets_of(routes, None) if all(r.where is None for r in routes) else None
-        found = Candidates(routes, fixed)
+        found = Candidates(routes, fixed, self.schema_for(event_type))
         self._candidates.put(key, found)
         return found
 
     def targets(self, source: str, event_type: str, body: Any) -> Targets:
         """Where an event goes: the decision the router commits."""
-        found = self.candidates(source, event_type)
-        return found.fixed if found.fixed is not None else targets_of(found.routes, body)
+        return self.candidates(source, event_type).targets(body)
 
     def explain(self, source: str, event_type: str, body: Any) -> list[dict[str, Any]]:
         """For each route: whether it takes the event (the decision's answer) and why not."""
