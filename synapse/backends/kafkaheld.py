@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from synapse.backend import Batch
-from synapse.kafka.records import Headers, copyable, to_entry
+from synapse.kafka.records import Headers, read_entry
 from synapse.plan import Entry
 
 Partition = tuple[str, int]
@@ -34,7 +34,7 @@ class Held:
     offset: int
     time_ms: int  # the record's timestamp (CreateTime or LogAppendTime), ms
     value: bytes | None  # the record's value as read
-    #: The record's headers as read when its copies may reuse them (``records.copyable``),
+    #: The record's headers as read when its copies may reuse them (``records.read_entry``),
     #: else None: the commit then builds the copies from the entry's fields.
     headers: Headers | None
     due: float | None = None  # monotonic time of a retry_later, else None
@@ -49,15 +49,16 @@ def held_of(msg: Message, data_field: bytes, deliveries: int, read_ms: int) -> H
     value: bytes | None = msg.value()
     headers: Headers | None = msg.headers()  # type: ignore[assignment]
     kind, stamp = msg.timestamp()
+    entry, same = read_entry(partition, offset, value, headers, data_field)
     return Held(
-        to_entry(partition, offset, value, headers, data_field),
+        entry,
         msg.key(),
         deliveries,
         (topic, partition),
         offset,
         stamp if kind != TIMESTAMP_NOT_AVAILABLE else read_ms,
         value,
-        (headers or []) if copyable(headers, value, data_field) else None,
+        (headers or []) if same else None,
     )
 
 

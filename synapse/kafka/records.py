@@ -74,23 +74,27 @@ def to_entry(
     data_field: bytes = b"data",
 ) -> Entry:
     """A consumed record as the entry the planner reads."""
+    return read_entry(partition, offset, value, headers, data_field)[0]
+
+
+def read_entry(
+    partition: int, offset: int, value: bytes | None, headers: Headers | None, data_field: bytes
+) -> tuple[Entry, bool]:
+    """``to_entry`` of a record, and whether its copies may be produced with its headers as
+    read plus provenance: what ``to_records`` makes of the entry's fields is exactly them.
+    Not so for a tombstone (no value: a header would become the value), a header with no
+    value (it becomes empty), or a data field named ``synapse-*`` (provenance's own). A
+    header named as the data field stays a header either way."""
     fields: list[bytes] = []
     names = _NAMES
+    same = value is not None and not data_field.startswith(b"synapse-")
     for name, raw in headers or ():
-        fields += (names.get(name) or field_name(name), raw if raw is not None else b"")
+        if raw is None:
+            raw, same = b"", False
+        fields += (names.get(name) or field_name(name), raw)
     if value is not None:
         fields += (data_field, value)
-    return entry_id(partition, offset), fields
-
-
-def copyable(headers: Headers | None, value: bytes | None, data_field: bytes) -> bool:
-    """Whether the copies of a record may be produced with its ``headers`` as read (plus
-    provenance): what ``to_records`` makes of its entry's fields is exactly them. Not so
-    for a tombstone (no value: a header would become the value) or a header with no value
-    (it becomes empty). A header named as the data field stays a header either way."""
-    if value is None or data_field.startswith(b"synapse-"):
-        return False
-    return all(raw is not None for _, raw in headers or ())
+    return (b"%d-%d" % (partition, offset), fields), same
 
 
 def to_record(fields: Sequence[bytes], key: bytes | None, data_field: bytes = b"data") -> Record:

@@ -6,7 +6,16 @@ import pytest
 
 from synapse import keys
 from synapse.events import Limits, copy_fields, parse, provenance_base
-from synapse.kafka.records import Record, entry_id, position, to_entry, to_record, to_records
+from synapse.kafka.records import (
+    Record,
+    entry_id,
+    position,
+    read_entry,
+    to_entry,
+    to_record,
+    to_records,
+    with_provenance,
+)
 from synapse.plan import Write
 
 HEADERS = [("type", b"order.created"), ("producer", b"shop"), ("producer", b"again")]
@@ -93,3 +102,33 @@ def test_to_records_writes_each_copy_as_to_record_of_its_fields(
     got = to_records(writes, b"key", data_field)
     assert got == [(w.stream, to_record(w.fields, b"key", data_field)) for w in writes]
     assert got[0][1].headers is not got[1][1].headers  # each copy its own list
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "data_field", "same", "equal"),
+    [
+        (b'{"a": 1}', [("type", b"t"), ("producer", b"p")], b"data", True, True),
+        (b'{"a": 1}', [("type", b"t"), ("data", b"h")], b"data", True, True),  # stays a header
+        (b'{"a": 1}', [], b"data", True, True),
+        (b'{"a": 1}', [("type", b"t"), ("n", None)], b"data", False, False),  # becomes b""
+        (None, [("type", b"t"), ("data", b"h")], b"data", False, False),  # header -> value
+        (b'{"a": 1}', [("type", b"t")], b"synapse-body", False, True),  # careful, not needed
+    ],
+)
+def test_a_record_whose_copies_reuse_its_headers_maps_to_exactly_them(
+    value: bytes | None,
+    headers: list[tuple[str, bytes | None]],
+    data_field: bytes,
+    same: bool,
+    equal: bool,
+) -> None:
+    """read_entry says when the commit may produce a copy as the record's value and headers
+    as read plus provenance (no round trip through fields): never when that differs from
+    what to_records makes of the entry."""
+    entry, reuse = read_entry(3, 9, value, headers, data_field)
+    assert entry == to_entry(3, 9, value, headers, data_field)
+    assert reuse is same
+    provenance = (b"src", entry[0], b"r")
+    [(_, record)] = to_records([Write("a", entry[1], None, provenance)], b"k", data_field)
+    reused = Record(value, with_provenance(headers, provenance), b"k")  # type: ignore[arg-type]
+    assert (record == reused) is equal
