@@ -11,12 +11,13 @@ from pathlib import Path
 
 from synapse.backends import kafkaadmin
 from synapse.gateway.access import StreamPolicy
+from synapse.gateway.kafkacatchup import READERS
 from synapse.tansu import TansuBroker
 from tests.conftest import wait_for
 from tests.gateway.conftest import base_url, serving
 from tests.gateway.process import GatewayProcess
 from tests.gateway.sse import Message, SSEClient, open_events, status_of
-from tests.kafka.support import produce
+from tests.kafka.support import produce, rdkafka_threads
 
 PARTITIONS = 3
 
@@ -197,6 +198,43 @@ async def test_two_topics_resume_each_from_its_own_pairs(broker: TansuBroker, to
             assert sorted(await take_ids(again, 7)) == sorted(missed)
         finally:
             await again.close()
+
+
+async def test_kafka_clients_stay_constant_as_browsers_grow(
+    broker: TansuBroker, topic: str
+) -> None:
+    """One assigned reader and one control consumer for every live client; resuming
+    clients share at most the catch-up pool, never a consumer each."""
+    a, b = make_topic(broker, topic + ".a"), make_topic(broker, topic + ".b")
+
+    def clients() -> int:
+        return rdkafka_threads().count("rdk:main")  # one main thread per librdkafka client
+
+    outside = clients()  # the test's own admin client
+    async with serving(broker.url) as gw:
+        base = base_url(gw)
+        before = clients()
+        crowd = [await open_events(base, f"stream={a}&stream={b}") for _ in range(12)]
+        crowd += [await open_events(base, f"stream={b}&type=x.*") for _ in range(12)]
+        try:
+            await wait_for(lambda: gw.hub.subscribers == 24, what="24 subscribed")
+            assert clients() == before == outside + 2
+            ids = await publish(broker, a, "x.a", 3) + await publish(broker, b, "x.b", 3)
+            for sse in crowd[:12]:
+                assert sorted(await take_ids(sse, 6)) == sorted(ids)
+            cursor = crowd[0].last_id or ""
+            missed = await publish(broker, a, "x.a", 6, start=3)
+            resumed = [
+                await open_events(base, f"stream={a}&stream={b}", {"Last-Event-ID": cursor})
+                for _ in range(12)
+            ]
+            crowd += resumed
+            for sse in resumed:
+                assert sorted(await take_ids(sse, 6)) == sorted(missed)
+            assert clients() <= before + READERS
+        finally:
+            for sse in crowd:
+                await sse.close()
 
 
 async def test_internal_and_unserved_topics_get_403(broker: TansuBroker, topic: str) -> None:
