@@ -92,6 +92,10 @@ class Codec(Protocol):
         """Whether ``cursor`` is past the read position ``pos`` anywhere."""
         ...
 
+    def restart(self, pos: Position, key: IdKey) -> Position:
+        """``pos`` moved to just before ``key``, an entry the store numbered anew."""
+        ...
+
 
 class RedisCodec:
     """One pair per stream: the last entry id read."""
@@ -113,6 +117,9 @@ class RedisCodec:
 
     def ahead(self, cursor: Position, pos: Position) -> bool:
         return cursor > pos
+
+    def restart(self, pos: Position, key: IdKey) -> Position:
+        return pos  # ids are times: a stream made again numbers past the old ones
 
 
 #: Partition numbers a Kafka cursor may name (a bound on what one request allocates).
@@ -153,6 +160,9 @@ class KafkaCodec:
 
     def ahead(self, cursor: Position, pos: Position) -> bool:
         return any(c > p for c, p in zip(cursor, pos, strict=False))
+
+    def restart(self, pos: Position, key: IdKey) -> Position:
+        return self.advance(pos, (key[0], key[1] - 1))
 
 
 REDIS = RedisCodec()

@@ -217,6 +217,9 @@ class Hub:
                 return
         batches = await self.reader.read(dict(self.positions))
         self._set_ready()
+        for stream, key in self.reader.restarted():
+            if stream in self.positions:
+                self.positions[stream] = self.codec.restart(self.positions[stream], key)
         if batches:
             self.dispatch(batches)
 

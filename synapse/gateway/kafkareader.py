@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from synapse import log
 from synapse.backends.kafkafailures import CONNECTION_CODES, BrokerWatch
 from synapse.gateway.channel import Batches
-from synapse.gateway.cursor import KAFKA, Codec, Position
+from synapse.gateway.cursor import KAFKA, Codec, IdKey, Position
 from synapse.gateway.kafkacatchup import CatchUps
 from synapse.gateway.kafkaworker import Worker, record_entry
 from synapse.gateway.sse import Entry
@@ -64,6 +64,9 @@ class KafkaReader:
         self._known: dict[str, int] = {}  # topic -> partitions, from the last metadata
         self._probed_at = 0.0
         self._reported: set[tuple[str, int]] = set()  # (topic, error code) logged
+        self._next: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset expected
+        self._restarted: list[tuple[str, IdKey]] = []
+        self._checked_at = 0.0  # the last look at the partitions' ends (live thread)
 
     # -- health and metadata -----------------------------------------------------------
 
@@ -98,26 +101,46 @@ class KafkaReader:
         self.watch.raise_if_down()
         if time.monotonic() - self._probed_at > PROBE_S:
             await self._probe()
-        found: Batches = await self.live.call(self._read, positions, self._known)
+        found: Batches
+        found, self._restarted = await self.live.call(self._read, positions, self._known)
         return found
 
-    def _read(self, positions: Mapping[str, Position], known: Mapping[str, int]) -> Batches:
-        """(On the live thread.) Follow ``positions``, then one poll and what is fetched."""
+    def restarted(self) -> list[tuple[str, IdKey]]:
+        return self._restarted
+
+    def _read(
+        self, positions: Mapping[str, Position], known: Mapping[str, int]
+    ) -> tuple[Batches, list[tuple[str, IdKey]]]:
+        """(On the live thread.) Follow ``positions``, then one poll and what is fetched;
+        and the records behind the offset their partition was at (its log started again:
+        the position the broker had was out of range, and it was read from its start)."""
         consumer = self.live.consumer
         self._follow(consumer, positions, known)
+        if time.monotonic() - self._checked_at > PROBE_S:
+            self._check_ends(consumer)
         first = consumer.poll(self.slice_s)
         if first is None:
-            return []
+            return [], []
         messages = [first, *consumer.consume(self.count - 1, 0)] if self.count > 1 else [first]
         out: dict[str, list[Entry]] = {}
+        restarted: list[tuple[str, IdKey]] = []
+        expected = self._next
         for msg in messages:
             topic = msg.topic() or ""
             err = msg.error()
             if err is not None:
                 self._report(topic, err)
                 continue
-            out.setdefault(topic, []).append(record_entry(topic, msg))
-        return list(out.items())
+            e = record_entry(topic, msg)
+            at = (topic, e.key[0])
+            want = expected.get(at)
+            if want is not None and e.key[1] < want:
+                logger.warning("kafka_partition_restarted", topic=topic, partition=at[1],
+                               offset=e.key[1], expected=want)  # fmt: skip
+                restarted.append((topic, e.key))
+            expected[at] = e.key[1] + 1
+            out.setdefault(topic, []).append(e)
+        return list(out.items()), restarted
 
     def _follow(
         self, consumer: Consumer, positions: Mapping[str, Position], known: Mapping[str, int]
@@ -127,20 +150,57 @@ class KafkaReader:
         gone = [t for t in self._assigned if t not in positions]
         if gone:
             parts = [TopicPartition(t, p) for t in gone for p in range(self._assigned.pop(t))]
+            for tp in parts:
+                self._next.pop((tp.topic, tp.partition), None)
             if parts:
                 consumer.incremental_unassign(parts)
         added: list[TopicPartition] = []
+        moved: list[TopicPartition] = []
         for topic, pos in positions.items():
             have = self._assigned.get(topic)
             want = max(len(pos), known.get(topic, 0))
+            if have is not None:
+                moved += self._moved(topic, pos, have)
             if have is not None and want <= have:
                 continue
             for p in range(have or 0, want):
                 offset = pos[p] + 1 if p < len(pos) else OFFSET_BEGINNING
                 added.append(TopicPartition(topic, p, offset))
+                if offset >= 0:
+                    self._next[(topic, p)] = offset
             self._assigned[topic] = want
+        if moved:  # assigned again where the hub stands (unassign, then assign)
+            consumer.incremental_unassign([TopicPartition(t.topic, t.partition) for t in moved])
+            added += moved
         if added:
             consumer.incremental_assign(added)
+
+    def _moved(self, topic: str, pos: Position, have: int) -> list[TopicPartition]:
+        """The partitions of an assigned topic whose hub position is not where this
+        consumer stands: the topic was dropped and joined again before this consumer
+        followed (its new position comes from the broker's end offsets, which tansu
+        under-reports: left reading on, the consumer would skip what lies between)."""
+        out = []
+        for p, last in enumerate(pos[:have]):
+            at = (topic, p)
+            if at in self._next and self._next[at] != last + 1:
+                out.append(TopicPartition(topic, p, last + 1))
+                self._next[at] = last + 1
+        return out
+
+    def _check_ends(self, consumer: Consumer) -> None:
+        """A partition whose end (the last fetch's high watermark, no request) is now
+        below the offset it was read to started again (a topic made again, a broker that
+        lost its data; some brokers, tansu among them, answer such a fetch with nothing
+        rather than "out of range"): read it again from its first record."""
+        self._checked_at = time.monotonic()
+        for (topic, p), want in list(self._next.items()):
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+            if 0 <= high < want:
+                try:
+                    consumer.seek(TopicPartition(topic, p, OFFSET_BEGINNING))
+                except KafkaException as exc:  # not fetching yet: looked at again next time
+                    logger.debug("kafka_seek_failed", topic=topic, partition=p, error=str(exc))
 
     def _report(self, topic: str, err: Any) -> None:
         """A partition's error: the broker's absence is the watch's and the probe's to

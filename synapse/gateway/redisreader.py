@@ -17,7 +17,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from synapse import log
 from synapse.gateway.channel import Batches
-from synapse.gateway.cursor import REDIS, ZERO, Codec, Position, id_key, id_text
+from synapse.gateway.cursor import REDIS, ZERO, Codec, IdKey, Position, id_key, id_text
 from synapse.gateway.redisconn import call, control_client, key_type, reader_client
 from synapse.gateway.sse import Entry, entry
 from synapse.gateway.store import NotAStream, NotStreams
@@ -88,6 +88,9 @@ class RedisReader:
                     logger.warning("stream_not_a_stream", stream=s, kind=kind)
                     bad.append(s)
         return bad
+
+    def restarted(self) -> list[tuple[str, IdKey]]:
+        return []  # entry ids are times: a stream made again numbers past the old ids
 
     async def wake(self) -> None:
         """Unblock the XREAD in progress so it picks up new streams now."""

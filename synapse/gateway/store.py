@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Protocol
 
 from synapse.gateway.channel import Batches
-from synapse.gateway.cursor import Codec, Position
+from synapse.gateway.cursor import Codec, IdKey, Position
 from synapse.gateway.sse import Entry
 from synapse.kafka.url import backend_kind
 
@@ -61,6 +61,12 @@ class StreamReader(Protocol):
 
     async def wake(self) -> None:
         """End a blocked ``read`` early (new streams, or stopping)."""
+        ...
+
+    def restarted(self) -> list[tuple[str, IdKey]]:
+        """Entries of the last read that the store numbered anew, behind the positions it
+        was given (a Kafka topic made again): each stream's position moves to just
+        before it, so they are delivered, not skipped as already read."""
         ...
 
     def catch_up(

@@ -275,34 +275,42 @@ async def test_bad_cursor_and_illegal_topic_get_400_with_the_reason(
 
 
 async def test_broker_away_readyz_503_then_recovers(tmp_path: Path) -> None:
-    """Broker killed: /readyz 503 and new clients 503; back on the same port: ready again,
-    and a client is served (tansu comes back empty: the topic is made again)."""
+    """Broker killed: /readyz 503 and new clients 503, the connected client kept; back on
+    the same port (tansu comes back empty, the topic is made again, its offsets start
+    over): ready again, and both the kept client and a new one get the new records."""
     broker = TansuBroker(log_dir=tmp_path / "tansu").start()
     topic = "gw.outage"
     try:
         make_topic(broker, topic)
         async with serving(broker.url, block_ms=200) as gw:
             base = base_url(gw)
-            await wait_for(lambda: gw.hub.ready, what="ready")
+            kept = await open_events(base, f"stream={topic}")
+            await wait_for(lambda: gw.hub.subscribers == 1, what="subscribed")
+            before = await publish(broker, topic, "t", 9)  # offsets 0-2 on each partition
+            assert sorted(await take_ids(kept, 9)) == sorted(before)
             assert (await status_of(f"{base}/readyz"))[0] == 200
             kafkaadmin.forget_all()
             broker.kill()
             await wait_for(lambda: not gw.hub.ready, timeout_s=30, what="not ready")
             status, body, _ = await status_of(f"{base}/readyz")
             assert status == 503 and "Kafka" in body
-            assert (await status_of(f"{base}/events?stream={topic}"))[0] == 503
+            assert (await status_of(f"{base}/events?stream={topic}.other"))[0] == 503
             assert gw.metrics.redis_up._value.get() == 0  # type: ignore[attr-defined]
             broker.start()
             await wait_for(lambda: gw.hub.ready, timeout_s=40, what="ready again")
             assert (await status_of(f"{base}/readyz"))[0] == 200
             make_topic(broker, topic)
-            sse = await open_events(base, f"stream={topic}")
+            again = await publish(broker, topic, "t", 3)  # offset 0 on each partition
+            assert sorted(await take_ids(kept, 3, timeout_s=30)) == sorted(again)
+            fresh = await open_events(base, f"stream={topic}")
             try:
-                await wait_for(lambda: gw.hub.subscribers == 1, what="subscribed")
-                ids = await publish(broker, topic, "t", 3)
-                assert sorted(await take_ids(sse, 3)) == sorted(ids)
+                await wait_for(lambda: gw.hub.subscribers == 2, what="subscribed")
+                later = await publish(broker, topic, "t", 3, start=3)
+                assert sorted(await take_ids(fresh, 3)) == sorted(later)
+                assert sorted(await take_ids(kept, 3)) == sorted(later)
             finally:
-                await sse.close()
+                await fresh.close()
+                await kept.close()
     finally:
         kafkaadmin.forget_all()
         broker.stop()
