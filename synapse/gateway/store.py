@@ -2,8 +2,9 @@
 
 The hub, channels and SSE code are the same on every backend; a ``StreamReader``
 reads the store: ``redisreader.RedisReader`` (one XREAD connection plus a small
-pool) or ``kafkareader.KafkaReader`` (one librdkafka consumer by ``assign``, no
-group). Positions and cursors are the reader's ``codec`` (``cursor.py``).
+pool), ``clusterreader.ClusterReader`` (one XREAD per hash slot on Redis Cluster)
+or ``kafkareader.KafkaReader`` (one librdkafka consumer by ``assign``, no group).
+Positions and cursors are the reader's ``codec`` (``cursor.py``).
 confluent-kafka is imported only when a ``kafka://`` URL is opened (it is the
 optional ``kafka`` extra).
 """
@@ -17,6 +18,7 @@ from synapse.gateway.channel import Batches
 from synapse.gateway.cursor import Codec, IdKey, Position
 from synapse.gateway.sse import Entry
 from synapse.kafka.url import backend_kind
+from synapse.wire import is_cluster_url
 
 
 class NotAStream(Exception):
@@ -89,6 +91,10 @@ def open_reader(url: str, *, block_ms: int, count: int) -> StreamReader:
         from synapse.gateway.kafkareader import KafkaReader
 
         return KafkaReader(url, block_ms=block_ms, count=count)
+    if is_cluster_url(url):
+        from synapse.gateway.clusterreader import ClusterReader
+
+        return ClusterReader(url, block_ms=block_ms, count=count)
     from synapse.gateway.redisreader import RedisReader
 
     return RedisReader(url, block_ms=block_ms, count=count)
