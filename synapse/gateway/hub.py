@@ -178,7 +178,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except NotStreams as exc:
-                self._on_error(exc)
+                self._on_error(exc.__cause__ or exc)  # counted as the store's reply (WRONGTYPE)
                 self._drop(exc.streams)
                 continue
             except errors as exc:
