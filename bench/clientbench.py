@@ -31,6 +31,7 @@ import psutil
 import redis
 import redis.asyncio as aioredis
 
+from bench.worker import loop_factory
 from bench.workload import events
 from synapse import log
 from synapse.client import Bus, Event
@@ -39,15 +40,6 @@ STREAM = "client-bench"
 CHUNK = 500
 
 Handler = Callable[..., Awaitable[None]]
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def _published(count: int) -> list[list[bytes]]:
@@ -241,7 +233,7 @@ async def memory(url: str, total: int, chunk: int, r: redis.Redis) -> dict[str, 
 def run(url: str, events_n: int, reps: int, memory_events: int) -> dict[str, Any]:
     """Every client measurement, interleaved and repeated; medians and ratios."""
     log.configure("json", "warning")
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_run(url, events_n, reps, memory_events))
 
 
@@ -310,5 +302,5 @@ if __name__ == "__main__":
     log.configure("json", "warning")
     _url, _total, _chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     _client = redis.Redis.from_url(_url)
-    with asyncio.Runner(loop_factory=_loop_factory()) as _runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as _runner:
         print(json.dumps(_runner.run(memory(_url, _total, _chunk, _client))))

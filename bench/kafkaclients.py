@@ -28,8 +28,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 from confluent_kafka import Consumer, Producer
-from confluent_kafka import TopicPartition as CTopicPartition
 
+from bench.kafkaloop import copy_batch, on_delivery
 from bench.proc import cpu_s
 from bench.workload import events
 from synapse.tansu import TansuBroker
@@ -119,14 +119,6 @@ def confluent_producer(bootstrap: str) -> Producer:
     )
 
 
-def on_delivery(errors: list[str]) -> Callable[[object, object], None]:
-    def note(err: object, _msg: object) -> None:
-        if err is not None:
-            errors.append(str(err))
-
-    return note
-
-
 def drain_confluent(bootstrap: str, group: str, count: int) -> float:
     """librdkafka's own threads, driven synchronously: the upper bound of this client."""
     consumer, producer = confluent_consumer(bootstrap, group), confluent_producer(bootstrap)
@@ -138,26 +130,11 @@ def drain_confluent(bootstrap: str, group: str, count: int) -> float:
         while done < count:
             got = consumer.consume(BATCH, 1.0)
             first = first or (time.perf_counter() if got else 0.0)
-            offsets: dict[int, int] = {}
-            for msg in got:
-                if msg.error() is not None:
-                    raise RuntimeError(str(msg.error()))
-                for copy in COPIES:
-                    producer.produce(
-                        copy,
-                        msg.value(),
-                        key=msg.key(),
-                        headers=msg.headers(),
-                        on_delivery=delivered,
-                    )
-                part, offset = msg.partition(), msg.offset()
-                assert part is not None and offset is not None  # a record, not an event
-                offsets[part] = offset + 1
-                done += 1
+            copied, tps = copy_batch(producer, got, COPIES, delivered)
+            done += copied
             if producer.flush(30) != 0 or errors:
                 raise RuntimeError(f"copies not acknowledged: {errors[:3]}")
-            if offsets:
-                tps = [CTopicPartition(SOURCE, p, o) for p, o in offsets.items()]
+            if tps:
                 consumer.commit(offsets=tps, asynchronous=False)
     finally:
         consumer.close()
@@ -177,26 +154,11 @@ async def drain_confluent_asyncio(bootstrap: str, group: str, count: int) -> flo
         while done < count:
             got = await loop.run_in_executor(None, consumer.consume, BATCH, 1.0)
             first = first or (time.perf_counter() if got else 0.0)
-            offsets: dict[int, int] = {}
-            for msg in got:
-                if msg.error() is not None:
-                    raise RuntimeError(str(msg.error()))
-                for copy in COPIES:
-                    producer.produce(
-                        copy,
-                        msg.value(),
-                        key=msg.key(),
-                        headers=msg.headers(),
-                        on_delivery=delivered,
-                    )
-                part, offset = msg.partition(), msg.offset()
-                assert part is not None and offset is not None  # a record, not an event
-                offsets[part] = offset + 1
-                done += 1
+            copied, tps = copy_batch(producer, got, COPIES, delivered)
+            done += copied
             if await loop.run_in_executor(None, producer.flush, 30) != 0 or errors:
                 raise RuntimeError(f"copies not acknowledged: {errors[:3]}")
-            if offsets:
-                tps = [CTopicPartition(SOURCE, p, o) for p, o in offsets.items()]
+            if tps:
                 commit = functools.partial(consumer.commit, offsets=tps, asynchronous=False)
                 await loop.run_in_executor(None, commit)
     finally:

@@ -28,7 +28,9 @@ import redis.asyncio as aioredis
 from bench.workload import GROUP, SOURCE
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop, as the router runs on (``routercli.py``), when it is installed; else
+    asyncio's. Every measured loop of the bench runs on it (``bench/clientbench.py`` too)."""
     try:
         import uvloop
     except ImportError:
@@ -111,7 +113,7 @@ def main(argv: list[str]) -> None:
         gctune.tune()  # as synapse-router does
     print("ready", flush=True)
     sys.stdin.readline()
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(_until_term(work))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,8 @@ class RoutingTable:
     retention: tuple[tuple[str, GlobTest, int], ...]
     #: (glob, test, max_age_ms): retention by age, trimmed by a chore (synapse/retention.py)
     max_ages: tuple[tuple[str, GlobTest, int], ...] = ()
+    #: {glob: line} of each retention rule, for warnings that name it (cli/lint.py)
+    retention_lines: Mapping[str, int | None] = field(default_factory=dict)
     hash: str
     spec: Mapping[str, Any]
 
@@ -203,6 +205,7 @@ def compile_table(
         schemas=registry,
         retention=retention,
         max_ages=max_ages,
+        retention_lines={g: line_of(lines, ("retention", g)) for g in data.get("retention") or {}},
         hash=digest,
         spec=data,
     )

@@ -11,9 +11,10 @@ read is sent ahead while the batch in hand is planned and committed.
 Store errors never end the loop: connection errors, timeouts and server-wide
 refusals (OOM, READONLY, LOADING, BUSY...) back off with jitter and mark the
 router not ready, and the re-read of our pending entries that follows does not
-count as a delivery (``retry.py``); a missing group sets up again per the
-``start`` policy. Refused entries due for a retry are claimed before each read,
-and the blocking read waits no longer than the first of them.
+count as a delivery; a missing group sets up again per the ``start`` policy
+(``turnfailure.py`` answers a failed turn, by ``retry.py``'s verdict). Refused
+entries due for a retry are claimed before each read, and the blocking read waits
+no longer than the first of them.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ from synapse.backoff import Backoff
 from synapse.batches import Batches
 from synapse.chores import every
 from synapse.config import RoutingTable
-from synapse.errors import ConsumerInUse, Failure
+from synapse.errors import ConsumerInUse
 from synapse.metrics import Metrics
 from synapse.pipeline import Pipeline
 from synapse.plan import Planner
-from synapse.retry import OUTAGE, RAISED, REDELIVER, SETUP, Action, verdict
 from synapse.summary import Summary
+from synapse.turnfailure import TurnFailures
 
 STATS_INTERVAL_S = 5.0
 #: How often retention by age (``max_age``) trims, when the table has such rules.
@@ -74,6 +75,7 @@ class Router:
         self.on_progress = on_progress or (lambda: None)
         self.log = logging.get("synapse.router").bind(consumer=self.consumer)
         self.stopping = asyncio.Event()
+        self._failures = TurnFailures(metrics, self.log, self.backoff)
         # router_summary every interval (60 s), dead letters at WARNING, rate-limited.
         metrics.watch_routes((r.name, r.to) for r in table.routes)
         self.summary = Summary(
@@ -143,24 +145,20 @@ class Router:
                 self.failure = exc
                 self.log.error("consumer_name_in_use", error=str(exc))
                 break
-            except Exception as exc:  # what happens next is retry.verdict's, by its kind
+            except Exception as exc:  # what happens next is by its kind: turnfailure.py
                 attempt += 1
-                failure = self.backend.classify(exc)
-                judged = verdict(RAISED, failure=failure)
-                if judged.action == SETUP:
-                    self.metrics.redis_errors.labels(Failure.NO_GROUP).inc()
-                    self.log.warning(
-                        "group_missing", error=str(exc), group=self.table.settings.group
-                    )
-                    self._needs_setup = True
-                    await self._sleep(self.backoff.delay_s(attempt) if attempt > 1 else 0)
-                    continue
-                if failure == Failure.INTERNAL:  # a bug must not stop routing for good
-                    self.log.exception("router_error", error=repr(exc), attempt=attempt)
-                if judged.action == REDELIVER:
-                    self._count_redelivery = True
-                self._down(_label(failure, judged.action), exc, attempt)
-                await self._sleep(self.backoff.delay_s(attempt))
+                answer = self._failures.answer(
+                    exc,
+                    self.backend.classify(exc),
+                    attempt,
+                    ready=self.ready,
+                    group=self.table.settings.group,
+                    backend=self.backend.name,
+                )
+                self._needs_setup = True
+                self._count_redelivery = self._count_redelivery or answer.recount
+                self.ready = self.ready and not answer.down
+                await self._sleep(answer.delay_s)
         self.summary.emit(time.monotonic())  # the last interval, on the way out
         await self._farewell()
 
@@ -170,21 +168,6 @@ class Router:
         if self.failure is not None:
             return  # the name belongs to another process: touch neither
         await self.backend.farewell(self.table.settings, self.sources)
-
-    def _down(self, kind: str, exc: BaseException, attempt: int) -> None:
-        self.metrics.redis_errors.labels(kind).inc()
-        if self.ready or attempt == 1:
-            self.log.warning(  # the event's name is stable: the store, whichever it is
-                "redis_unavailable",
-                kind=kind,
-                error=str(exc),
-                attempt=attempt,
-                backend=self.backend.name,
-            )
-        self.ready = False
-        self.metrics.redis_up.set(0)
-        self.metrics.ready.set(0)
-        self._needs_setup = True
 
     async def _sleep(self, seconds: float) -> None:
         self.on_progress()
@@ -295,10 +278,3 @@ class Router:
     async def refresh_stats(self) -> None:
         """Per-source lag and pending gauges (on an interval, not per batch)."""
         await self.backend.refresh_stats(self.table, self.sources)
-
-
-def _label(failure: Failure, action: Action) -> str:
-    """The ``kind`` of ``synapse_redis_errors_total`` for a failed turn."""
-    if failure in (Failure.CONNECTION, Failure.INTERNAL):
-        return failure
-    return Failure.OUTAGE if action == OUTAGE else Failure.RESPONSE

@@ -94,6 +94,7 @@ class Daemon:
             metrics=f"http://{settings.url_host(host)}:{server.port}/metrics",
             consumer=self.router.consumer,
         )
+        self._retention_unapplied(self.table)
         self.notifier.status(f"connecting to {self.router.backend.name}")
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -171,4 +172,22 @@ class Daemon:
         self.metrics.last_reload_ok.set(1)
         self.metrics.set_config(table.hash, time.time())
         self.log.info("config_reloaded", config_hash=table.hash, **changes)
+        self._retention_unapplied(table)
         self.notifier.reloaded(f"reloaded config {table.hash}; routing")
+
+    def _retention_unapplied(self, table: RoutingTable) -> None:
+        """On Kafka the table's retention rules do nothing (the backend trims no topic and a
+        topic has no length cap; the topics' own retention applies): say so at start and at
+        each reload, as ``synapse check --url kafka://...`` does."""
+        if self.router.backend.name != "kafka":
+            return
+        ages = [glob for glob, _, _ in table.max_ages]
+        caps = [glob for glob, _, _ in table.retention]
+        if ages or caps:
+            self.log.warning(
+                "retention_not_applied",
+                max_age=ages,
+                maxlen=caps,
+                backend=self.router.backend.name,
+                instead="the topics' retention.ms / retention.bytes",
+            )

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,21 @@ from tests.ops.conftest import need_tool
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_bench(tmp_path: Path, *argv: str) -> tuple[str, dict[str, Any]]:
+    """``python -m bench ARGV --out FILE`` from the repo root, which must exit 0: what it
+    printed and the results it wrote."""
+    out = tmp_path / "result.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *argv, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout, json.loads(out.read_text())
+
+
 @pytest.mark.parametrize("fanout", [1, 2, 4])
 def test_workload_events_are_valid_and_fan_out_as_configured(tmp_path: Path, fanout: int) -> None:
     """Every bench event passes its schema and gets exactly ``fanout`` copies (no dead letters)."""
@@ -42,18 +58,9 @@ def test_workload_events_are_valid_and_fan_out_as_configured(tmp_path: Path, fan
 @pytest.mark.timeout(300)
 def test_quick_bench_runs_the_secondary_phases_and_writes_json(tmp_path: Path) -> None:
     """`python -m bench --quick` runs drain/latency/memory/scale on its own server, every figure."""
-    out = tmp_path / "result.json"
     argv = ["--quick", "--events", "2000", "--only", "drain,latency,memory,scale"]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", *argv, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "ratio synapse / baseline" in done.stdout
-    result = json.loads(out.read_text())
+    printed, result = run_bench(tmp_path, *argv)
+    assert "ratio synapse / baseline" in printed
     for kind in ("synapse", "baseline"):
         assert result["drain"][kind]["events_per_s"] > 0
         assert result["drain"][kind]["client_us_per_event"] > 0
@@ -87,18 +94,11 @@ PIPELINE = ["nats", "synapse-fo1-everysec", "synapse-fo2-always", "synapse-fo1-e
 def test_pipeline_phase_stores_every_copy_and_reports_consistent_figures(tmp_path: Path) -> None:
     """`bench --only pipeline`: every copy stored once (Synapse and NATS), figures add up."""
     need_tool("nats-server")
-    out, count, reps = tmp_path / "result.json", 1500, 2
+    count, reps = 1500, 2
     argv = ["--only", "pipeline", "--quick", "--pipeline-events", str(count), "--reps", str(reps)]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", *argv, "--variants", ",".join(PIPELINE), "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "| NATS JetStream" in done.stdout
-    pipeline = json.loads(out.read_text())["pipeline"]
+    printed, result = run_bench(tmp_path, *argv, "--variants", ",".join(PIPELINE))
+    assert "| NATS JetStream" in printed
+    pipeline = result["pipeline"]
     family = per_family(count)
     variants = pipeline["variants"]
     assert list(variants) == PIPELINE
@@ -139,17 +139,9 @@ def test_pipeline_phase_stores_every_copy_and_reports_consistent_figures(tmp_pat
 @pytest.mark.timeout(300)
 def test_client_phase_runs_small_and_reports_ratios(tmp_path: Path) -> None:
     """`bin/bench --only client` measures subscribe, FastStream, publish_many and memory."""
-    out = tmp_path / "client.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "client", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "subscribe / hand-written:" in done.stdout
-    client = json.loads(out.read_text())["client"]
+    printed, result = run_bench(tmp_path, "--quick", "--only", "client")
+    assert "subscribe / hand-written:" in printed
+    client = result["client"]
     for kind in ("synapse", "handwritten", "faststream", "publish_many", "raw_pipeline"):
         assert client["events_per_s"][kind] > 0
     assert set(client["ratios"]) == {
@@ -169,18 +161,11 @@ def test_kafka_phase_stores_every_copy_and_reports_consistent_figures(tmp_path: 
     the figures add up and the ratios are the medians' (never a timing assertion)."""
     from bench.kafkaphase import VARIANTS, expected
 
-    out, count = tmp_path / "result.json", 3000
+    count = 3000
     argv = ["--only", "kafka", "--quick", "--kafka-events", str(count), "--reps", "1"]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", *argv, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "ratio synapse / loop (kafka, medians)" in done.stdout
-    kafka = json.loads(out.read_text())["kafka"]
+    printed, result = run_bench(tmp_path, *argv)
+    assert "ratio synapse / loop (kafka, medians)" in printed
+    kafka = result["kafka"]
     assert kafka["records"] == count and set(kafka["variants"]) == set(VARIANTS)
     for kind, v in kafka["variants"].items():
         [run] = v["runs"]

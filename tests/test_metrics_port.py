@@ -37,8 +37,8 @@ async def port() -> AsyncIterator[Port]:
         await server.close()
 
 
-async def request(port: Port, raw: bytes) -> tuple[str, bytes]:
-    """Send raw bytes, read the whole response; (status line, body)."""
+async def exchange(port: Port, raw: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send raw bytes; (status line, headers by lower-case name, body)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port.server.port)
     try:
         writer.write(raw)
@@ -47,7 +47,15 @@ async def request(port: Port, raw: bytes) -> tuple[str, bytes]:
     finally:
         writer.close()
     head, _, body = data.partition(b"\r\n\r\n")
-    return head.split(b"\r\n")[0].decode(), body
+    status, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return status, headers, body
+
+
+async def request(port: Port, raw: bytes) -> tuple[str, bytes]:
+    """Send raw bytes, read the whole response; (status line, body)."""
+    status, _, body = await exchange(port, raw)
+    return status, body
 
 
 def get(path: str, method: str = "GET") -> bytes:
@@ -92,21 +100,6 @@ async def test_only_get_and_head(port: Port, method: str) -> None:
     status, headers, _ = await exchange(port, get("/metrics", method))
     assert status == "HTTP/1.1 405 Method Not Allowed"
     assert headers["allow"] == "GET, HEAD"
-
-
-async def exchange(port: Port, raw: bytes) -> tuple[str, dict[str, str], bytes]:
-    """Send raw bytes; (status line, headers by lower-case name, body)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port.server.port)
-    try:
-        writer.write(raw)
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    status, *lines = head.decode().split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-    return status, headers, body
 
 
 def with_headers(path: str, method: str = "GET", **headers: str) -> bytes:

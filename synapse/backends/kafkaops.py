@@ -98,12 +98,15 @@ def topics(admin: AdminClient) -> dict[str, int]:
 
 
 def watermarks(
-    consumer: Consumer, topic: str, partitions: Iterable[int]
+    consumer: Consumer, topic: str, partitions: Iterable[int], timeout_s: float = TIMEOUT_S
 ) -> dict[int, tuple[int, int]]:
-    """{partition: (first offset, end offset)} as the broker reports them."""
+    """{partition: (first offset, end offset)} as the broker reports them now (asked of
+    the broker, never the client's cache)."""
     out = {}
     for p in partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT_S)
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, p), timeout=timeout_s, cached=False
+        )
         out[p] = (int(low), int(high))
     return out
 

@@ -3,9 +3,10 @@
 Problems exit 1, every one in one run. With a ``kafka://`` URL (``--url`` /
 ``SYNAPSE_URL``), the table is checked for Kafka: every source, destination,
 unrouted and dead-letter name must be a legal topic, and the default dead-letter
-topic is ``synapse.dlq``. No broker is contacted. Warnings (routes that can never match,
-destinations that look like typos of a known name) are printed but exit 0, unless
-``--strict``.
+topic is ``synapse.dlq``, and a retention rule (``max_age``, ``maxlen``) is a warning:
+Kafka does not apply it, the topics' ``retention.ms`` does. No broker is contacted.
+Warnings (routes that can never match, destinations that look like typos of a known
+name, retention on Kafka) are printed but exit 0, unless ``--strict``.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from synapse.slotcheck import atomicity
 def check(config_path: Path, as_json: bool, strict: bool, for_cluster: bool) -> None:
     """Check routes.yaml and its schemas; exit 1 listing every problem.
 
-    Warnings: routes that can never match, and destinations that look like typos of a
-    schema folder, source or other destination ("did you mean ...?"); --strict fails on them.
+    Warnings: routes that can never match, destinations that look like typos of a
+    schema folder, source or other destination ("did you mean ...?"), and with a kafka://
+    URL retention rules (Kafka applies the topics' retention.ms); --strict fails on them.
 
     \b
     Examples:
@@ -70,7 +72,7 @@ def check(config_path: Path, as_json: bool, strict: bool, for_cluster: bool) -> 
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
         sys.exit(common.EXIT_FAILED)
-    warnings = lint(table)
+    warnings = lint(table, kind)
     failed = strict and bool(warnings)
     if as_json:
         common.emit_json(

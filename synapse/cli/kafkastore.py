@@ -2,9 +2,10 @@
 
 A topic's length and each group's lag come from the broker's end offsets, or, with
 ``exact``, from reading the topic: tansu under-reports end offsets after batched
-produce (docs/kafka.md), so only a count by reading is exact there. A group's lag on a
-partition it never committed counts from the partition's first offset (what a new
-router group with ``start: earliest`` would read). Records are shown in timestamp
+produce (docs/kafka.md), so only a count by reading is exact there. A group's lag is
+``kafkastats.behind``, the router's own rule; on a partition it never committed it
+counts from the partition's first offset (what a new router group with ``start:
+earliest`` would read). Records are shown in timestamp
 order across partitions; ids are ``<partition>-<offset>``.
 """
 
@@ -18,6 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from confluent_kafka.admin import AdminClient
 
 from synapse.backends import kafkaadmin, kafkaops
+from synapse.backends.kafkastats import behind
 from synapse.cli.errors import Failure
 from synapse.cli.redisstore import age_s
 from synapse.cli.store import Cursor, Record
@@ -148,10 +150,7 @@ class KafkaStore:
                 p: {"first_offset": lo, "end_offset": hi, "length": hi - lo}
                 for p, (lo, hi) in marks.items()
             }
-            lags = {
-                g: sum(max(0, hi - offsets.get(p, lo)) for p, (lo, hi) in marks.items())
-                for g, offsets in committed.items()
-            }
+            lags = {g: behind(marks, offsets, earliest=True) for g, offsets in committed.items()}
             first, last = self._ends(name, marks)
         groups = [
             {

@@ -1,4 +1,5 @@
-"""Warnings about a valid routing table: routes that can never match, likely typos.
+"""Warnings about a valid routing table: routes that can never match, likely typos, and
+on Kafka the retention rules that Kafka does not apply (the topics' own retention does).
 
 Pure functions over a compiled table. Glob overlap is decided exactly: two
 shell-style globs intersect when some string matches both, found by a search over
@@ -12,6 +13,7 @@ from difflib import SequenceMatcher, get_close_matches
 from functools import cache
 
 from synapse.config import RoutingTable
+from synapse.kafka.url import Kind
 from synapse.matching import is_glob
 
 #: A token: None for ``*``; else (negated, chars) for one character.
@@ -110,8 +112,9 @@ def edit_distance(a: str, b: str) -> int:
     return prev[-1]
 
 
-def lint(table: RoutingTable) -> list[Warning_]:
-    """Every warning for ``table``, in route order."""
+def lint(table: RoutingTable, kind: Kind = "redis") -> list[Warning_]:
+    """Every warning for ``table`` on a backend of ``kind``: the routes' in route order,
+    then the retention rules'."""
     name = str(table.path)
     found: list[Warning_] = []
     schema_globs = [glob for glob, _, _ in table.schemas.rules]
@@ -139,6 +142,37 @@ def lint(table: RoutingTable) -> list[Warning_]:
                 )
             )
     found += _typos(table, name)
+    if kind == "kafka":
+        found += _kafka_retention(table, name)
+    return found
+
+
+def _kafka_retention(table: RoutingTable, name: str) -> list[Warning_]:
+    """Retention rules a Kafka router does not apply: it trims no topic by age (the
+    retention chore is Redis's: ``KafkaBackend.trim_by_age`` does nothing) and a topic has
+    no length cap; each topic's own ``retention.ms`` / ``retention.bytes`` apply instead."""
+    ages = {glob: ms for glob, _, ms in table.max_ages}
+    caps = {glob for glob, _, _ in table.retention}
+    found = []
+    for glob, line in table.retention_lines.items():
+        if glob in ages:
+            found.append(
+                Warning_(
+                    name,
+                    line,
+                    f"retention {glob!r}: max_age is not applied on Kafka (the router trims "
+                    f"no topic by age): set the topics' retention.ms={ages[glob]} instead",
+                )
+            )
+        if glob in caps:
+            found.append(
+                Warning_(
+                    name,
+                    line,
+                    f"retention {glob!r}: maxlen is not applied on Kafka (no topic is capped "
+                    "by length): bound the topics with retention.bytes or retention.ms instead",
+                )
+            )
     return found
 
 

@@ -13,7 +13,8 @@ server's ``./.synapse/redis.url`` that ``bin/run`` writes (``SYNAPSE_STATE_DIR``
 moves it); a ``kafka://host:port[,host:port]`` URL puts the same API on Kafka
 topics (docs/kafka.md "Services on Kafka"). Every Bus registers itself (service,
 instance, host, pid, version, what it publishes and consumes) with a heartbeat TTL,
-from its first publish or ``run``. What differs by store is behind ``seam.Store``.
+from its first publish or ``run``. What differs by store is behind ``seam.Store``
+(``seam.resolve_url`` finds the URL); how the subscriptions run is ``serving.py``.
 """
 
 from __future__ import annotations
@@ -32,40 +33,22 @@ import structlog
 from synapse import __version__, registry, settings, wire
 from synapse import log as logging
 from synapse.backend import Presence
-from synapse.backoff import Backoff
+from synapse.client import serving
 from synapse.client import subscription as subs
 from synapse.client.publisher import Item, Publisher
 from synapse.client.seam import (
     Store,
-    StreamsIO,
     check_names,
-    check_url,
     default_dead_letter,
     open_store,
     record_key,
+    resolve_url,
 )
 from synapse.client.subscriber import Subscriber
 from synapse.client.validate import Checker
 from synapse.config import RouterSettings
 from synapse.consumer import default_consumer_name
-from synapse.errors import SynapseError
 from synapse.kafka.url import backend_kind
-
-
-def resolve_url(url: str | None) -> str:
-    """``url``, else SYNAPSE_URL / SYNAPSE_REDIS_URL, else the embedded server's URL file;
-    a malformed ``kafka://`` URL, or one without confluent-kafka, raises ``UsageError``."""
-    found = url or os.environ.get("SYNAPSE_URL") or os.environ.get("SYNAPSE_REDIS_URL")
-    if found:
-        return check_url(found)
-    state = settings.state_dir(os.environ.get("SYNAPSE_STATE_DIR"))
-    from_file = settings.url_from_state(state)
-    if from_file:
-        return from_file
-    raise SynapseError(
-        "no Redis URL: pass Bus(url=...), set SYNAPSE_URL, or start the router (bin/run) "
-        f"so that {state / settings.URL_FILE} exists"
-    )
 
 
 class Bus:
@@ -266,44 +249,6 @@ class Bus:
 
         return add
 
-    def _starts(self) -> dict[str, str]:
-        starts: dict[str, str] = {}
-        for sub in self.subscriptions:
-            for stream in sub.streams:
-                starts.setdefault(stream, "0" if sub.start == "earliest" else "$")
-        starts[self.store.retry_stream(self.service)] = "0"
-        return {name: ("earliest" if s == "0" else "latest") for name, s in starts.items()}
-
-    def _make_subscriber(self) -> Subscriber:
-        group = RouterSettings(
-            group=self.service,
-            consumer=self.consumer,
-            batch=self.batch,
-            block_ms=self.block_ms,
-            claim_idle_ms=min(s.claim_idle_ms for s in self.subscriptions),
-            max_deliveries=max(s.max_deliveries for s in self.subscriptions),
-            dead_letter=self.dead_letter,
-        )
-        backoff = Backoff()
-        log = self.log.bind(consumer=self.consumer)
-        store = self.store
-
-        def io(stopping: asyncio.Event) -> StreamsIO:
-            return store.streams(
-                settings=group, starts=self._starts(), stopping=stopping, log=log, backoff=backoff
-            )
-
-        return Subscriber(
-            self.service,
-            self.subscriptions,
-            io,
-            retry_stream=store.retry_stream(self.service),
-            dead_letter=self.dead_letter,
-            log=log,
-            backoff=backoff,
-            drain_timeout_s=self.drain_timeout_s,
-        )
-
     # -- running ----------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -319,21 +264,24 @@ class Bus:
         """
         if not self.subscriptions:
             raise RuntimeError("nothing to run: subscribe a handler first")
-        self.subscriber = self._make_subscriber()
+        self.subscriber = serving.make_subscriber(
+            self.service,
+            self.subscriptions,
+            self.store,
+            consumer=self.consumer,
+            batch=self.batch,
+            block_ms=self.block_ms,
+            dead_letter=self.dead_letter,
+            drain_timeout_s=self.drain_timeout_s,
+            log=self.log,
+        )
         if self._stopping:
             self.subscriber.stop()
         self._ensure_registered()
-        loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-                loop.add_signal_handler(sig, self._on_signal, sig)
-                installed.append(sig)
         try:
-            await self.subscriber.run()
+            with serving.stop_signals(self._on_signal):
+                await self.subscriber.run()
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
             self.subscriber = None
             await self.close()
 

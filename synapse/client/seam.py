@@ -7,21 +7,25 @@ store), keeps the registration alive (``presence``), names the service's retry
 stream and the default dead-letter stream, and opens the subscriber's I/O. The
 subscriber's I/O (``StreamsIO``) reads entries, hands them back again for a retry,
 and writes outcomes (``OutcomeWriter``: acks, dead letters, dedupe marks) behind
-the handlers. ``open_store`` picks the implementation by URL; the Kafka one is
-imported only for a ``kafka://`` URL (confluent-kafka is the ``kafka`` extra).
+the handlers. ``resolve_url`` finds the URL (``url=``, the environment, the embedded
+server's URL file) and checks a Bus can use it; ``open_store`` picks the
+implementation by it, importing the Kafka one only for a ``kafka://`` URL
+(confluent-kafka is the ``kafka`` extra).
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from synapse import settings
 from synapse.backend import Pages, Presence, Read
 from synapse.backoff import Backoff
 from synapse.config import RouterSettings
-from synapse.errors import Failure, UsageError
+from synapse.errors import Failure, SynapseError, UsageError
 from synapse.kafka.names import DEFAULT_DLQ, retry_topic, topic_problem
 from synapse.kafka.url import backend_kind
 from synapse.kafka.url import parse as parse_kafka
@@ -134,6 +138,22 @@ def check_url(url: str) -> str:
         if importlib.util.find_spec("confluent_kafka") is None:
             raise UsageError(KAFKA_MISSING)
     return url
+
+
+def resolve_url(url: str | None) -> str:
+    """``url``, else SYNAPSE_URL / SYNAPSE_REDIS_URL, else the embedded server's URL file;
+    a malformed ``kafka://`` URL, or one without confluent-kafka, raises ``UsageError``."""
+    found = url or os.environ.get("SYNAPSE_URL") or os.environ.get("SYNAPSE_REDIS_URL")
+    if found:
+        return check_url(found)
+    state = settings.state_dir(os.environ.get("SYNAPSE_STATE_DIR"))
+    from_file = settings.url_from_state(state)
+    if from_file:
+        return from_file
+    raise SynapseError(
+        "no Redis URL: pass Bus(url=...), set SYNAPSE_URL, or start the router (bin/run) "
+        f"so that {state / settings.URL_FILE} exists"
+    )
 
 
 def default_dead_letter(kind: str) -> str:

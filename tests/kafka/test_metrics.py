@@ -199,3 +199,16 @@ def test_group_lag_counts_a_group_without_commits_by_its_start_and_skips_missing
         assert lag.lag(f"{topic}.g", [topic, missing], earliest=False) == {topic: 0}
     finally:
         lag.close()
+
+
+def test_behind_is_end_minus_committed_and_a_partition_never_committed_counts_by_start() -> None:
+    """kafkastats.behind (the router's gauge and the CLI's lag): per partition, end offset
+    minus committed, never below 0 (tansu's under-reported ends); a partition with no commit
+    counts from its first offset at ``earliest``, else not at all."""
+    from synapse.backends.kafkastats import behind
+
+    marks = {0: (0, 10), 1: (5, 8), 2: (0, 4)}
+    committed = {0: 7, 2: 6}  # partition 2's commit is past the end tansu reports
+    assert behind(marks, committed, earliest=True) == 3 + 3 + 0
+    assert behind(marks, committed, earliest=False) == 3 + 0 + 0
+    assert behind({}, {}, earliest=True) == 0

@@ -5,6 +5,7 @@ checks of a Kafka URL and table, and `synapse check`'s topic-name rules."""
 from __future__ import annotations
 
 import json
+import signal
 import textwrap
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from synapse.client import Bus
 from synapse.config import load_table
 from synapse.errors import ConfigError
 from synapse.kafka.names import DEFAULT_DLQ
+from synapse.tansu import TansuBroker
+from tests.support.router import RouterProcess, router_args
 
 KAFKA = "kafka://127.0.0.1:9"  # never contacted: refused before any connection
 
@@ -100,6 +103,80 @@ def test_check_applies_topic_rules_only_for_a_kafka_url(tmp_path: Path) -> None:
     by_env = _cli("check", "--config", path, "--json", SYNAPSE_URL=KAFKA)
     assert by_env.exit_code == 1
     assert {p["line"] for p in json.loads(by_env.stdout)["problems"]} == {3, 4, 7, 13}
+
+
+RETAINED = """\
+version: 1
+sources: [orders]
+routes:
+  - name: all
+    match: "*"
+    to: [orders.copy]
+retention:
+  orders: {max_age: 7d}
+  "orders.*": {maxlen: 1000, max_age: 1h}
+"""
+
+
+def test_check_on_kafka_warns_that_retention_rules_are_not_applied(tmp_path: Path) -> None:
+    """`synapse check --url kafka://...`: each max_age and maxlen rule is a warning at its
+    line saying Kafka does not apply it and naming the topic setting that does (retention.ms
+    with the rule's age in ms); exit 0, 1 with --strict; on Redis the same table is clean."""
+    path = str(_table(tmp_path, RETAINED))
+    on_redis = _cli("check", "--config", path)
+    assert on_redis.exit_code == 0 and "warning" not in on_redis.stderr
+    warned = _cli("check", "--config", path, "--url", KAFKA)
+    assert warned.exit_code == 0 and "ok with 3 warnings" in warned.stdout
+    assert (
+        f"{path}:8: warning: retention 'orders': max_age is not applied on Kafka (the router "
+        "trims no topic by age): set the topics' retention.ms=604800000 instead"
+    ) in warned.stderr
+    assert f"{path}:9: warning: retention 'orders.*': max_age" in warned.stderr
+    assert "retention.ms=3600000" in warned.stderr
+    assert f"{path}:9: warning: retention 'orders.*': maxlen is not applied on Kafka" in (
+        warned.stderr
+    )
+    strict = _cli("check", "--config", path, "--strict", "--json", "--url", KAFKA)
+    assert strict.exit_code == 1
+    found = json.loads(strict.stdout)["warnings"]
+    assert [(w["line"], w["message"].split(":")[1].split()[0]) for w in found] == [
+        (8, "max_age"),
+        (9, "max_age"),
+        (9, "maxlen"),
+    ]
+
+
+def test_router_on_kafka_warns_at_start_and_reload_that_retention_is_not_applied(
+    broker: TansuBroker, topic: str, tmp_path: Path
+) -> None:
+    """synapse-router on a kafka:// URL with retention rules logs retention_not_applied (the
+    max_age and maxlen globs, what applies instead) when it starts and again at a reload."""
+    table = f"""\
+        version: 1
+        router: {{group: {topic}.g, block_ms: 100}}
+        sources: ["{topic}.in"]
+        routes:
+          - name: all
+            match: "*"
+            to: ["{topic}.out"]
+        retention:
+          "{topic}.*": {{max_age: 7d}}
+          "{topic}.out": {{maxlen: 1000}}
+        """
+    config = _table(tmp_path, table)
+    args = [*router_args(config, None, consumer="r"), "--url", broker.url]
+    router = RouterProcess(None, None, args=args, log_path=tmp_path / "router.log")
+    try:
+        router.start(wait_ready=True)
+        warned = router.wait_log("retention_not_applied")
+        assert (warned["max_age"], warned["maxlen"]) == ([f"{topic}.*"], [f"{topic}.out"])
+        assert warned["level"] == "warning" and "retention.ms" in warned["instead"]
+        router.signal(signal.SIGHUP)
+        router.wait_log("config_reloaded")
+        router.wait_log("retention_not_applied", count=2)
+        assert router.stop() == 0
+    finally:
+        router.kill()
 
 
 def test_check_with_a_malformed_kafka_url_is_a_usage_error(tmp_path: Path) -> None:
