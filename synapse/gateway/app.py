@@ -20,7 +20,7 @@ from synapse import log
 from synapse.gateway.access import token_ok
 from synapse.gateway.catchup import catch_up
 from synapse.gateway.channel import SLOW, Shape, Subscriber
-from synapse.gateway.cursor import BadCursor, Position, parse_cursor
+from synapse.gateway.cursor import MAX_CURSOR_CHARS, BadCursor, Position, parse_cursor
 from synapse.gateway.hub import Hub, NotAStream
 from synapse.gateway.metrics import GatewayMetrics
 from synapse.gateway.settings import GatewaySettings
@@ -100,7 +100,14 @@ class Gateway:
 
     async def start(self) -> None:
         """Listen and start reading; ``port`` is the bound port (useful with port 0)."""
-        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        self._runner = web.AppRunner(
+            self.app,
+            handler_cancellation=True,
+            access_log=None,
+            # Last-Event-ID (or ?last_event_id=) holds a cursor: a pair per Kafka partition
+            max_field_size=MAX_CURSOR_CHARS + 1024,
+            max_line_size=3 * MAX_CURSOR_CHARS + 4096,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await site.start()

@@ -29,8 +29,9 @@ _ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 _ESCAPES = {"%": "%25", ",": "%2C", "\r": "%0D", "\n": "%0A", "\0": "%00"}
 _NEEDS_ESCAPE = re.compile("[%,\r\n\0]")
 
-#: The largest cursor accepted (a few hundred pairs' worth).
-MAX_CURSOR_CHARS = 16_384
+#: The largest cursor accepted: a thousand pairs or more (a Kafka cursor has one per
+#: partition). The HTTP server takes header and request lines this long (``app.py``).
+MAX_CURSOR_CHARS = 65_536
 
 #: An entry id as a sortable pair: (milliseconds, sequence) on Redis, (partition, offset)
 #: on Kafka.

@@ -200,6 +200,30 @@ async def test_two_topics_resume_each_from_its_own_pairs(broker: TansuBroker, to
             await again.close()
 
 
+async def test_a_cursor_of_hundreds_of_partitions_is_taken_by_header(
+    broker: TansuBroker, topic: str
+) -> None:
+    """A cursor grows with partitions (a pair each): one of 400 pairs (~30 KB with this long
+    topic name, past the usual 8 KB header limit) is taken as Last-Event-ID and resumes."""
+    make_topic(broker, topic)
+    async with serving(broker.url) as gw:
+        base = base_url(gw)
+        first = await open_events(base, f"stream={topic}")
+        await wait_for(lambda: gw.hub.subscribers == 1, what="subscribed")
+        await publish(broker, topic, "t", 3)
+        await first.take(3)
+        await first.close()
+        missed = await publish(broker, topic, "t", 3, start=3)
+        more = ",".join(f"{topic}/{p}-0" for p in range(3, 400))  # as if 400 partitions
+        cursor = f"{first.last_id},{more}"
+        assert len(cursor) > 8192
+        again = await open_events(base, f"stream={topic}", {"Last-Event-ID": cursor})
+        try:
+            assert sorted(await take_ids(again, 3)) == sorted(missed)
+        finally:
+            await again.close()
+
+
 async def test_kafka_clients_stay_constant_as_browsers_grow(
     broker: TansuBroker, topic: str
 ) -> None:
