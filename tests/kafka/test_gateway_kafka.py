@@ -261,6 +261,29 @@ async def test_kafka_clients_stay_constant_as_browsers_grow(
                 await sse.close()
 
 
+async def test_client_cap_health_and_metrics_as_on_redis(broker: TansuBroker, topic: str) -> None:
+    """The cap answers 503 with Retry-After; /healthz, /readyz and /metrics keep their
+    names and meaning on Kafka."""
+    make_topic(broker, topic)
+    async with serving(broker.url, max_clients=1) as gw:
+        base = base_url(gw)
+        sse = await open_events(base, f"stream={topic}")
+        try:
+            await wait_for(lambda: gw.hub.subscribers == 1, what="subscribed")
+            status, _, headers = await status_of(f"{base}/events?stream={topic}")
+            assert status == 503 and headers["Retry-After"] == "5"
+            ids = await publish(broker, topic, "t", 3)
+            assert sorted(await take_ids(sse, 3)) == sorted(ids)
+            assert (await status_of(f"{base}/healthz"))[:2] == (200, "ok\n")
+            assert (await status_of(f"{base}/readyz"))[:2] == (200, "ready\n")
+            _, text, _ = await status_of(f"{base}/metrics")
+            assert "synapse_gateway_redis_up 1.0" in text
+            assert "synapse_gateway_events_read_total 3.0" in text
+            assert 'synapse_gateway_requests_refused_total{reason="over_capacity"} 1.0' in text
+        finally:
+            await sse.close()
+
+
 async def test_internal_and_unserved_topics_get_403(broker: TansuBroker, topic: str) -> None:
     """synapse.* topics (dead letters, registry) and Kafka's __* only by exact name;
     --streams globs decide the rest."""
