@@ -91,6 +91,11 @@ async def test_a_primary_away_is_not_ready_then_its_streams_carry_on(tmp_path: P
             await wait_for(lambda: not gw.hub.ready, timeout_s=20, what="not ready")
             status, body, _ = await status_of(f"{base}/readyz")
             assert status == 503 and "Redis" in body
+            reads, seen = gw.hub.reads, []
+            while gw.hub.reads < reads + 4:  # retries: every primary is pinged, none flips ready
+                seen.append(gw.hub.ready)
+                await asyncio.sleep(0.01)
+            assert not any(seen)
             node.start()
             cluster.wait_ok()
             await wait_for(lambda: gw.hub.ready, timeout_s=30, what="ready again")
