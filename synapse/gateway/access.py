@@ -1,9 +1,9 @@
 """Who may read what: the stream allowlist, the token, and CORS.
 
 - Streams: only those matching ``--streams`` globs are served; with none given,
-  every stream. Internal streams (``synapse:*``: dead letters, retry streams,
-  the registry) are served only when listed by their exact name, never through
-  a glob.
+  every stream. Internal streams (``synapse:*`` on Redis: dead letters, retry
+  streams, the registry; ``synapse.*`` and Kafka's own ``__*`` topics on Kafka)
+  are served only when listed by their exact name, never through a glob.
 - Token: with ``--token-file``, a request needs ``Authorization: Bearer <token>``
   or ``?token=<token>`` (EventSource cannot set headers). Compared in constant
   time; never logged.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -29,9 +29,11 @@ CORS_ALLOW_HEADERS = "Authorization, Last-Event-ID, Cache-Control"
 
 @dataclass(frozen=True, slots=True)
 class StreamPolicy:
-    """The allowlist: ``globs`` None means every non-internal stream."""
+    """The allowlist: ``globs`` None means every non-internal stream. ``internal``: the
+    prefixes of the backend's internal names (the gateway sets its reader's)."""
 
     globs: tuple[str, ...] | None = None
+    internal: tuple[str, ...] = (INTERNAL_PREFIX,)
 
     @classmethod
     def parse(cls, text: str | None) -> StreamPolicy:
@@ -41,15 +43,20 @@ class StreamPolicy:
         globs = tuple(g.strip() for g in text.split(",") if g.strip())
         return cls(globs or None)
 
+    def with_internal(self, prefixes: tuple[str, ...]) -> StreamPolicy:
+        return replace(self, internal=prefixes)
+
     def allows(self, stream: str) -> bool:
-        if stream.startswith(INTERNAL_PREFIX):
+        if stream.startswith(self.internal):
             return self.globs is not None and stream in self.globs
         if self.globs is None:
             return True
         return any(fnmatchcase(stream, g) for g in self.globs)
 
     def describe(self) -> str:
-        return ",".join(self.globs) if self.globs else "* (internal synapse:* excluded)"
+        if self.globs:
+            return ",".join(self.globs)
+        return "* (internal " + ", ".join(p + "*" for p in self.internal) + " excluded)"
 
 
 def read_token(path: Path) -> str:

@@ -15,13 +15,12 @@ import socket
 from importlib import resources
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from synapse import log
 from synapse.gateway.access import token_ok
 from synapse.gateway.catchup import catch_up
 from synapse.gateway.channel import SLOW, Shape, Subscriber
-from synapse.gateway.cursor import BadCursor, parse_cursor
+from synapse.gateway.cursor import MAX_CURSOR_CHARS, BadCursor, Position, parse_cursor
 from synapse.gateway.hub import Hub, NotAStream
 from synapse.gateway.metrics import GatewayMetrics
 from synapse.gateway.settings import GatewaySettings
@@ -75,6 +74,11 @@ class Gateway:
             block_ms=settings.block_ms,
             client_buffer_bytes=settings.client_buffer_bytes,
         )
+        self.store = self.hub.reader.label
+        #: The store failing (a response to end, a client to refuse with 503).
+        self.store_errors = self.hub.reader.errors
+        self.gone: tuple[type[BaseException], ...] = (ConnectionError, *self.store_errors)
+        self.policy = settings.policy.with_internal(self.hub.reader.internal_prefixes)
         self.clients = 0  # slots taken, including clients still joining
         self.app = web.Application()
         self.app.add_routes(
@@ -96,7 +100,14 @@ class Gateway:
 
     async def start(self) -> None:
         """Listen and start reading; ``port`` is the bound port (useful with port 0)."""
-        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        self._runner = web.AppRunner(
+            self.app,
+            handler_cancellation=True,
+            access_log=None,
+            # Last-Event-ID (or ?last_event_id=) holds a cursor: a pair per Kafka partition
+            max_field_size=MAX_CURSOR_CHARS + 1024,
+            max_line_size=3 * MAX_CURSOR_CHARS + 4096,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await site.start()
@@ -115,7 +126,7 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            # bounded: a cancel that lands as a read completes may be lost inside the Redis
+            # bounded: a cancel that lands as a read completes may be lost inside the store's
             # client; the loop still ends on the stop flag within one read
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(task, self.settings.block_ms / 1000 + 5)
@@ -163,12 +174,12 @@ class Gateway:
         shape = self._shape(request)
         if isinstance(shape, str):
             return self._refuse(request, 400, "bad_request", shape)
-        refused = [s for s in shape.streams if not self.settings.policy.allows(s)]
+        refused = [s for s in shape.streams if not self.policy.allows(s)]
         if refused:
             return self._refuse(request, 403, "forbidden", f"stream not served: {refused[0]}")
         last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id", "")
         try:
-            cursor = parse_cursor(last, shape.streams)
+            cursor = parse_cursor(last, shape.streams, self.hub.codec)
         except BadCursor as exc:
             return self._refuse(request, 400, "bad_request", f"bad Last-Event-ID: {exc}")
         if self.clients >= self.settings.max_clients:
@@ -180,7 +191,7 @@ class Gateway:
             self.clients -= 1
 
     async def _stream(
-        self, request: web.Request, shape: Shape, cursor: dict[str, tuple[int, int]]
+        self, request: web.Request, shape: Shape, cursor: dict[str, Position]
     ) -> web.StreamResponse:
         transport = request.transport
 
@@ -195,9 +206,11 @@ class Gateway:
             sub = await self.hub.subscribe(shape, on_drop)
         except NotAStream as exc:
             return self._refuse(request, 400, "not_a_stream", str(exc))
-        except RedisError as exc:
-            logger.warning("client_refused_redis", error=str(exc))
-            return self._refuse(request, 503, "over_capacity", "Redis is unavailable; retry later")
+        except self.store_errors as exc:
+            logger.warning("client_refused_redis", store=self.store, error=str(exc))
+            return self._refuse(
+                request, 503, "over_capacity", f"{self.store} is unavailable; retry later"
+            )
         self.metrics.connections.inc()
         _cap_send_buffer(request)
         logger.debug(  # never the query string: it may hold the token
@@ -216,8 +229,8 @@ class Gateway:
             await response.write(PREAMBLE)
             await self._send(request, response, sub, cursor)
             return response
-        except (ConnectionError, RedisError):
-            return web.StreamResponse()  # the client is gone (or Redis failed mid catch-up)
+        except self.gone:
+            return web.StreamResponse()  # the client is gone (or the store failed mid catch-up)
         finally:
             self.hub.unsubscribe(sub)
             logger.debug("client_disconnected", reason=sub.dropped or "closed")
@@ -227,9 +240,9 @@ class Gateway:
         request: web.Request,
         response: web.StreamResponse,
         sub: Subscriber,
-        cursor: dict[str, tuple[int, int]],
+        cursor: dict[str, Position],
     ) -> None:
-        async for chunk, count in catch_up(self.hub.control, sub, cursor):
+        async for chunk, count in catch_up(self.hub.reader, sub, cursor):
             self.metrics.catchup_events.inc(count)
             if chunk:
                 await response.write(chunk)
@@ -258,16 +271,10 @@ class Gateway:
         """The streams this gateway serves that exist now (for the page's picker)."""
         if not self._authorized(request):
             return self._refuse(request, 401, "unauthorized", "a token is required")
-        names: list[str] = []
         try:
-            async for raw in self.hub.control.scan_iter(count=1000, _type="stream"):
-                name = raw.decode("utf-8", "replace")
-                if self.settings.policy.allows(name):
-                    names.append(name)
-                if len(names) >= MAX_LISTED_STREAMS:
-                    break
-        except RedisError:
-            return web.json_response({"error": "Redis is unavailable"}, status=503)
+            names = await self.hub.reader.names(self.policy.allows, MAX_LISTED_STREAMS)
+        except self.store_errors:
+            return web.json_response({"error": f"{self.store} is unavailable"}, status=503)
         return web.json_response({"streams": sorted(names)})
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -276,7 +283,7 @@ class Gateway:
     async def readyz(self, request: web.Request) -> web.Response:
         if self.hub.ready:
             return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready: Redis is not answering\n")
+        return web.Response(status=503, text=f"not ready: {self.store} is not answering\n")
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(

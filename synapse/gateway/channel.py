@@ -7,7 +7,7 @@ position, which all of its live clients have reached) and hands the same
 writes it to its socket without a task switch. Bytes a client has not taken,
 in our buffer or its transport's, are bounded by ``limit_bytes``; past that it
 is dropped (its client reconnects with ``Last-Event-ID`` and catches up from
-Redis), so a client that cannot keep up never slows the others and never grows
+the store), so a client that cannot keep up never slows the others and never grows
 the gateway's memory. No I/O of its own, no clock.
 """
 
@@ -17,10 +17,10 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Protocol
+from typing import Protocol
 
-from synapse.gateway.cursor import IdKey, escape, id_key, id_text
-from synapse.gateway.sse import Entry, entry, message
+from synapse.gateway.cursor import REDIS, Codec, Position, escape
+from synapse.gateway.sse import Entry, message
 
 #: Why a subscriber stopped: metric label values.
 SLOW = "slow"
@@ -76,7 +76,7 @@ class Subscriber:
         self.writer: Writer | None = None
         self.chunked = True
         #: Set by the hub once the subscriber is registered: where it joined the channel.
-        self.joined_at: dict[str, IdKey] = {}
+        self.joined_at: dict[str, Position] = {}
 
     def push(self, data: bytes, framed: bytes) -> None:
         """Queue or write one chunk (``framed`` is ``data`` as an HTTP chunk)."""
@@ -124,9 +124,12 @@ class Subscriber:
 class Channel:
     """The subscribers of one ``Shape`` and the encoding they share."""
 
-    def __init__(self, shape: Shape, positions: Mapping[str, IdKey]) -> None:
+    def __init__(
+        self, shape: Shape, positions: Mapping[str, Position], codec: Codec = REDIS
+    ) -> None:
         self.shape = shape
         self.positions = positions  # the hub's read positions (shared, live)
+        self.codec = codec
         self.subscribers: set[Subscriber] = set()
         self._types: dict[str, bool] = {}
         self._out: list[bytes] = []
@@ -142,22 +145,23 @@ class Channel:
             self._types[event_type] = found
         return found
 
-    def cursor_with(self, stream: str, key: IdKey) -> str:
-        """The cursor at the hub's positions, with ``stream`` at ``key``."""
+    def cursor_with(self, stream: str, own: str) -> str:
+        """The cursor at the hub's positions, with ``stream``'s pairs ``own``."""
         if len(self.shape.streams) == 1:
-            return f"{self._names[stream]}/{id_text(key)}"
+            return own
+        text = self.codec.text
         return ",".join(
-            f"{self._names[s]}/{id_text(key if s == stream else self.positions[s])}"
+            own if s == stream else text(self._names[s], self.positions[s])
             for s in self.shape.streams
         )
 
-    def collect(self, stream: str, entries: Sequence[Entry]) -> int:
-        """Encode the entries this channel wants (read from ``stream``); how many."""
+    def collect(self, stream: str, read: Read) -> int:
+        """Encode the entries of ``read`` (from ``stream``) this channel wants; how many."""
         kept = 0
         named = self.shape.named
-        for e in entries:
+        for i, e in enumerate(read.entries):
             if self.wants(e.type):
-                cursor = self.cursor_with(stream, e.key)
+                cursor = self.cursor_with(stream, read.text(i))
                 self._out.append(message(cursor, e.type if named else None, e.payload))
                 kept += 1
         return kept
@@ -178,6 +182,29 @@ class Channel:
         return len(chunk) * len(self.subscribers)
 
 
+class Read:
+    """The new entries of one stream in one read, each with the stream's position after
+    it; the cursor text of each position is written once, when a channel first asks."""
+
+    def __init__(self, name: str, codec: Codec) -> None:
+        self.name = escape(name)
+        self.codec = codec
+        self.entries: list[Entry] = []
+        self.after: list[Position] = []
+        self._texts: list[str | None] = []
+
+    def add(self, e: Entry, pos: Position) -> None:
+        self.entries.append(e)
+        self.after.append(pos)
+        self._texts.append(None)
+
+    def text(self, i: int) -> str:
+        found = self._texts[i]
+        if found is None:
+            found = self._texts[i] = self.codec.text(self.name, self.after[i])
+        return found
+
+
 @dataclass(frozen=True, slots=True)
 class Tally:
     """What one read did: entries read, writes handed out, bytes, first entry's ms."""
@@ -188,38 +215,45 @@ class Tally:
     first_ms: int
 
 
+#: One read as a reader returns it: (stream, its entries in order), per stream.
+Batches = Sequence[tuple[str, Sequence[Entry]]]
+
+
 def fan_out(
-    reply: Sequence[Any], positions: dict[str, IdKey], channels: Iterable[Channel]
+    batches: Batches,
+    positions: dict[str, Position],
+    channels: Iterable[Channel],
+    codec: Codec = REDIS,
 ) -> Tally:
-    """Hand one raw XREAD reply to the channels that watch its streams; advance positions.
+    """Hand one read to the channels that watch its streams; advance the positions.
 
     Entries at or before a stream's position are skipped (a reply that raced a
     stream's restart), so nothing is sent twice; streams nobody watches are ignored.
     """
     channels = tuple(channels)
     touched: set[Channel] = set()
-    read = first_ms = 0
-    for raw_stream, raw_entries in reply:
-        stream = raw_stream.decode("utf-8", "surrogateescape")
-        position = positions.get(stream)
-        if position is None:
+    read = 0
+    first_ms = -1
+    for stream, entries in batches:
+        pos = positions.get(stream)
+        if pos is None:
             continue
-        entries: list[Entry] = []
-        for raw_id, fields in raw_entries:
-            entry_id = raw_id.decode()
-            key = id_key(entry_id)
-            if key > position and fields is not None:
-                entries.append(entry(stream, entry_id, key, fields))
-        if not entries:
+        new = Read(stream, codec)
+        for e in entries:
+            if codec.after(pos, e.key):
+                pos = codec.advance(pos, e.key)
+                new.add(e, pos)
+        if not new.entries:
             continue
-        read += len(entries)
-        first_ms = first_ms or entries[0].key[0]
+        read += len(new.entries)
+        if first_ms < 0:
+            first_ms = new.entries[0].ms
         for channel in channels:
-            if stream in channel.shape.streams and channel.collect(stream, entries):
+            if stream in channel.shape.streams and channel.collect(stream, new):
                 touched.add(channel)
-        positions[stream] = entries[-1].key
+        positions[stream] = pos
     deliveries = sent_bytes = 0
     for channel in touched:
         sent_bytes += channel.flush()
         deliveries += len(channel.subscribers)
-    return Tally(read, deliveries, sent_bytes, first_ms)
+    return Tally(read, deliveries, sent_bytes, max(first_ms, 0))

@@ -1,15 +1,13 @@
-"""The one shared read loop: every stream any client watches, read by one XREAD.
+"""The one shared read loop: every stream any client watches, read by one reader.
 
-The hub keeps a read position per active stream and one dedicated Redis
-connection blocked in ``XREAD BLOCK`` on all of them (no consumer group: a
-gateway reads, it never acknowledges). Each reply is decoded once and handed to
-the channels (``channel.py``), which share it among their clients. A new
-stream joins at its last entry; the blocked read is woken with ``CLIENT
-UNBLOCK`` so it is read at once. A resuming client registers first (its live
-events start buffering), then reads what it missed with ``XRANGE`` from its
-cursor up to where it joined (``catchup.py``): no gap, no repeat. Redis
-connections: this one plus a small pool for joins and catch-ups, however many
-clients there are.
+The hub keeps a read position per active stream and hands them to the store's
+reader (``store.py``: one XREAD connection on Redis, one consumer by ``assign``
+on Kafka; never one per client, never a consumer group: a gateway reads, it
+never acknowledges). Each read is decoded once and handed to the channels
+(``channel.py``), which share it among their clients. A new stream joins at its
+live end, and the reader is woken to read it at once. A resuming client
+registers first (its live events start buffering), then reads what it missed
+from its cursor up to where it joined (``catchup.py``): no gap, no repeat.
 """
 
 from __future__ import annotations
@@ -19,23 +17,25 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
-from typing import Any
-
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
 
 from synapse import log
 from synapse.backoff import Backoff
-from synapse.gateway.channel import NOT_A_STREAM, SHUTDOWN, Channel, Shape, Subscriber, fan_out
-from synapse.gateway.cursor import ZERO, IdKey, id_key
+from synapse.gateway.channel import (
+    NOT_A_STREAM,
+    SHUTDOWN,
+    Batches,
+    Channel,
+    Shape,
+    Subscriber,
+    fan_out,
+)
+from synapse.gateway.cursor import Position
 from synapse.gateway.metrics import GatewayMetrics
-from synapse.gateway.redisconn import call, control_client, key_type, reader_client
+from synapse.gateway.store import NotAStream, NotStreams, StreamReader, open_reader
 
 logger = log.get("synapse.gateway")
 
-
-class NotAStream(Exception):
-    """A requested key exists and is not a stream."""
+__all__ = ["Hub", "NotAStream"]
 
 
 class Hub:
@@ -55,7 +55,9 @@ class Hub:
         self.block_ms = block_ms
         self.count = count
         self.client_buffer_bytes = client_buffer_bytes
-        self.positions: dict[str, IdKey] = {}
+        self.reader: StreamReader = open_reader(url, block_ms=block_ms, count=count)
+        self.codec = self.reader.codec
+        self.positions: dict[str, Position] = {}
         self.refs: dict[str, int] = {}
         self.channels: dict[Shape, Channel] = {}
         self.subscribers = 0
@@ -65,10 +67,6 @@ class Hub:
         self._active = asyncio.Event()
         self._starting: dict[str, asyncio.Future[None]] = {}
         self._stopping = False
-        self._reader: aioredis.Redis = reader_client(url, block_ms)
-        self.control: aioredis.Redis = control_client(url)
-        self._reader_id: int | None = None
-        self._blocked = False
         self._backoff = Backoff(base_s=0.1, cap_s=5.0)
 
     # -- subscriptions -------------------------------------------------------------------
@@ -80,14 +78,14 @@ class Hub:
         try:
             while new := [s for s in shape.streams if s not in self.positions]:
                 await self._activate(new)  # (another client may deactivate one meanwhile)
-        except BaseException:  # not a stream, Redis gone, the client left: read nothing for it
+        except BaseException:  # not a stream, the store gone, the client left: read nothing
             self._forget_unwatched(shape.streams)
             raise
         # No await from here on: the subscriber joins exactly at the current positions.
         sub = Subscriber(shape, self.client_buffer_bytes, on_drop)
         channel = self.channels.get(shape)
         if channel is None:
-            channel = self.channels[shape] = Channel(shape, self.positions)
+            channel = self.channels[shape] = Channel(shape, self.positions, self.codec)
             for s in shape.streams:
                 self.refs[s] = self.refs.get(s, 0) + 1
         channel.subscribers.add(sub)
@@ -130,10 +128,7 @@ class Hub:
         await self.wake_reader()
 
     async def _start(self, stream: str) -> None:
-        kind = await key_type(self.control, stream)
-        if kind not in ("stream", "none"):
-            raise NotAStream(f"{stream!r} is a {kind}, not a stream")
-        last = await self._last_key(stream)
+        last = await self.reader.join(stream)
         self.positions.setdefault(stream, last)
 
     def _started(self, stream: str, done: asyncio.Future[None]) -> None:
@@ -141,20 +136,11 @@ class Hub:
         if not done.cancelled():
             done.exception()  # retrieved here: a join that gave up waiting must not warn
 
-    async def _last_key(self, stream: str) -> IdKey:
-        reply = await call(self.control, "XREVRANGE", stream, "+", "-", "COUNT", 1)
-        return id_key(reply[0][0].decode()) if reply else ZERO
-
     async def wake_reader(self) -> None:
-        """Unblock the XREAD in progress so it picks up new streams now."""
-        if not self._blocked or self._reader_id is None:
-            return
-        try:
-            await call(self.control, "CLIENT", "UNBLOCK", self._reader_id)
-        except RedisError as exc:  # e.g. an ACL without CLIENT: new streams wait block_ms
-            logger.debug("reader_unblock_failed", error=str(exc))
+        """End the read in progress so that it picks up new streams now."""
+        await self.reader.wake()
 
-    async def settle(self, cursor: dict[str, IdKey], timeout_s: float = 2.0) -> None:
+    async def settle(self, cursor: dict[str, Position], timeout_s: float = 2.0) -> None:
         """Let the reader reach a resuming client's cursor before it joins.
 
         A cursor ahead of the read position (written by another gateway, or by
@@ -163,8 +149,12 @@ class Hub:
         after this call has completed (then those entries do not exist).
         """
 
+        ahead = self.codec.ahead
+
         def behind() -> bool:
-            return any(s in self.positions and k > self.positions[s] for s, k in cursor.items())
+            return any(
+                s in self.positions and ahead(k, self.positions[s]) for s, k in cursor.items()
+            )
 
         if not behind():
             return
@@ -178,20 +168,22 @@ class Hub:
     # -- the read loop -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Read and fan out until ``stop``; Redis errors back off and retry."""
+        """Read and fan out until ``stop``; the store's errors back off and retry."""
         attempt = 0
+        errors = self.reader.errors
         while not self._stopping:
             try:
                 await self._read_once()
                 attempt = 0
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except NotStreams as exc:
+                self._on_error(exc.__cause__ or exc)  # counted as the store's reply (WRONGTYPE)
+                self._drop(exc.streams)
+                continue
+            except errors as exc:
                 attempt += 1
                 self._on_error(exc)
-                if isinstance(exc, ResponseError) and "WRONGTYPE" in str(exc):
-                    await self._drop_non_streams()
-                    continue
                 await asyncio.sleep(self._backoff.delay_s(attempt))
             await self._count_read()
 
@@ -203,15 +195,14 @@ class Hub:
     def _on_error(self, exc: BaseException) -> None:
         kind = type(exc).__name__
         if self.ready:
-            logger.warning("redis_unavailable", error=str(exc), kind=kind)
+            logger.warning("redis_unavailable", store=self.reader.label, error=str(exc), kind=kind)
         self.ready = False
-        self._reader_id = None
         self.metrics.redis_up.set(0)
         self.metrics.redis_errors.labels(kind=kind).inc()
 
     async def _read_once(self) -> None:
-        if self._reader_id is None:
-            self._reader_id = int(await call(self._reader, "CLIENT", "ID"))
+        if not self.ready:
+            await self.reader.connect()
             self._set_ready()
         if not self.positions:
             self._active.clear()
@@ -221,40 +212,27 @@ class Hub:
                 async with asyncio.timeout(self.block_ms / 1000):
                     await self._active.wait()
             if not self.positions:
-                await call(self._reader, "PING")
+                await self.reader.ping()
                 self._set_ready()
                 return
-        streams = list(self.positions)
-        ids = [f"{k[0]}-{k[1]}" for k in (self.positions[s] for s in streams)]
-        self._blocked = True
-        try:
-            reply = await call(
-                self._reader,
-                "XREAD",
-                "COUNT",
-                self.count,
-                "BLOCK",
-                self.block_ms,
-                "STREAMS",
-                *streams,
-                *ids,
-            )
-        finally:
-            self._blocked = False
+        batches = await self.reader.read(dict(self.positions))
         self._set_ready()
-        if reply:
-            self.dispatch(reply)
+        for stream, key in self.reader.restarted():
+            if stream in self.positions:
+                self.positions[stream] = self.codec.restart(self.positions[stream], key)
+        if batches:
+            self.dispatch(batches)
 
     def _set_ready(self) -> None:
         if not self.ready:
-            logger.info("redis_connected")
+            logger.info("redis_connected", store=self.reader.label)
         self.ready = True
         self.metrics.redis_up.set(1)
 
-    def dispatch(self, reply: list[Any]) -> None:
-        """Hand one XREAD reply to the channels (advancing the positions); count it."""
+    def dispatch(self, batches: Batches) -> None:
+        """Hand one read to the channels (advancing the positions); count it."""
         read_at = time.time()
-        tally = fan_out(reply, self.positions, self.channels.values())
+        tally = fan_out(batches, self.positions, self.channels.values(), self.codec)
         m = self.metrics
         m.sent_bytes.inc(tally.sent_bytes)
         m.events_read.inc(tally.read)
@@ -263,16 +241,12 @@ class Hub:
             m.read_lag.observe(max(0.0, read_at - tally.first_ms / 1000))
             m.write_lag.observe(max(0.0, time.time() - tally.first_ms / 1000))
 
-    async def _drop_non_streams(self) -> None:
-        for s in list(self.positions):
-            with contextlib.suppress(RedisError):
-                kind = await key_type(self.control, s)
-                if kind not in ("stream", "none"):
-                    logger.warning("stream_not_a_stream", stream=s, kind=kind)
-                    for channel in list(self.channels.values()):
-                        if s in channel.shape.streams:
-                            for sub in tuple(channel.subscribers):
-                                sub.drop(NOT_A_STREAM)
+    def _drop(self, streams: list[str]) -> None:
+        """End the subscribers of ``streams`` (no longer streams)."""
+        for channel in list(self.channels.values()):
+            if any(s in channel.shape.streams for s in streams):
+                for sub in tuple(channel.subscribers):
+                    sub.drop(NOT_A_STREAM)
 
     # -- keep-alive and shutdown ---------------------------------------------------------
 
@@ -289,5 +263,4 @@ class Hub:
                 sub.drop(SHUTDOWN)
 
     async def close(self) -> None:
-        await self._reader.aclose()
-        await self.control.aclose()
+        await self.reader.close()

@@ -1,10 +1,11 @@
 """``synapse-gateway``: flags and environment to ``GatewaySettings``, then serve.
 
-Redis is found like the router and the CLI find it: ``--url`` (or
-``--redis-url``), else ``SYNAPSE_URL`` / ``SYNAPSE_REDIS_URL``, else the URL
-``bin/run`` wrote to ``<state-dir>/redis.url``. The token comes from
-``--token-file`` or a systemd credential named ``gateway-token``. SIGTERM and
-SIGINT end every client's stream (browsers reconnect elsewhere) and exit 0.
+The store (Redis, or Kafka for a ``kafka://`` URL) is found like the router and
+the CLI find it: ``--url`` (or ``--redis-url``), else ``SYNAPSE_URL`` /
+``SYNAPSE_REDIS_URL``, else the URL ``bin/run`` wrote to ``<state-dir>/redis.url``.
+The token comes from ``--token-file`` or a systemd credential named
+``gateway-token``. SIGTERM and SIGINT end every client's stream (browsers
+reconnect elsewhere) and exit 0.
 """
 
 from __future__ import annotations
@@ -35,12 +36,17 @@ logger = log.get("synapse.gateway")
     show_default=True,
     help="HOST:PORT to serve on.",
 )
-@click.option("--url", "--redis-url", "url", help="Redis URL (env SYNAPSE_URL, SYNAPSE_REDIS_URL).")
+@click.option(
+    "--url",
+    "--redis-url",
+    "url",
+    help="redis://... or kafka://host:port (env SYNAPSE_URL, SYNAPSE_REDIS_URL).",
+)
 @click.option("--state-dir", help="Where bin/run's redis.url is (default ./.synapse).")
 @click.option(
     "--streams",
     envvar="SYNAPSE_GATEWAY_STREAMS",
-    help="Stream globs served, comma-separated (default: all but synapse:*).",
+    help="Stream (topic) globs served, comma-separated (default: all but internal ones).",
 )
 @click.option(
     "--token-file",
@@ -137,7 +143,8 @@ async def serve(config: GatewaySettings) -> int:
         "gateway_started",
         listen=f"{config.host}:{gateway.port}",
         redis=settings.redact(config.url),
-        streams=config.policy.describe(),
+        store=gateway.store,
+        streams=gateway.policy.describe(),
         token=config.token is not None,
         allow_origin=sorted(config.cors.origins),
         max_clients=config.max_clients,

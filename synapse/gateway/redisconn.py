@@ -4,7 +4,8 @@ However many browsers connect, the gateway holds ``1 + CONTROL_CONNECTIONS``
 connections at most: the reader blocked in XREAD, and a bounded pool (joins,
 catch-up XRANGEs, readiness) that callers queue for, both set up by ``wire.py``.
 Stream replies come back raw (flat field lists, order and duplicates kept).
-Redis Cluster and Kafka URLs are refused: the gateway reads one server.
+A Redis Cluster URL is read by ``clusterreader.py``, a ``kafka://`` one by
+``kafkareader.py``.
 """
 
 from __future__ import annotations
@@ -14,19 +15,16 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from synapse import settings, wire
-from synapse.errors import UsageError
-from synapse.wire import is_cluster_url
+from synapse.kafka import url as kafka_url
 
 #: Connections for joins and catch-ups, shared by every client.
 CONTROL_CONNECTIONS = 4
 
 
 def check_url(url: str) -> None:
-    """Refuse URLs the gateway cannot read (with what to do instead)."""
-    if is_cluster_url(url):
-        raise UsageError("synapse-gateway reads one Redis server; Redis Cluster is not supported")
-    if url.startswith("kafka://"):
-        raise UsageError("synapse-gateway reads Redis streams; the Kafka backend is not supported")
+    """Refuse a ``kafka://`` URL that does not name its brokers correctly (UsageError)."""
+    if kafka_url.backend_kind(url) == "kafka":
+        kafka_url.parse(url)
 
 
 def reader_client(url: str, block_ms: int) -> aioredis.Redis:

@@ -4,7 +4,8 @@ One message is ``id: <cursor>``, ``event: <type>`` (left out for ``named=0``)
 and ``data: <json>``, then a blank line. The JSON is the event as
 ``synapse.client`` decodes it (``Event.to_dict``: type, data, id, time, source,
 stream, entry_id, and origin/route for routed copies); it is encoded once per
-entry and shared by every client. An entry that is not a valid event (a dead
+entry and shared by every client. On Kafka an event with no ``time`` of its own
+shows its record's timestamp. An entry that is not a valid event (a dead
 letter's bad JSON, say) is still shown: its raw fields as text, with ``invalid``
 holding the reason, so a watcher of the dead-letter stream sees everything in it.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -37,12 +39,28 @@ class Entry:
     key: tuple[int, int]
     type: str
     payload: bytes
+    ms: int  # when it was written (ms since the epoch), for the lag metrics; -1 unknown
 
 
-def entry(stream: str, entry_id: str, key: tuple[int, int], fields: Sequence[bytes]) -> Entry:
-    """The shared, encoded view of one raw entry."""
+def entry(
+    stream: str,
+    entry_id: str,
+    key: tuple[int, int],
+    fields: Sequence[bytes],
+    ms: int | None = None,
+) -> Entry:
+    """The shared, encoded view of one raw entry.
+
+    ``ms`` is when it was written: the entry id's time on Redis (the default), the
+    record's timestamp on Kafka, which also stands in for the ``time`` of an event
+    whose publisher wrote none (a Redis entry's time is its id: the id is shown).
+    """
     event_type, view = event_view(stream, entry_id, fields)
-    return Entry(stream, entry_id, key, event_type, orjson.dumps(view))
+    if ms is None:
+        ms = key[0]
+    elif view.get("time") is None and ms >= 0:
+        view["time"] = ms_time(ms)
+    return Entry(stream, entry_id, key, event_type, orjson.dumps(view), ms)
 
 
 def event_view(stream: str, entry_id: str, fields: Sequence[bytes]) -> tuple[str, dict[str, Any]]:
@@ -77,6 +95,11 @@ def _pairs(fields: Sequence[bytes]) -> dict[str, str]:
         fields[i].decode("utf-8", "replace"): fields[i + 1].decode("utf-8", "replace")
         for i in range(0, len(fields) - 1, 2)
     }
+
+
+def ms_time(ms: int) -> str:
+    """RFC 3339 UTC with milliseconds, as ``synapse tail`` shows a record's time."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def field_text(value: str) -> bytes:

@@ -85,15 +85,16 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tu
 
 
 def test_bad_invocations_exit_2_with_a_reason(tmp_path: Path) -> None:
-    """No URL anywhere, an empty token file, a cluster URL, a bad --listen: exit 2, one line."""
+    """No URL anywhere, an empty token file, a malformed kafka:// URL, a bad --listen: exit 2,
+    one line."""
     code, err = run_cli([], tmp_path)
     assert code == 2 and "no Redis URL" in err and "bin/run" in err
     empty = tmp_path / "empty"
     empty.write_text("\n")
     code, err = run_cli(["--url", "redis://x", "--token-file", str(empty)], tmp_path)
     assert code == 2 and "is empty" in err
-    code, err = run_cli(["--url", "redis+cluster://h:7000"], tmp_path)
-    assert code == 2 and "Cluster" in err
+    code, err = run_cli(["--url", "kafka://h:1?acks=0"], tmp_path)
+    assert code == 2 and "no path, query" in err
     code, err = run_cli(["--url", "redis://x", "--listen", "nowhere"], tmp_path)
     assert code == 2 and "HOST:PORT" in err
 

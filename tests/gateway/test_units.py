@@ -6,7 +6,8 @@ import pytest
 
 from synapse.gateway.access import Cors, StreamPolicy, token_ok
 from synapse.gateway.channel import SLOW, Channel, Shape, Subscriber, fan_out, frame
-from synapse.gateway.cursor import BadCursor, format_cursor, parse_cursor
+from synapse.gateway.cursor import KAFKA, BadCursor, format_cursor, parse_cursor
+from synapse.gateway.redisreader import decode_reply
 from synapse.gateway.sse import entry, event_view, message
 
 
@@ -104,11 +105,11 @@ def test_channel_encodes_once_for_all_and_filters_types() -> None:
         entry("a", "6-0", (6, 0), [b"type", b"m.x", b"data", b'{"k": 1}']),
         entry("a", "6-1", (6, 1), [b"type", b"other", b"data", b"{}"]),
     ]
-    assert channel.collect("a", entries) == 1
-    channel.flush()
+    assert fan_out([("a", entries)], positions, [channel]).deliveries == 3
     chunks = [sock.buffered[0] for sock in socks]
     assert chunks[0] is chunks[1] is chunks[2]
     assert chunks[0].startswith(b"id: a/6-0,b/7-0\ndata: {")
+    assert positions == {"a": (6, 1), "b": (7, 0)}
 
 
 def test_invalid_entries_are_shown_with_their_fields_and_reason() -> None:
@@ -137,7 +138,26 @@ def test_fan_out_skips_what_was_already_read_and_streams_nobody_watches() -> Non
         [b"a", [[b"4-0", fields], [b"5-0", fields], [b"6-0", fields]]],
         [b"gone", [[b"9-0", fields]]],
     ]
-    tally = fan_out(reply, positions, [channel])
+    tally = fan_out(decode_reply(reply), positions, [channel])
     assert (tally.read, tally.deliveries, tally.first_ms) == (1, 1, 6)
     assert positions == {"a": (6, 0)}
     assert sock.buffered[0].startswith(b"id: a/6-0\n") and len(sock.buffered) == 1
+
+
+def test_kafka_cursor_holds_every_partitions_next_offset() -> None:
+    """On Kafka a pair per partition, the offset read next; unlisted partitions read from
+    their first record; a topic with no partition known yet is `<topic>/0-0`."""
+    pos = KAFKA.advance(KAFKA.advance((-1, 4), (1, 5)), (2, 0))
+    assert pos == (-1, 5, 0)
+    text = format_cursor(["t", "u"], {"t": pos, "u": ()}, KAFKA)
+    assert text == "t/0-0,t/1-6,t/2-1,u/0-0"
+    back = parse_cursor(text, ["t", "u"], KAFKA)
+    assert back == {"t": pos, "u": (-1,)}
+    assert parse_cursor("t/2-7", ["t"], KAFKA) == {"t": (-1, -1, 6)}
+    assert KAFKA.start((-1, 9), (3, 4, 8)) == (-1, 4, -1)  # never past joined; unlisted: all
+    assert KAFKA.ahead((0, 9), (3, 4)) and not KAFKA.ahead((3, 4, 99), (3, 4))
+    assert KAFKA.after((3, 4), (1, 5)) and not KAFKA.after((3, 4), (1, 4))
+    assert KAFKA.after((3,), (2, 0))  # a partition added since: its first record is new
+    assert KAFKA.restart((3, 9), (1, 0)) == (3, -1)
+    with pytest.raises(BadCursor):
+        parse_cursor("t/1000000-1", ["t"], KAFKA)
