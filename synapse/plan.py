@@ -204,23 +204,23 @@ class Planner:
         targets: tuple[tuple[str, str], ...],
         event_type: str,
     ) -> EntryPlan:
-        """The plan of an entry copied to ``targets`` ((destination, route) pairs)."""
-        copies = self.copies(src, entry_id, fields, targets)
-        return _new(EntryPlan, (entry_id, ROUTED, copies, targets, None, None, event_type))
-
-    def copies(
-        self, src: bytes, entry_id: bytes, fields: list[bytes], targets: Sequence[tuple[str, str]]
-    ) -> tuple[Write, ...]:
-        resolved = self._targets[tuple(targets)]
+        """The plan of an entry copied to ``targets`` ((destination, route) pairs): one
+        ``Write`` per destination, sharing the entry's fields without ``synapse-*`` ones,
+        each with its provenance unless provenance is off."""
+        resolved = self._targets[targets]
         base = provenance_base(fields)
-        if not self._provenance:
-            return tuple([_new(Write, (dest, base, maxlen, None)) for dest, maxlen, _ in resolved])
-        return tuple(
-            [
-                _new(Write, (dest, base, maxlen, (src, entry_id, route)))
-                for dest, maxlen, route in resolved
-            ]
-        )
+        if self._provenance:
+            copies = tuple(
+                [
+                    _new(Write, (dest, base, maxlen, (src, entry_id, route)))
+                    for dest, maxlen, route in resolved
+                ]
+            )
+        else:
+            copies = tuple(
+                [_new(Write, (dest, base, maxlen, None)) for dest, maxlen, _ in resolved]
+            )
+        return _new(EntryPlan, (entry_id, ROUTED, copies, targets, None, None, event_type))
 
     def unrouted(
         self,

@@ -41,6 +41,7 @@ STORE = (
     "synapse.backends.kafkaconsumer",
     "synapse.backends.kafkafailures",
     "synapse.backends.kafkahead",
+    "synapse.backends.kafkahandout",
     "synapse.backends.kafkaheld",
     "synapse.backends.kafkamarks",
     "synapse.backends.kafkaops",

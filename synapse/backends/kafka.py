@@ -5,6 +5,8 @@ confluent-kafka (librdkafka) driven from asyncio. The mapping record <-> entry i
 
 - the group's consumer on a worker thread of its own (``kafkaconsumer.py``): reads
   ``consume`` in slices of at most ``SLICE_S``, so a stop is seen within one slice;
+- the hand-out (``kafkahandout.py``): each consumed record as its entry, batched per
+  topic; on a backlog the next read is taken ahead from what the consumer fetched;
 - held records (``kafkaheld.py``): a record handed out is held, with its key and
   delivery count, until every copy of it is acknowledged; they are own pending (after a
   restart the uncommitted tail is read again from the committed offset);
@@ -29,17 +31,18 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from synapse import log as logging
-from synapse.backend import Batch, CommitResult, Pages, Presence, Read
+from synapse.backend import CommitResult, Pages, Presence, Read
 from synapse.backends import kafkaadmin as admin
 from synapse.backends.kafkaattempts import Attempts
 from synapse.backends.kafkacommit import CONNECT_TIMEOUT_S, Committer, producer_config
 from synapse.backends.kafkaconsumer import GroupConsumer
 from synapse.backends.kafkafailures import BrokerWatch, classify_kafka
+from synapse.backends.kafkahandout import hand_out
 from synapse.backends.kafkahead import HeadCounter
-from synapse.backends.kafkaheld import HeldRecords, Partition, held_of
+from synapse.backends.kafkaheld import HeldRecords, Partition
 from synapse.backends.kafkaregistry import KafkaHeartbeat
 from synapse.backends.kafkastats import GroupLag
 from synapse.config import RouterSettings, RoutingTable
@@ -47,7 +50,7 @@ from synapse.errors import Failure
 from synapse.kafka.records import position
 from synapse.kafka.url import parse
 from synapse.metrics import Metrics
-from synapse.plan import BatchPlan, Entry
+from synapse.plan import BatchPlan
 from synapse.registry import ServiceInfo
 
 #: The longest a consume call blocks: a stop is seen within it.
@@ -177,7 +180,9 @@ class KafkaBackend:
             found = await self._group.consume(settings.batch, max(0.0, min(SLICE_S, left)))
             self._forget_revoked()
             if found:
-                return await self._hand_out(found, settings)
+                return await hand_out(
+                    found, settings, self._held, self._heads, self._group, self._data_field
+                )
             self._watch.raise_if_down()  # only with nothing in hand: no record read is dropped
             if left <= 0:
                 return []
@@ -193,50 +198,6 @@ class KafkaBackend:
             dropped = self._held.forget(at)
             self._heads.forget(at)
             self.log.info("partition_revoked", topic=at[0], partition=at[1], held=dropped)
-
-    async def _hand_out(self, messages: list[Message], settings: RouterSettings) -> Read:
-        """Records as batches per topic, each held until committed. The first record of a
-        partition since its assignment, and each record of a careful stretch, is counted
-        in the attempts topic first (``kafkahead.py``); in a careful stretch one record of
-        the partition is handed out per read (the consumer rewound past it). An error for
-        a partition is raised once every record of the fetch is held."""
-        by_topic: dict[str, list[Entry]] = {}
-        times: dict[str, list[int]] = {}
-        counted: dict[str, dict[bytes, int]] = {}
-        cut: set[Partition] = set()
-        failed: KafkaError | None = None
-        read_ms = int(time.time() * 1000)  # a record without a timestamp: its read time
-        data_field, hold, heads = self._data_field, self._held.hold, self._heads
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    failed = failed or error
-                continue
-            held = held_of(msg, data_field, 1, read_ms)
-            at = held.at
-            if heads.counts(at):  # a head, or a careful stretch (kafkahead.py)
-                if at in cut:
-                    continue  # read again after the one record of the careful stretch
-                held.deliveries = await heads.count(at, held.offset, settings)
-                if heads.careful(at):
-                    cut.add(at)
-                    await self._group.seek(TopicPartition(at[0], at[1], held.offset + 1))
-                if held.deliveries > 1:
-                    counted.setdefault(at[0], {})[held.entry[0]] = held.deliveries
-            hold(held)
-            entries = by_topic.get(at[0])
-            if entries is None:
-                entries = by_topic[at[0]] = []
-                times[at[0]] = []
-            entries.append(held.entry)
-            times[at[0]].append(held.time_ms)
-        if failed is not None:  # raised once every record is held: own_pending routes them
-            raise KafkaException(failed)
-        return [
-            Batch(topic, entries, counted.get(topic), times[topic])
-            for topic, entries in by_topic.items()
-        ]
 
     def read_ahead(
         self, settings: RouterSettings, sources: Sequence[str], previous: Read

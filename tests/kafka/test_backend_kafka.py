@@ -29,6 +29,7 @@ from synapse import log as logging
 from synapse.backend import Batch
 from synapse.backends import kafkaadmin, open_backend
 from synapse.backends.kafka import KafkaBackend
+from synapse.backends.kafkahandout import hand_out
 from synapse.config import RoutingTable
 from synapse.errors import Failure
 from synapse.metrics import Metrics
@@ -229,7 +230,15 @@ async def test_a_partition_error_is_raised_once_the_records_read_with_it_are_hel
         Message(topic=store.source, partition=0, offset=1, **record),
     ]
     with pytest.raises(KafkaException) as raised:
-        await store.backend._hand_out(fetched, store.table.settings)
+        backend = store.backend
+        await hand_out(
+            fetched,
+            store.table.settings,
+            backend._held,
+            backend._heads,
+            backend._group,
+            backend._data_field,
+        )
     assert store.backend.classify(raised.value) == Failure.RESPONSE
     settings = store.table.settings
     [held] = await _pages(store.backend.own_pending(settings, [store.source], counted=False))
