@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,12 +28,13 @@ from confluent_kafka import (
 
 from synapse import log as logging
 from synapse.backend import Batch
-from synapse.backends import kafkaadmin, open_backend
+from synapse.backends import kafkaadmin, kafkaconfig, open_backend
 from synapse.backends.kafka import KafkaBackend
 from synapse.backends.kafkahandout import hand_out
 from synapse.config import RoutingTable
 from synapse.errors import Failure
 from synapse.metrics import Metrics
+from synapse.plan import Planner
 from synapse.tansu import TansuBroker
 from tests.kafka.support import TYPE_T, produce, rdkafka_threads
 from tests.support.batches import TABLE, commit_all, numbered, read_n
@@ -345,3 +347,47 @@ async def test_a_read_ahead_only_on_a_backlog_and_a_dropped_one_loses_nothing(
 
     await wait_for(every_record_held, 20, "every record of the dropped read held")
     assert set(read) <= set(more)
+
+
+async def test_a_copy_refused_after_sending_fails_its_entry_which_stays_held(
+    topic: str,
+    table_from: Callable[..., RoutingTable],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The producer hears of a refusal only in its delivery report (delivery.report.only
+    .error): a broker that stops answering times a copy out; the commit reports the entry
+    failed with the refusing topic, it stays held (the commit point does not pass it), and
+    it commits once the broker answers again."""
+    settings_file = tmp_path / "kafka.properties"
+    settings_file.write_text("message.timeout.ms=1500\n")
+    monkeypatch.setenv(kafkaconfig.ENV, str(settings_file))
+    own = TansuBroker(log_dir=tmp_path / "tansu").start()
+    try:
+        async with _store_on(own, topic, table_from) as store:
+            settings = store.table.settings
+            store.add(1)
+            [first] = await store.read_n(1)
+            await store.commit_all(first)
+            assert store.committed() == 1
+            [entry_id] = store.add(1)
+            [batch] = await store.read_n(1)
+            plan = Planner(store.table).plan_batch(store.source, batch.entries, 0)
+            assert own.process is not None
+            own.process.send_signal(signal.SIGSTOP)
+            try:
+                result = await store.backend.commit(plan, settings.group)
+            finally:
+                own.process.send_signal(signal.SIGCONT)
+            assert list(result.failed) == [entry_id]
+            assert list(result.refused[entry_id]) == [store.out]
+            assert "timed out" in result.refused[entry_id][store.out].lower()
+            pending = await _pages(
+                store.backend.own_pending(settings, [store.source], counted=True)
+            )
+            assert [e[0] for b in pending for e in b.entries] == [entry_id]
+            assert store.committed() == 1
+            await store.commit_all(pending[0])
+            assert store.committed() == 2
+    finally:
+        own.stop()
