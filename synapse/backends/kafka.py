@@ -40,7 +40,7 @@ from synapse.backends.kafkaattempts import Attempts
 from synapse.backends.kafkacommit import CONNECT_TIMEOUT_S, Committer, producer_config
 from synapse.backends.kafkaconsumer import GroupConsumer
 from synapse.backends.kafkafailures import BrokerWatch, classify_kafka
-from synapse.backends.kafkahandout import hand_out
+from synapse.backends.kafkahandout import Ahead, hand_out
 from synapse.backends.kafkahead import HeadCounter
 from synapse.backends.kafkaheld import HeldRecords, Partition
 from synapse.backends.kafkaregistry import KafkaHeartbeat
@@ -55,12 +55,6 @@ from synapse.registry import ServiceInfo
 
 #: The longest a consume call blocks: a stop is seen within it.
 SLICE_S = 0.1
-
-
-def _retrieved(task: asyncio.Future[Read]) -> None:
-    """A read ahead that the pipeline dropped: its error is the next read's to meet."""
-    if not task.cancelled():
-        task.exception()
 
 
 class KafkaBackend:
@@ -94,6 +88,7 @@ class KafkaBackend:
         self._heads = HeadCounter(self._attempts, log)
         self._committer = Committer(self.producer, self._group, self._held, self._watch)
         self._lag = GroupLag(self.bootstrap, consumer)
+        self._ahead = Ahead(log)
 
     async def _open(self, settings: RouterSettings) -> None:
         """The group's consumer; a new one (another group) starts with nothing held."""
@@ -107,7 +102,10 @@ class KafkaBackend:
     async def start(self, settings: RouterSettings) -> str | None:
         """Check a broker answers (metadata); open the group's consumer. No lease: the
         group's member id is the client's own."""
-        self._data_field = self._committer.data_field = settings.data_field.encode()
+        data_field = settings.data_field.encode()
+        if data_field != self._data_field:  # records held under the old name: copies as fields
+            self._held.copy_as_fields()
+        self._data_field = self._committer.data_field = data_field
         await asyncio.to_thread(self.producer.list_topics, None, CONNECT_TIMEOUT_S)
         await asyncio.to_thread(self.producer.poll, 0)  # errors queued while it was away
         if self._watch.answered() and self._group.kafka is not None:
@@ -169,6 +167,7 @@ class KafkaBackend:
     async def read(
         self, settings: RouterSettings, sources: Sequence[str], block_ms: int
     ) -> Read | None:
+        await self._ahead.settle()  # one read at a time: a dropped read ahead holds first
         if self._group.kafka is None or not self._subscribed:
             await self._wait(block_ms / 1000)
             return None if self.stopping.is_set() else []
@@ -204,16 +203,25 @@ class KafkaBackend:
     ) -> asyncio.Future[Read] | None:
         """On a backlog (the last read was full), the next read from what the consumer has
         fetched already (no wait), so the next batch is planned while this one's copies
-        are acknowledged. Shielded: once its consume returned, its records are held (own
-        pending) even if the pipeline drops the read."""
+        are acknowledged. Shielded, and kept: once its consume returned its records are
+        held, and the next read, ``own_pending`` and ``interrupt`` wait for it first, so a
+        read ahead the pipeline drops is never routed past nor overlaps another read."""
         if self.stopping.is_set() or sum(len(b.entries) for b in previous) < settings.batch:
             return None
-        task = asyncio.ensure_future(self._read_now(settings, sources))
-        task.add_done_callback(_retrieved)
-        return asyncio.shield(task)
+        return self._ahead.start(lambda: self._read_now(settings))
 
-    async def _read_now(self, settings: RouterSettings, sources: Sequence[str]) -> Read:
-        return await self.read(settings, sources, 0) or []  # None (stopping): nothing more
+    async def _read_now(self, settings: RouterSettings) -> Read:
+        """What the consumer has fetched, without waiting; an empty read says nothing of
+        the brokers (``BrokerWatch``'s signal is the commit's and the next read's to meet)."""
+        if self._group.kafka is None or not self._subscribed or self.stopping.is_set():
+            return []
+        found = await self._group.consume(settings.batch, 0)
+        self._forget_revoked()
+        if not found:
+            return []
+        return await hand_out(
+            found, settings, self._held, self._heads, self._group, self._data_field
+        )
 
     # -- the commit --------------------------------------------------------------------------
 
@@ -225,6 +233,7 @@ class KafkaBackend:
     async def own_pending(
         self, settings: RouterSettings, sources: Sequence[str], *, counted: bool
     ) -> Pages:
+        await self._ahead.settle()
         for batch in self._held.batches(sources, counted=counted, due_only=False):
             yield batch
 
@@ -263,7 +272,9 @@ class KafkaBackend:
         """Nothing: each read takes its BLOCK time as a deadline."""
 
     async def interrupt(self) -> None:
-        """Nothing in flight between turns (each consume call is one short slice)."""
+        """A read ahead still running ends holding its records (each consume call is one
+        short slice): nothing is in flight between turns."""
+        await self._ahead.settle()
 
     async def farewell(self, settings: RouterSettings, sources: Sequence[str]) -> None:
         """Commit what is acknowledged and leave the group (its partitions move at once)."""

@@ -4,15 +4,18 @@ Each record becomes its entry (``records.read_entry``) and is *held*
 (``kafkaheld.py``) until every copy of it is acknowledged. The first record of a
 partition since its assignment, and each record of a careful stretch, is counted in
 the attempts topic before it is handed out (``kafkahead.py``). One pass per read,
-per record on the hot path.
+per record on the hot path. On a backlog one read may run ahead (``Ahead``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
+from synapse import log as logging
 from synapse.backend import Batch, Read
 from synapse.backends.kafkaconsumer import GroupConsumer
 from synapse.backends.kafkahead import HeadCounter
@@ -74,3 +77,32 @@ async def hand_out(
         Batch(topic, entries, counted.get(topic), times[topic])
         for topic, entries in by_topic.items()
     ]
+
+
+class Ahead:
+    """The one read ahead a backend may have running. The pipeline gets it shielded: once
+    its consume returned, its records are held even if the pipeline drops the read; the
+    backend's next read, ``own_pending`` and ``interrupt`` wait for it first (``settle``),
+    so its records are never routed past nor read by two reads at once."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self._task: asyncio.Future[Read] | None = None
+
+    def start(self, read: Callable[[], Awaitable[Read]]) -> asyncio.Future[Read] | None:
+        """Run ``read`` ahead, unless one still runs."""
+        if self._task is not None and not self._task.done():
+            return None
+        self._task = asyncio.ensure_future(read())
+        return asyncio.shield(self._task)
+
+    async def settle(self) -> None:
+        """Wait for a read ahead still running. Its records are held whatever it raised;
+        its error, when the pipeline dropped it, is logged (its cause is the next read's)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            await task
+        except Exception as exc:  # held already: own pending routes the records
+            self.log.info("read_ahead_failed", error=str(exc))

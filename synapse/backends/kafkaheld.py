@@ -88,6 +88,13 @@ class HeldRecords:
             ids.pop(held.entry[0], None)
         return len(rows)
 
+    def copy_as_fields(self) -> None:
+        """Every held record's copies built from its entry's fields from now on, not from
+        its headers as read (the data field's name changed since they were read)."""
+        for rows in self._held.values():
+            for held in rows.values():
+                held.headers = None
+
     def count(self) -> int:
         """How many records are held."""
         return sum(len(rows) for rows in self._held.values())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import signal
 import threading
@@ -25,6 +26,7 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
+from structlog.testing import capture_logs
 
 from synapse import log as logging
 from synapse.backend import Batch
@@ -391,3 +393,132 @@ async def test_a_copy_refused_after_sending_fails_its_entry_which_stays_held(
             assert store.committed() == 2
     finally:
         own.stop()
+
+
+async def test_a_dropped_read_ahead_is_held_before_own_pending_and_the_next_read(
+    store: Store,
+) -> None:
+    """A read ahead the pipeline drops while its consume still runs (a failed turn): the
+    set-up's interrupt waits for it, so own pending hands out its records, and the next read
+    takes the records after them; none is stranded behind the commit point, none read twice."""
+    settings, source = store.table.settings, store.source
+    full = [Batch(source, [(b"0-0", [])] * settings.batch)]
+    more = store.add(2 * settings.batch)
+    group, started, release = store.backend._group, threading.Event(), threading.Event()
+    consume = group.consume
+
+    def consume_when_released(n: int) -> list[Message]:
+        started.set()
+        assert group.kafka is not None and release.wait(5)
+        return group.kafka.consume(n, 2.0)
+
+    async def consume_held_back(n: int, timeout_s: float) -> list[Message]:
+        found: list[Message] = await group.call(consume_when_released, n)
+        return found
+
+    group.consume = consume_held_back  # type: ignore[method-assign]
+    try:
+        ahead = store.backend.read_ahead(settings, [source], full)
+        assert ahead is not None
+        assert await asyncio.to_thread(started.wait, 5)
+        ahead.cancel()
+        interrupted = asyncio.ensure_future(store.backend.interrupt())
+        await asyncio.sleep(0.05)
+        assert not interrupted.done()  # waits for the read ahead
+        release.set()
+        await interrupted
+    finally:
+        group.consume = consume  # type: ignore[method-assign]
+    [pending] = await _pages(store.backend.own_pending(settings, [source], counted=True))
+    first = [e[0] for e in pending.entries]
+    assert first and first == more[: len(first)]
+    read: list[bytes] = []
+
+    async def the_rest_read() -> bool:
+        read.extend(
+            e[0] for b in await store.backend.read(settings, [source], 100) or [] for e in b.entries
+        )
+        return len(first) + len(read) >= len(more)
+
+    await wait_for(the_rest_read, 20, "the records after the read ahead's")
+    assert first + read == more
+
+
+async def test_an_empty_read_ahead_leaves_every_broker_away_to_the_next_read(
+    topic: str, table_from: Callable[..., RoutingTable], tmp_path: Path
+) -> None:
+    """Every broker away: a read ahead that finds nothing returns nothing and does not take
+    the outage for itself (a dropped one would hide it from the commit and the loop); the
+    next read raises it as a connection failure."""
+    own = TansuBroker(log_dir=tmp_path / "tansu").start()
+    try:
+        async with _store_on(own, topic, table_from) as store:
+            settings, source = store.table.settings, store.source
+            full = [Batch(source, [(b"0-0", [])] * settings.batch)]
+            own.kill()
+
+            async def seen_down() -> bool:
+                ahead = store.backend.read_ahead(settings, [source], full)
+                assert ahead is not None
+                assert await ahead == []
+                return store.backend._watch._pending is not None
+
+            await wait_for(seen_down, 30, "every broker away, seen by the client")
+            assert await store.backend.read_ahead(settings, [source], full) == []  # type: ignore[misc]
+            with pytest.raises(KafkaException) as raised:
+                await store.backend.read(settings, [source], 100)
+            assert store.backend.classify(raised.value) == Failure.CONNECTION
+    finally:
+        own.stop()
+
+
+async def test_records_held_across_a_new_data_field_are_copied_from_their_fields(
+    store: Store,
+) -> None:
+    """A table swap that renames the data field while records are held: their copies are
+    built from the entry's fields under the new name (the one mapping), not from the
+    record's value and headers as read under the old one."""
+    settings = store.table.settings
+    [entry_id] = store.add(1)
+    [batch] = await store.read_n(1)
+    await store.backend.start(dataclasses.replace(settings, data_field="body"))
+    plan = Planner(store.table).plan_batch(store.source, batch.entries, 0)
+    result = await store.backend.commit(plan, settings.group)
+    assert not result.failed and not result.skipped
+    [(_, headers)] = store.copies(1)
+    assert headers["synapse-id"] == entry_id
+    assert headers["data"] == b'{"n": 0}'  # no field is named "body": "data" stays a header
+
+
+async def test_a_dropped_read_ahead_that_failed_still_holds_what_it_read(
+    store: Store,
+) -> None:
+    """A read ahead whose fetch carried a partition error, dropped by the pipeline: the
+    error is logged when the set-up waits for it, and the records read with it are held
+    (own pending hands them out)."""
+    settings, source = store.table.settings, store.source
+    full = [Batch(source, [(b"0-0", [])] * settings.batch)]
+    record = {"value": b'{"n": 1}', "headers": [("type", b"t")]}
+    fetched = [
+        Message(topic=source, partition=0, offset=0, **record),
+        Message(topic=source, partition=1, error=KafkaError(KafkaError.UNKNOWN)),
+    ]
+    group = store.backend._group
+    consume = group.consume
+
+    async def consume_fetched(n: int, timeout_s: float) -> list[Message]:
+        return fetched
+
+    group.consume = consume_fetched  # type: ignore[method-assign]
+    try:
+        ahead = store.backend.read_ahead(settings, [source], full)
+        assert ahead is not None
+        ahead.cancel()
+        with capture_logs() as logs:
+            await store.backend.interrupt()
+    finally:
+        group.consume = consume  # type: ignore[method-assign]
+    [held] = await _pages(store.backend.own_pending(settings, [source], counted=False))
+    assert [e[0] for e in held.entries] == [b"0-0"]
+    assert [log["event"] for log in logs] == ["read_ahead_failed"]
+    assert "UNKNOWN" in logs[0]["error"]
