@@ -12,7 +12,7 @@ import gc
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,36 @@ class Store:
         finally:
             reader.close()
         return got
+
+
+@dataclass
+class HeldBack:
+    """The backend's consume calls, each started on the consumer's thread but reading (the
+    real consume, waiting up to ``wait_s`` for records) only once ``release`` is set."""
+
+    started: threading.Event
+    release: threading.Event
+
+
+@contextlib.contextmanager
+def consume_held_back(backend: KafkaBackend, wait_s: float) -> Iterator[HeldBack]:
+    group, held = backend._group, HeldBack(threading.Event(), threading.Event())
+    consume = group.consume
+
+    def when_released(n: int) -> list[Message]:
+        held.started.set()
+        assert group.kafka is not None and held.release.wait(5)
+        return group.kafka.consume(n, wait_s)
+
+    async def held_back(n: int, timeout_s: float) -> list[Message]:
+        found: list[Message] = await group.call(when_released, n)
+        return found
+
+    group.consume = held_back  # type: ignore[method-assign]
+    try:
+        yield held
+    finally:
+        group.consume = consume  # type: ignore[method-assign]
 
 
 async def _pages(pages: Any) -> list[Batch]:
@@ -313,26 +343,13 @@ async def test_a_read_ahead_only_on_a_backlog_and_a_dropped_one_loses_nothing(
 
     more = store.add(3 * settings.batch)
     # The dropped read's consume starts on the consumer's thread, and reads only once the
-    # pipeline has cancelled it (the real consume, waiting up to 1 s for records produced).
-    group, started, cancelled = store.backend._group, threading.Event(), threading.Event()
-    consume = group.consume
-
-    def consume_once_cancelled(n: int) -> list[Message]:
-        started.set()
-        assert group.kafka is not None and cancelled.wait(5)
-        return group.kafka.consume(n, 1.0)
-
-    async def consume_ahead(n: int, timeout_s: float) -> list[Message]:
-        found: list[Message] = await group.call(consume_once_cancelled, n)
-        return found
-
-    group.consume = consume_ahead  # type: ignore[method-assign]
-    ahead = store.backend.read_ahead(settings, [source], full)
-    assert ahead is not None
-    assert await asyncio.to_thread(started.wait, 5)
-    ahead.cancel()
-    cancelled.set()
-    group.consume = consume  # type: ignore[method-assign]
+    # pipeline has cancelled it.
+    with consume_held_back(store.backend, 1.0) as consume:
+        ahead = store.backend.read_ahead(settings, [source], full)
+        assert ahead is not None
+        assert await asyncio.to_thread(consume.started.wait, 5)
+        ahead.cancel()
+        consume.release.set()
     read: list[bytes] = []
 
     async def every_record_held() -> bool:
@@ -404,31 +421,16 @@ async def test_a_dropped_read_ahead_is_held_before_own_pending_and_the_next_read
     settings, source = store.table.settings, store.source
     full = [Batch(source, [(b"0-0", [])] * settings.batch)]
     more = store.add(2 * settings.batch)
-    group, started, release = store.backend._group, threading.Event(), threading.Event()
-    consume = group.consume
-
-    def consume_when_released(n: int) -> list[Message]:
-        started.set()
-        assert group.kafka is not None and release.wait(5)
-        return group.kafka.consume(n, 2.0)
-
-    async def consume_held_back(n: int, timeout_s: float) -> list[Message]:
-        found: list[Message] = await group.call(consume_when_released, n)
-        return found
-
-    group.consume = consume_held_back  # type: ignore[method-assign]
-    try:
+    with consume_held_back(store.backend, 2.0) as consume:
         ahead = store.backend.read_ahead(settings, [source], full)
         assert ahead is not None
-        assert await asyncio.to_thread(started.wait, 5)
+        assert await asyncio.to_thread(consume.started.wait, 5)
         ahead.cancel()
         interrupted = asyncio.ensure_future(store.backend.interrupt())
         await asyncio.sleep(0.05)
         assert not interrupted.done()  # waits for the read ahead
-        release.set()
+        consume.release.set()
         await interrupted
-    finally:
-        group.consume = consume  # type: ignore[method-assign]
     [pending] = await _pages(store.backend.own_pending(settings, [source], counted=True))
     first = [e[0] for e in pending.entries]
     assert first and first == more[: len(first)]
