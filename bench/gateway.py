@@ -6,6 +6,7 @@ Starts the real ``synapse-gateway`` command, connects one client and then
 event. Reports publish-to-client latency (per socket read, its oldest event),
 gateway CPU per delivered event (events x clients), gateway RSS per client,
 and the Redis connections the gateway holds with 1 client and with all of them.
+The procedure is ``bench.gatewayrig``'s, shared with ``bench.gatewaykafka``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,46 +25,8 @@ import psutil
 import redis
 import redis.asyncio as aioredis
 
-from synapse.embedded import EmbeddedServer, free_port
-
-STREAM = "gateway-bench"
-PAD = "x" * 220  # ~300-byte events, like the other phases
-GATEWAY = str(Path(sys.executable).parent / "synapse-gateway")
-#: Processes holding the SSE clients (1000 browsers would be 1000 machines).
-HELPERS = 4
-
-
-class Clients:
-    """One helper process holding ``n`` SSE connections."""
-
-    def __init__(self, port: int, n: int) -> None:
-        self.n = n
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.sseclients", "127.0.0.1", str(port), str(n),
-             f"stream={STREAM}"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-
-    def ready(self) -> None:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("ready"):
-            raise RuntimeError(f"sse clients failed to connect: {line!r}")
-
-    def ask(self, command: str) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        try:
-            self.proc.stdin.write(command + "\n")
-            self.proc.stdin.flush()
-            answer: dict[str, Any] = json.loads(self.proc.stdout.readline())
-        except (OSError, ValueError):
-            raise RuntimeError(f"sse client process ended ({self.proc.poll()})") from None
-        return answer
-
-    def stop(self) -> dict[str, Any]:
-        out = self.ask("stop")
-        self.proc.wait(30)
-        return out
+from bench.gatewayrig import PAD, STREAM, measure
+from synapse.embedded import EmbeddedServer
 
 
 def gateway_connections(r: redis.Redis) -> int:
@@ -93,130 +54,39 @@ async def publish(url: str, rate: int, seconds: float) -> int:
     return sent
 
 
-def _pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-
 def run(url: str, clients: int, rate: int, seconds: float, folder: Path) -> dict[str, Any]:
     """The phase on the server at ``url``; raises when any client misses an event."""
-    port = free_port()
-    log = (folder / "gateway.log").open("wb")
-    proc = subprocess.Popen(
-        [GATEWAY, "--url", url, "--listen", f"127.0.0.1:{port}",
-         "--max-clients", str(clients + 10), "--log-format", "json"],
-        stdout=subprocess.DEVNULL, stderr=log,
-    )  # fmt: skip
     r = redis.Redis.from_url(url)
-    groups: list[Clients] = []
     try:
-        _wait_ready(port, proc)
-        gw = psutil.Process(proc.pid)
-        first = Clients(port, 1)
-        first.ready()
-        time.sleep(0.5)
-        conns_one, rss_one = gateway_connections(r), gw.memory_info().rss
-        per_proc = max(1, -(-clients // HELPERS))
-        groups = [Clients(port, min(per_proc, clients - i)) for i in range(0, clients, per_proc)]
-        for g in groups:
-            g.ready()
-        time.sleep(0.5)
-        conns_all, rss_all = gateway_connections(r), gw.memory_info().rss
-        helpers = [psutil.Process(g.proc.pid) for g in [first, *groups]]
-        cpu0 = sum(gw.cpu_times()[:2])
-        wait0 = _runqueue_wait_s(proc.pid)
-        clients_cpu0 = sum(sum(h.cpu_times()[:2]) for h in helpers)
-        redis_proc = _server_process(r)
-        redis_cpu0 = sum(redis_proc.cpu_times()[:2]) if redis_proc else 0.0
-        started = time.perf_counter()
-        sent = asyncio.run(publish(url, rate, seconds))
-        deadline = time.monotonic() + 60
-        while True:
-            reports = [g.ask("report") for g in [first, *groups]]
-            if all(rep["min"] >= sent for rep in reports) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        wall = time.perf_counter() - started
-        cpu = sum(gw.cpu_times()[:2]) - cpu0
-        waited = _runqueue_wait_s(proc.pid) - wait0
-        clients_cpu = sum(sum(h.cpu_times()[:2]) for h in helpers) - clients_cpu0
-        redis_cpu = sum(redis_proc.cpu_times()[:2]) - redis_cpu0 if redis_proc else 0.0
-        load = os.getloadavg()[0]
-        rss_end = gw.memory_info().rss
-        own = _histogram_quantiles(port, "synapse_gateway_event_latency_seconds")
-        finals = [g.stop() for g in [first, *groups]]
+        m = measure(
+            url, clients, rate, seconds, folder,
+            send=lambda rate, seconds: asyncio.run(publish(url, rate, seconds)),
+            connections=lambda _pid: gateway_connections(r),
+            server=_server_process(r), unit="events",
+        )  # fmt: skip
     finally:
-        for g in groups:
-            if g.proc.poll() is None:
-                g.proc.kill()
-        proc.terminate()
-        proc.wait(30)
-        log.close()
         r.close()
-    missing = [f for f in finals if f["min"] < sent or f["max"] > sent]
-    if missing:
-        raise RuntimeError(f"gateway: clients got {missing[0]['min']}..{missing[0]['max']} "
-                           f"of {sent} events")  # fmt: skip
-    lat = [x for f in finals for x in f["latencies_ms"]]
-    reconnects = sum(f["reconnects"] for f in finals)
-    warm = lat[len(lat) // 20 :] or lat
-    delivered = sent * (clients + 1)
     return {
-        "clients": clients + 1,
-        "rate": rate,
-        "seconds": seconds,
-        "events": sent,
-        "delivered": delivered,
-        "wall_s": wall,
-        "p50_ms": _pct(warm, 50),
-        "p99_ms": _pct(warm, 99),
-        "max_ms": max(warm),
-        "reads_timed": len(lat),
-        "slow_client_reconnects": reconnects,
-        "gateway_written_p50_ms_at_most": own[0],
-        "gateway_written_p99_ms_at_most": own[1],
-        "gateway_cpu_s": cpu,
-        "gateway_cores_busy": cpu / wall,
-        "gateway_runqueue_wait_s": waited,
-        "gateway_cpu_us_per_delivery": cpu / delivered * 1e6,
-        "gateway_cpu_us_per_event": cpu / sent * 1e6,
-        "client_processes_cores_busy": clients_cpu / wall,
-        "redis_cores_busy": redis_cpu / wall,
-        "load_avg_1m_after": load,
-        "rss_mb_one_client": rss_one / 1e6,
-        "rss_mb_all_clients": rss_all / 1e6,
-        "rss_mb_end": rss_end / 1e6,
-        "rss_kb_per_client": (rss_all - rss_one) / clients / 1e3,
-        "redis_connections_one_client": conns_one,
-        "redis_connections_all_clients": conns_all,
+        **m.head(),
+        "reads_timed": len(m.latencies_ms),
+        "slow_client_reconnects": m.reconnects,
+        "gateway_written_p50_ms_at_most": m.written_ms[0],
+        "gateway_written_p99_ms_at_most": m.written_ms[1],
+        "gateway_cpu_s": m.cpu_s,
+        "gateway_cores_busy": m.cpu_s / m.wall_s,
+        "gateway_runqueue_wait_s": m.runqueue_wait_s,
+        "gateway_cpu_us_per_delivery": m.cpu_s / m.delivered * 1e6,
+        "gateway_cpu_us_per_event": m.cpu_s / m.sent * 1e6,
+        "client_processes_cores_busy": m.clients_cpu_s / m.wall_s,
+        "redis_cores_busy": m.server_cpu_s / m.wall_s,
+        "load_avg_1m_after": m.load_avg_1m,
+        "rss_mb_one_client": m.rss_one / 1e6,
+        "rss_mb_all_clients": m.rss_all / 1e6,
+        "rss_mb_end": m.rss_end / 1e6,
+        "rss_kb_per_client": m.rss_kb_per_client,
+        "redis_connections_one_client": m.connections_one,
+        "redis_connections_all_clients": m.connections_all,
     }
-
-
-def _histogram_quantiles(port: int, name: str) -> tuple[float, float]:
-    """(p50, p99) upper bounds in ms from the gateway's own histogram buckets."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    buckets = []
-    for line in text.splitlines():
-        if line.startswith(name + "_bucket"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
-    total = buckets[-1][1] if buckets else 0.0
-
-    def upper(q: float) -> float:
-        if not total:
-            return float("nan")
-        return next(le for le, count in buckets if count >= q * total) * 1000
-
-    return upper(0.5), upper(0.99)
-
-
-def _runqueue_wait_s(pid: int) -> float:
-    """Seconds ``pid`` spent runnable but waiting for a CPU (Linux schedstat; 0 elsewhere)."""
-    try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 def _server_process(r: redis.Redis) -> psutil.Process | None:
@@ -224,22 +94,6 @@ def _server_process(r: redis.Redis) -> psutil.Process | None:
         return psutil.Process(int(r.info("server")["process_id"]))
     except (psutil.Error, KeyError, ValueError):
         return None
-
-
-def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("gateway not ready in 30 s")
-        time.sleep(0.05)
 
 
 def report(g: dict[str, Any]) -> str:

@@ -8,14 +8,14 @@ more (helper processes, ``bench.sseclients``, as ``bench.gateway`` does), produc
 ``rate`` records/s for ``seconds`` (``acks=all``, a timestamp in each body), and
 waits until every client has every record. Reports what ``bench.gateway``
 reports, with the gateway's librdkafka clients (threads ``rdk:main``) in place of
-Redis connections.
+Redis connections. The procedure is ``bench.gatewayrig``'s, shared with ``bench.gateway``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,19 +26,8 @@ import orjson
 import psutil
 from confluent_kafka import Producer
 
-from bench.gateway import (
-    GATEWAY,
-    HELPERS,
-    PAD,
-    STREAM,
-    Clients,
-    _histogram_quantiles,
-    _pct,
-    _runqueue_wait_s,
-    _wait_ready,
-)
+from bench.gatewayrig import PAD, STREAM, measure
 from synapse.backends import kafkaadmin
-from synapse.embedded import free_port
 from synapse.tansu import TansuBroker
 
 PARTITIONS = 3
@@ -76,80 +65,28 @@ def run(
     broker: TansuBroker, clients: int, rate: int, seconds: float, folder: Path
 ) -> dict[str, Any]:
     kafkaadmin.ensure_topics(broker.bootstrap, [STREAM], partitions=PARTITIONS)
-    port = free_port()
-    log = (folder / "gateway.log").open("wb")
-    proc = subprocess.Popen(
-        [GATEWAY, "--url", broker.url, "--listen", f"127.0.0.1:{port}",
-         "--max-clients", str(clients + 10), "--log-format", "json"],
-        stdout=subprocess.DEVNULL, stderr=log,
-    )  # fmt: skip
-    groups: list[Clients] = []
     try:
-        _wait_ready(port, proc)
-        gw = psutil.Process(proc.pid)
-        first = Clients(port, 1)
-        first.ready()
-        time.sleep(0.5)
-        kafka_one, rss_one = kafka_clients(proc.pid), gw.memory_info().rss
-        per_proc = max(1, -(-clients // HELPERS))
-        groups = [Clients(port, min(per_proc, clients - i)) for i in range(0, clients, per_proc)]
-        for g in groups:
-            g.ready()
-        time.sleep(0.5)
-        kafka_all, rss_all = kafka_clients(proc.pid), gw.memory_info().rss
-        cpu0, wait0 = sum(gw.cpu_times()[:2]), _runqueue_wait_s(proc.pid)
-        broker_proc = psutil.Process(broker.process.pid) if broker.process else None
-        broker0 = sum(broker_proc.cpu_times()[:2]) if broker_proc else 0.0
-        started = time.perf_counter()
-        sent = produce(broker.bootstrap, rate, seconds)
-        deadline = time.monotonic() + 60
-        while True:
-            reports = [g.ask("report") for g in [first, *groups]]
-            if all(rep["min"] >= sent for rep in reports) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        wall = time.perf_counter() - started
-        cpu = sum(gw.cpu_times()[:2]) - cpu0
-        waited = _runqueue_wait_s(proc.pid) - wait0
-        broker_cpu = sum(broker_proc.cpu_times()[:2]) - broker0 if broker_proc else 0.0
-        own = _histogram_quantiles(port, "synapse_gateway_event_latency_seconds")
-        finals = [g.stop() for g in [first, *groups]]
+        m = measure(
+            broker.url, clients, rate, seconds, folder,
+            send=functools.partial(produce, broker.bootstrap), connections=kafka_clients,
+            server=psutil.Process(broker.process.pid) if broker.process else None,
+            unit="records",
+        )  # fmt: skip
     finally:
-        for g in groups:
-            if g.proc.poll() is None:
-                g.proc.kill()
-        proc.terminate()
-        proc.wait(30)
-        log.close()
         kafkaadmin.forget_all()
-    missing = [f for f in finals if f["min"] < sent or f["max"] > sent]
-    if missing:
-        raise RuntimeError(f"gateway: clients got {missing[0]['min']}..{missing[0]['max']} "
-                           f"of {sent} records")  # fmt: skip
-    lat = [x for f in finals for x in f["latencies_ms"]]
-    warm = lat[len(lat) // 20 :] or lat
-    delivered = sent * (clients + 1)
     return {
-        "clients": clients + 1,
-        "rate": rate,
-        "seconds": seconds,
-        "records": sent,
-        "delivered": delivered,
-        "wall_s": wall,
-        "p50_ms": _pct(warm, 50),
-        "p99_ms": _pct(warm, 99),
-        "max_ms": max(warm),
-        "slow_client_reconnects": sum(f["reconnects"] for f in finals),
-        "gateway_written_p50_ms_at_most": own[0],
-        "gateway_written_p99_ms_at_most": own[1],
-        "gateway_cores_busy": cpu / wall,
-        "gateway_runqueue_wait_s": waited,
-        "gateway_cpu_us_per_delivery": cpu / delivered * 1e6,
-        "broker_cores_busy": broker_cpu / wall,
-        "load_avg_1m_after": os.getloadavg()[0],
-        "rss_kb_per_client": (rss_all - rss_one) / clients / 1e3,
-        "kafka_clients_one_client": kafka_one,
-        "kafka_clients_all_clients": kafka_all,
+        **m.head(),
+        "slow_client_reconnects": m.reconnects,
+        "gateway_written_p50_ms_at_most": m.written_ms[0],
+        "gateway_written_p99_ms_at_most": m.written_ms[1],
+        "gateway_cores_busy": m.cpu_s / m.wall_s,
+        "gateway_runqueue_wait_s": m.runqueue_wait_s,
+        "gateway_cpu_us_per_delivery": m.cpu_s / m.delivered * 1e6,
+        "broker_cores_busy": m.server_cpu_s / m.wall_s,
+        "load_avg_1m_after": m.load_avg_1m,
+        "rss_kb_per_client": m.rss_kb_per_client,
+        "kafka_clients_one_client": m.connections_one,
+        "kafka_clients_all_clients": m.connections_all,
     }
 
 
