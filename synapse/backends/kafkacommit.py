@@ -1,7 +1,8 @@
 """The Kafka backend's commit of a batch: copies produced, then the offsets.
 
-Every write of the plan is produced with ``acks=all`` (``to_records``, the source
-record's key kept) and the producer flushed; the records whose every copy was
+Every write of the plan is produced with ``acks=all`` (a copy as the record's value and
+headers as read plus provenance when that is what its fields say, else ``to_record`` of
+its fields; the source record's key kept) and the producer flushed; the records whose every copy was
 acknowledged stop holding their partition's commit point, and each partition whose
 point moved is committed up to its first record still held (``kafkaheld.py``). A crash
 re-routes at most that uncommitted tail. Producing and committing are not one

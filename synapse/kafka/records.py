@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from synapse import keys
 from synapse.events import Provenance
-from synapse.plan import Entry, Write
+from synapse.plan import Entry
 
 #: A record's headers as Kafka clients give them: (name, value or None) pairs.
 Headers = Sequence[tuple[str, bytes | None]]
@@ -81,7 +81,7 @@ def read_entry(
     partition: int, offset: int, value: bytes | None, headers: Headers | None, data_field: bytes
 ) -> tuple[Entry, bool]:
     """``to_entry`` of a record, and whether its copies may be produced with its headers as
-    read plus provenance: what ``to_records`` makes of the entry's fields is exactly them.
+    read plus provenance: what ``to_record`` makes of a copy's fields is exactly them.
     Not so for a tombstone (no value: a header would become the value), a header with no
     value (it becomes empty), or a data field named ``synapse-*`` (provenance's own). A
     header named as the data field stays a header either way."""
@@ -111,28 +111,6 @@ def to_record(fields: Sequence[bytes], key: bytes | None, data_field: bytes = b"
     ]
     value = fields[last + 1] if last >= 0 else None
     return Record(value, headers, key)
-
-
-def to_records(
-    writes: Sequence[Write], key: bytes | None, data_field: bytes = b"data"
-) -> list[tuple[str, Record]]:
-    """Every write of one entry as (topic, record): ``to_record`` of each ``Write.fields``,
-    with the fields the copies share (``Write.base``) split into value and headers once
-    per entry rather than once per copy."""
-    out: list[tuple[str, Record]] = []
-    shared: list[bytes] | None = None
-    value: bytes | None = None
-    head: list[tuple[str, bytes]] = []
-    for write in writes:
-        provenance = write.provenance
-        if provenance is None or data_field.startswith(b"synapse-"):
-            out.append((write.stream, to_record(write.fields, key, data_field)))
-            continue
-        if write.base is not shared:
-            shared = write.base
-            value, head, _ = to_record(shared, None, data_field)
-        out.append((write.stream, Record(value, with_provenance(head, provenance), key)))
-    return out
 
 
 def with_provenance(headers: Headers, provenance: Provenance) -> list[tuple[str, bytes]]:

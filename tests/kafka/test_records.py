@@ -13,7 +13,6 @@ from synapse.kafka.records import (
     read_entry,
     to_entry,
     to_record,
-    to_records,
     with_provenance,
 )
 from synapse.plan import Write
@@ -80,30 +79,6 @@ def test_entry_ids_round_trip_and_bad_ones_are_refused() -> None:
             position(bad)
 
 
-@pytest.mark.parametrize("data_field", [b"data", b"payload", b"synapse-body"])
-@pytest.mark.parametrize(
-    "base",
-    [
-        [b"type", b"t", b"data", b"{}", b"payload", b"{}", b"producer", b"p"],
-        [b"type", b"t", b"data", b"1", b"data", b"2", b"synapse-body", b"3"],  # last one wins
-        [b"type", b"t", b"n", b""],  # a tombstone: no data field
-    ],
-)
-def test_to_records_writes_each_copy_as_to_record_of_its_fields(
-    base: list[bytes], data_field: bytes
-) -> None:
-    """to_records (the base split once per entry) gives, write by write, exactly
-    to_record(Write.fields): copies sharing a base, and a dead letter (no provenance)."""
-    writes = [
-        Write("a", base, None, (b"src", b"0-7", b"r1")),
-        Write("b", base, None, (b"src", b"0-7", b"r2")),
-        Write("dlq", [b"type", b"t", data_field, b"x", b"synapse-reason", b"r"], None),
-    ]
-    got = to_records(writes, b"key", data_field)
-    assert got == [(w.stream, to_record(w.fields, b"key", data_field)) for w in writes]
-    assert got[0][1].headers is not got[1][1].headers  # each copy its own list
-
-
 @pytest.mark.parametrize(
     ("value", "headers", "data_field", "same", "equal"),
     [
@@ -124,11 +99,11 @@ def test_a_record_whose_copies_reuse_its_headers_maps_to_exactly_them(
 ) -> None:
     """read_entry says when the commit may produce a copy as the record's value and headers
     as read plus provenance (no round trip through fields): never when that differs from
-    what to_records makes of the entry."""
+    what to_record makes of the copy's fields."""
     entry, reuse = read_entry(3, 9, value, headers, data_field)
     assert entry == to_entry(3, 9, value, headers, data_field)
     assert reuse is same
     provenance = (b"src", entry[0], b"r")
-    [(_, record)] = to_records([Write("a", entry[1], None, provenance)], b"k", data_field)
+    record = to_record(Write("a", entry[1], None, provenance).fields, b"k", data_field)
     reused = Record(value, with_provenance(headers, provenance), b"k")  # type: ignore[arg-type]
     assert (record == reused) is equal
