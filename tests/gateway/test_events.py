@@ -174,6 +174,9 @@ async def test_token_is_required_on_events_and_page_by_header_or_query(gateway_a
             assert wrong == 401
         status, _, _ = await status_of(f"{base}/events?stream=a&token=wrong")
         assert status == 401
+        # readiness follows the read loop's first answer from the server (a loaded machine
+        # may take a moment): wait for it, then every probe answers without the token
+        await wait_for(lambda: gw.hub.ready, 10, "the gateway's first answer from the server")
         for path in ("/healthz", "/readyz", "/metrics"):
             status, _, _ = await status_of(base + path)
             assert status == 200, path
