@@ -137,9 +137,9 @@ class Committer:
             self.watch.raise_if_down()
 
     async def commit_offsets(self) -> None:
-        """Per partition: commit up to the first record still held."""
+        """Per partition still assigned: commit up to the first record still held."""
         moved = self.held.moved()
         if moved and self.group.kafka is not None:
-            await self.group.commit([TopicPartition(t, p, point) for (t, p), point in moved])
-            for at, point in moved:
-                self.held.committed(at, point)
+            done = await self.group.commit([TopicPartition(t, p, pt) for (t, p), pt in moved])
+            for tp in done:
+                self.held.committed((tp.topic or "", tp.partition), tp.offset)

@@ -110,11 +110,24 @@ class GroupConsumer:
         assert self.kafka is not None
         await self.call(self.kafka.seek, to)
 
-    async def commit(self, offsets: list[TopicPartition]) -> None:
-        """Commit ``offsets`` and wait for the coordinator's answer."""
+    async def commit(self, offsets: list[TopicPartition]) -> list[TopicPartition]:
+        """Commit the ``offsets`` of partitions still assigned and wait for the coordinator's
+        answer; the offsets committed. Decided on the consumer's thread just before the
+        commit: a rebalance that ran in a consume since the offsets were worked out (a read
+        ahead) gave the others away, and their new owner reads from their last committed
+        offset; committing them now could move it back, or be refused mid-rebalance."""
         kafka = self.kafka
         assert kafka is not None
-        await self.call(lambda: kafka.commit(offsets=offsets, asynchronous=False))
+
+        def commit_assigned() -> list[TopicPartition]:
+            mine = {(tp.topic, tp.partition) for tp in kafka.assignment()}
+            kept = [tp for tp in offsets if (tp.topic, tp.partition) in mine]
+            if kept:
+                kafka.commit(offsets=kept, asynchronous=False)
+            return kept
+
+        committed: list[TopicPartition] = await self.call(commit_assigned)
+        return committed
 
     def assigned(self) -> list[Partition]:
         """The partitions the group gave this consumer (empty before it joined)."""

@@ -524,3 +524,45 @@ async def test_a_dropped_read_ahead_that_failed_still_holds_what_it_read(
     assert [e[0] for e in held.entries] == [b"0-0"]
     assert [log["event"] for log in logs] == ["read_ahead_failed"]
     assert "UNKNOWN" in logs[0]["error"]
+
+
+async def test_offsets_are_committed_only_for_partitions_still_assigned(
+    broker: TansuBroker, topic: str, table_from: Callable[..., RoutingTable]
+) -> None:
+    """A rebalance between working out a commit's offsets and sending it (a read ahead's
+    consume ran it): only the partitions still assigned are committed; the one another
+    member now owns keeps the offset its owner reads from."""
+    source = f"{topic}.in"
+    kafkaadmin.ensure_topics(broker.bootstrap, [source], partitions=2)
+    async with _store_on(broker, topic, table_from) as store:
+        settings, backend = store.table.settings, store.backend
+
+        async def both() -> bool:
+            await backend.read(settings, [source], 100)
+            return len(backend.assigned()) == 2
+
+        await wait_for(both, 60, "both partitions assigned")
+        other = Consumer(
+            {"bootstrap.servers": broker.bootstrap, "group.id": settings.group, "client.id": "b"}
+        )
+        other.subscribe([source])
+        try:
+
+            async def shared() -> bool:
+                await backend.read(settings, [source], 100)
+                await asyncio.to_thread(other.consume, 1, 0.1)
+                return len(backend.assigned()) == 1 and len(other.assignment()) == 1
+
+            await wait_for(shared, 60, "the partitions shared with a second member")
+            [(_, mine)] = backend.assigned()
+            done = await backend._group.commit([TopicPartition(source, p, 7) for p in (0, 1)])
+            assert [(tp.partition, tp.offset) for tp in done] == [(mine, 7)]
+            reader = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": settings.group})
+            try:
+                found = reader.committed([TopicPartition(source, p) for p in (0, 1)], timeout=10)
+            finally:
+                reader.close()
+            offsets = {tp.partition: tp.offset for tp in found}
+            assert offsets[mine] == 7 and offsets[1 - mine] != 7
+        finally:
+            other.close()
