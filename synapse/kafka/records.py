@@ -94,7 +94,7 @@ def read_entry(
         fields += (names.get(name) or field_name(name), raw)
     if value is not None:
         fields += (data_field, value)
-    return (b"%d-%d" % (partition, offset), fields), same
+    return (entry_id(partition, offset), fields), same
 
 
 def to_record(fields: Sequence[bytes], key: bytes | None, data_field: bytes = b"data") -> Record:
